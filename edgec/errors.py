@@ -1,0 +1,36 @@
+"""Errors a user can cause. The CLI prints their message and exits 2; anything else is a bug."""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgecError",
+    "BadInputError",
+    "TargetError",
+    "RuntimeUnavailableError",
+    "VerificationError",
+    "GateFailedError",
+]
+
+
+class EdgecError(Exception):
+    """Base of every error caused by user input or environment; the message says what to do."""
+
+
+class BadInputError(EdgecError):
+    """A model, data, labels or report file the user gave is missing, malformed or inconsistent."""
+
+
+class TargetError(EdgecError):
+    """A target descriptor is unknown, malformed, or asks for something edgec cannot do yet."""
+
+
+class RuntimeUnavailableError(EdgecError):
+    """The runtime a target needs (TensorRT, LiteRT, a CUDA provider) is not installed here."""
+
+
+class VerificationError(EdgecError):
+    """A compiled model no longer computes what its source computed."""
+
+
+class GateFailedError(EdgecError):
+    """A release gate found a threshold violated."""
