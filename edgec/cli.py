@@ -1,0 +1,228 @@
+"""`edgec` command line: argument parsing, printing and exit codes only; every command calls the API.
+
+Exit codes: 0 success, 1 a release gate failed, 2 bad input or usage (one-line message, no traceback
+unless --verbose), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgec import __version__
+from edgec.errors import EdgecError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from edgec.compiler import compile as compile_model
+
+    result = compile_model(args.model, args.target, calib=args.calib, output_dir=args.output, force=args.force,
+                           passes=_names(args.passes), skip_passes=_names(args.skip_passes) or (), progress=_say)
+    manifest = result.manifest
+    nodes = manifest["nodes"]
+    print(f"compiled {args.model} for {manifest['target']['name']} -> {result.output_dir}")
+    print(f"  nodes: source {nodes['source']}, optimized {nodes['optimized']}, artifact {nodes['artifact']}")
+    print(f"  size: {manifest['source']['size_bytes']:,} -> {manifest['artifact']['size_bytes']:,} bytes")
+    if manifest["quantization"]:
+        quantized = ", ".join(f"{op} x{n}" for op, n in manifest["quantization"]["quantized_nodes"].items())
+        calibration = manifest["calibration"]
+        print(f"  int8: {quantized}; calibrated {calibration['tensors']} tensors on {calibration['samples']}"
+              f" {calibration['source']} samples ({calibration['calibrator']})")
+    return EXIT_OK
+
+
+def _format_bench(report: dict[str, Any]) -> str:
+    """A readable side-by-side table of a bench report."""
+    base = report.get("baseline") or {}
+    rows = [("", "artifact", "baseline" if base else "")]
+
+    def row(label: str, value: Any, other: Any, fmt: str) -> None:
+        rows.append((label, format(value, fmt) if value is not None else "-", format(other, fmt) if other is not None else ""))
+
+    lat, base_lat = report["latency_ms"], base.get("latency_ms", {})
+    for key in ("p50", "p90", "p99", "mean"):
+        row(f"latency {key} (ms)", lat[key], base_lat.get(key), ".3f")
+    row("throughput (/s)", report["throughput_per_s"], base.get("throughput_per_s"), ".1f")
+    row("load (ms)", report["load_ms"], base.get("load_ms"), ".1f")
+    row("peak RSS (MiB)", report["peak_rss_mb"], base.get("peak_rss_mb"), ".1f")
+    row("size (MiB)", report["size_bytes"] / 2**20, base.get("size_bytes", 0) / 2**20 if base else None, ".3f")
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{a:<{width}}  {b:>10}  {c:>10}".rstrip() for a, b, c in rows]
+    lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs, batch 1,"
+                 f" {report['samples']} samples ({report['data']})")
+    if report.get("speedup_p50") is not None:
+        lines.append(f"speedup (baseline p50 / artifact p50): {report['speedup_p50']:.2f}x")
+    drift = report.get("drift")
+    if drift:
+        for name, d in drift["outputs"].items():
+            lines.append(f"drift {name}: cosine min {d['cosine_min']:.5f} mean {d['cosine_mean']:.5f},"
+                         f" max |diff| {d['max_abs']:.4g}, SQNR {d['sqnr_db']:.1f} dB")
+        if drift.get("top1_agreement") is not None:
+            lines.append(f"top-1 agreement with baseline: {drift['top1_agreement']:.4f}")
+        if drift.get("accuracy") is not None:
+            lines.append(f"accuracy: {drift['accuracy']:.4f} (baseline {drift['baseline_accuracy']:.4f},"
+                         f" drop {drift['accuracy_drop_pp']:.2f} pp)")
+    return "\n".join(lines)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from edgec.benchmark import bench
+
+    report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline, threads=args.threads,
+                   warmup=args.warmup, runs=args.runs, json_path=args.json, progress=_say)
+    print(_format_bench(report))
+    if args.json:
+        print(f"report written to {args.json}")
+    return EXIT_OK
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from edgec.api import gate
+    from edgec.artifact import write_text_atomic
+    from edgec.gating import THRESHOLD_NAMES, format_table, to_junit, to_markdown
+
+    thresholds = {name: getattr(args, name) for name in THRESHOLD_NAMES if getattr(args, name) is not None}
+    result = gate(args.report, policy=args.policy, **thresholds)
+    print(format_table(result))
+    if args.junit:
+        write_text_atomic(args.junit, to_junit(result))
+    if args.markdown:
+        write_text_atomic(args.markdown, to_markdown(result))
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from edgec.target import list_targets
+
+    rows = []
+    for target in list_targets():
+        ok, reason = target.runnable_here()
+        rows.append({"name": target.name, "runtime": target.runtime, "precision": target.precision,
+                     "runs_here": ok, "why": reason, "description": target.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        here = "yes" if r["runs_here"] else f"no ({r['why']})"
+        print(f"{r['name']:<{width}}  {r['runtime']:<11} {r['precision']:<5} runs here: {here}")
+        print(f"{'':<{width}}  {r['description']}")
+    return EXIT_OK
+
+
+def _cmd_target(args: argparse.Namespace) -> int:
+    from edgec.target import load_target
+
+    print(json.dumps(load_target(args.name).to_dict(), indent=2))
+    return EXIT_OK
+
+
+def _cmd_passes(args: argparse.Namespace) -> int:
+    from edgec.passes.pipeline import PASSES
+
+    width = max(map(len, PASSES))
+    for name, (_, description) in PASSES.items():
+        print(f"{name:<{width}}  {description}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edgec.demo import run_demo
+
+    summary = run_demo(Path(args.output), runs=args.runs, progress=_say)
+    print(summary.text)
+    return EXIT_OK if summary.gate_passed else EXIT_GATE_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgec.gating import THRESHOLD_NAMES
+
+    parser = argparse.ArgumentParser(prog="edgec", description="Compile a trained model for an edge target, "
+                                     "benchmark it against the float model, and gate its release.")
+    parser.add_argument("--version", action="version", version=f"edgec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("compile", help="compile a model for a target into an artifact directory")
+    p.add_argument("model", help="source model (.onnx)")
+    p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
+    p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets; 'random' for latency-only work")
+    p.add_argument("-o", "--output", metavar="OUTDIR", help="output directory (default: <model>-<target> beside the model)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--passes", metavar="A,B,C", help="run these passes instead of the target's pipeline")
+    p.add_argument("--skip-passes", metavar="A,B", help="remove these passes from the pipeline")
+    p.set_defaults(func=_cmd_compile)
+
+    p = commands.add_parser("bench", help="measure an artifact against its float baseline")
+    p.add_argument("artifact", help="compile output directory or .onnx file")
+    p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
+    p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
+    p.add_argument("--baseline", metavar="MODEL.onnx", help="float model to compare with (default: the source in the manifest)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
+    p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+    p = commands.add_parser("gate", help="check a bench report against release thresholds (exit 1 on failure)")
+    p.add_argument("report", help="report JSON written by `edgec bench --json`")
+    p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
+    for name in THRESHOLD_NAMES:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
+    p.set_defaults(func=_cmd_gate)
+
+    p = commands.add_parser("targets", help="list the built-in targets")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_targets)
+
+    p = commands.add_parser("target", help="show one resolved target descriptor")
+    p.add_argument("name", help="target name or path to a .toml descriptor")
+    p.set_defaults(func=_cmd_target)
+
+    p = commands.add_parser("passes", help="list the available graph passes")
+    p.set_defaults(func=_cmd_passes)
+
+    p = commands.add_parser("demo", help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
+    p.add_argument("-o", "--output", default="edgec-demo", help="working directory for the demo's files (default ./edgec-demo)")
+    p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except EdgecError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"edgec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("edgec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

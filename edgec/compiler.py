@@ -1,0 +1,212 @@
+"""`compile`: the one orchestrator of frontend -> passes -> calibration/Q-DQ -> runtime artifact."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import TopologicalSortPass
+
+from edgec import __version__
+from edgec.artifact import MANIFEST_SCHEMA, sha256_file, utc_now, versions, write_artifact
+from edgec.data import load_samples, random_samples
+from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError
+from edgec.frontends import input_specs, load_model
+from edgec.passes.cleanup import RemoveUnusedPass
+from edgec.passes.manager import count_nodes
+from edgec.passes.pipeline import optimize
+from edgec.quant import qdq
+from edgec.quant.calibrator import calibrate
+from edgec.quant.table import CalibrationTable
+from edgec.runtime.base import Feeds
+from edgec.target import Target, load_target
+
+__all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_MODEL = "model.onnx"
+CALIBRATION_FILE = "calibration.json"
+#: Samples drawn for `calib="random"` (latency-only work: the scales mean nothing for accuracy).
+RANDOM_CALIBRATION_SAMPLES = 16
+#: Per-axis QuantizeLinear/DequantizeLinear need opset 13.
+_MIN_QDQ_OPSET = 13
+#: (runtime, precision) pairs this version builds.
+_BUILDS = {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    output_dir: Path
+    model_path: Path
+    manifest: dict[str, Any]
+
+
+def _check_buildable(target: Target) -> None:
+    """Say which runtime or feature is missing before any work is done."""
+    ok, reason = target.runnable_here()
+    if target.runtime != "onnxruntime":
+        status = "" if ok else f" ({reason})"
+        raise RuntimeUnavailableError(
+            f"target '{target.name}' needs the {target.runtime} runtime{status}; edgec {__version__} builds only "
+            "ONNX Runtime artifacts (cpu-x86-fp32, cpu-x86-int8, cpu-arm64-int8)"
+        )
+    if (target.runtime, target.precision) not in _BUILDS:
+        raise TargetError(
+            f"target '{target.name}': precision '{target.precision}' for onnxruntime is not implemented in edgec "
+            f"{__version__} (supported: fp32, int8)"
+        )
+    provider = target.options.get("provider", "CPUExecutionProvider")
+    if provider != "CPUExecutionProvider" and not ok:
+        raise RuntimeUnavailableError(f"target '{target.name}': {reason}")
+
+
+def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target) -> tuple[list[Feeds], str]:
+    if calib is None:
+        raise BadInputError(
+            f"target '{target.name}' is int8 and needs calibration data: pass --calib DATA.npz"
+            " (or --calib random for latency-only work)"
+        )
+    specs = input_specs(model)
+    if str(calib) == "random":
+        return random_samples(specs, RANDOM_CALIBRATION_SAMPLES), "random"
+    return load_samples(calib, specs, what="calibration data"), str(Path(calib).resolve())
+
+
+def _upgrade_opset(model: ir.Model, minimum: int) -> ir.Model:
+    """Convert an old-opset model so per-channel Q/DQ is expressible."""
+    if model.opset_imports.get("", 1) >= minimum:
+        return model
+    try:
+        proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), minimum)
+    except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported ops
+        raise TargetError(f"cannot upgrade the model to opset {minimum} for int8 Q/DQ: {exc}") from exc
+    return ir.serde.deserialize_model(proto)
+
+
+def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: str, progress: Progress) -> tuple[CalibrationTable, dict[str, Any]]:
+    scheme = target.quant
+    assert scheme is not None, "int8 targets always carry a quant scheme (validated by edgec.target)"
+    if scheme.activations.granularity != "per_tensor":
+        raise TargetError(f"target '{target.name}': per-channel activation quantization is not supported")
+    quant_plan = qdq.plan(model, scheme.ops, asymmetric_activations=not scheme.activations.symmetric)
+    tensors = quant_plan.calibration_tensors
+    progress(f"calibrating {len(tensors)} tensors on {len(samples)} samples ({scheme.calibrator})")
+    step = max(1, len(samples) // 10)
+
+    def report(done: int, total: int) -> None:
+        if done % step == 0 or done == total:
+            progress(f"  calibration {done}/{total}")
+
+    table = calibrate(model, tensors, samples, calibrator=scheme.calibrator, percentile=scheme.percentile,
+                      source="random" if source == "random" else "data",
+                      threads=int(target.options.get("threads", 0)), progress=report)
+    stats = qdq.apply(model, quant_plan, table, scheme)
+    RemoveUnusedPass()(model)
+    TopologicalSortPass()(model)
+    return table, stats
+
+
+def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
+    model: str | os.PathLike[str],
+    target: str | os.PathLike[str] | Target,
+    *,
+    calib: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    passes: Sequence[str] | None = None,
+    skip_passes: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> CompileResult:
+    """Compile `model` for `target` into an artifact directory (`model.onnx` + `manifest.json`).
+
+    Args:
+        model: path of the source model (ONNX).
+        target: built-in target name, path of a descriptor `.toml`, or a loaded `Target`.
+        calib: `.npz` calibration data keyed by input name, or "random" (latency-only); int8 only.
+        output_dir: where the artifact goes; default `<model stem>-<target name>` beside the model.
+        force: replace an existing output directory.
+        passes: override the target's pass pipeline; `skip_passes` removes passes from it.
+        progress: receives one-line status messages.
+    """
+    say = progress or (lambda message: logger.info(message))
+    target = target if isinstance(target, Target) else load_target(target)
+    _check_buildable(target)
+    source_path = Path(model)
+    say(f"loading {source_path}")
+    graph = load_model(source_path)
+    output_dir = Path(output_dir) if output_dir is not None else source_path.with_name(f"{source_path.stem}-{target.name}")
+    if output_dir.exists() and not force:
+        raise BadInputError(f"output directory {output_dir} already exists; pass --force to replace it")
+    int8 = target.precision == "int8"
+    samples, calib_source = _calibration_samples(calib, graph, target) if int8 else ([], None)
+    if not int8 and calib is not None:
+        say(f"note: target '{target.name}' is {target.precision}; --calib is not used")
+
+    nodes_source = count_nodes(graph)
+    names = [name for name in (passes if passes is not None else target.passes) if name not in set(skip_passes)]
+    say(f"optimizing: {', '.join(names) or 'no passes'}")
+    if int8:
+        graph = _upgrade_opset(graph, _MIN_QDQ_OPSET)
+    graph, records = optimize(graph, names)
+    nodes_optimized = count_nodes(graph)
+
+    table, quant_stats = (None, None)
+    if int8:
+        table, quant_stats = _quantize(graph, target, samples, calib_source, say)
+    proto = ir.serde.serialize_model(graph)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:  # a bug in a pass, not user input: keep the cause
+        raise TargetError(f"edgec produced an invalid model (please report): {str(exc).splitlines()[0]}") from exc
+
+    def fill(staging: Path) -> dict[str, Any]:
+        onnx.save_model(proto, staging / ARTIFACT_MODEL)
+        if table is not None:
+            (staging / CALIBRATION_FILE).write_text(table.to_json() + "\n", encoding="utf-8")
+        return _manifest(target, source_path, staging / ARTIFACT_MODEL, records, (nodes_source, nodes_optimized, count_nodes(graph)),
+                         table, calib_source, quant_stats)
+
+    say(f"writing {output_dir}")
+    manifest = write_artifact(output_dir, fill, force=force)
+    return CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest)
+
+
+def _manifest(
+    target: Target,
+    source: Path,
+    artifact: Path,
+    records: Sequence[Any],
+    node_counts: tuple[int, int, int],
+    table: CalibrationTable | None,
+    calib_source: str | None,
+    quant_stats: dict[str, Any] | None,
+) -> dict[str, Any]:
+    calibration = None
+    if table is not None:
+        calibration = {**table.summary(), "data": calib_source, "file": CALIBRATION_FILE}
+        if calib_source != "random":
+            calibration["data_sha256"] = sha256_file(calib_source)
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "edgec_version": __version__,
+        "created_utc": utc_now(),
+        "target": {"name": target.name, "source": target.source, "descriptor": target.to_dict()},
+        "source": {"path": str(source.resolve()), "format": "onnx", "sha256": sha256_file(source),
+                   "size_bytes": source.stat().st_size},
+        "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": target.precision,
+                     "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size},
+        "passes": [record.to_dict() for record in records],
+        "nodes": dict(zip(("source", "optimized", "artifact"), node_counts)),
+        "calibration": calibration,
+        "quantization": quant_stats,
+        "versions": versions(),
+    }

@@ -1,0 +1,473 @@
+"""Benchmark an artifact against a baseline: latency, throughput, load time, memory, size and drift.
+
+Measurement design, and why:
+
+- **One fresh worker process per model** ("spawn" start method, never "fork"): a process's peak
+  RSS only grows, allocators keep freed memory, and imported libraries stay resident, so a model
+  measured in a process that touched another model would be charged for both. A spawned worker
+  starts from a bare interpreter; it imports the runtime's library, reads its RSS
+  (`rss_before_load_mb`), loads the model (`load_ms`: constructor wall time), and reports its own
+  peak RSS at the very end (`peak_rss_mb`), so `peak_rss_mb - rss_before_load_mb` approximates
+  what the model itself costs (weights, arena, workspace), separate from the library.
+- **Interleaved timing**: after warming up both models, the parent runs timed rounds of
+  `ROUND_RUNS` inferences per model, alternating which model goes first each round, until each has
+  `runs` timings. Noise on a shared machine comes in bursts (FINDINGS: medians moving 30% between
+  rounds), and interleaving spreads a burst over both models instead of over one of them, so the
+  ratio (`speedup_p50`) stays trustworthy even when absolute numbers wobble.
+- Each timing is `time.perf_counter_ns()` around `Runtime.infer(feeds)` + `Runtime.synchronize()`,
+  so GPU runtimes are timed to completion. Python's cyclic GC is paused during a timed round (and
+  run between rounds) so a collection does not land inside one inference.
+- Outputs for drift are computed afterwards on every sample, untimed, one sample per message so a
+  worker never holds all outputs at once (which would inflate its peak RSS).
+
+The harness knows only the `Runtime` contract: a runtime is named by `ModelRef.runtime` and
+resolved by `edgec.runtime.base.runtime_class` inside the worker.
+
+Because workers are spawned, a script calling `benchmark` must guard its entry point with
+`if __name__ == "__main__":` (the spawned interpreter re-imports the main module).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import multiprocessing
+import signal
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec import errors
+from edgec.errors import BadInputError, EdgecError
+from edgec.harness.accuracy import drift
+from edgec.harness.latency import summarize
+from edgec.harness.memory import current_rss_mb, peak_rss_mb
+from edgec.runtime.base import runtime_class
+
+__all__ = ["ModelRef", "benchmark", "model_size_bytes", "ROUND_RUNS"]
+
+logger = logging.getLogger(__name__)
+
+#: Timed inferences per model per interleaved round.
+ROUND_RUNS = 10
+#: Seconds a worker may take to start its interpreter and say it is ready.
+_START_TIMEOUT_S = 120.0
+#: Seconds a worker may take for one command (load, one round, one sample's outputs, close).
+_COMMAND_TIMEOUT_S = 600.0
+#: Seconds to wait for a worker to exit by itself before terminating it.
+_JOIN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to benchmark: where it is and which runtime runs it with which options.
+
+    Attributes:
+        path: The model file (or artifact directory) the runtime loads.
+        runtime: A runtime name known to `edgec.runtime.base.runtime_class` (e.g. "onnxruntime").
+        options: Passed to the `Runtime` constructor as `options=` (e.g. ORT's `provider`).
+        label: A human name for progress messages and errors (e.g. "int8", "fp32 source").
+    """
+
+    path: Path
+    runtime: str = "onnxruntime"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    label: str = "artifact"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side: runs in the spawned process. Everything it sends is plain tuples of picklable data.
+# --------------------------------------------------------------------------------------------
+
+
+def _error_reply(exc: BaseException) -> tuple[str, str, str, str]:
+    """Describe an exception for the parent: class name, one-line message, full traceback."""
+    message = str(exc) if isinstance(exc, EdgecError) else (str(exc).strip().splitlines() or [""])[0]
+    return ("error", type(exc).__name__, message, traceback.format_exc())
+
+
+def _timed_runs(runtime: Any, samples: list[dict[str, np.ndarray]], start: int, count: int) -> list[int]:
+    """Time `count` inferences cycling through `samples` from index `start`; nanoseconds each."""
+    clock = time.perf_counter_ns
+    latencies: list[int] = []
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for k in range(count):
+            feeds = samples[(start + k) % len(samples)]
+            t0 = clock()
+            out = runtime.infer(feeds)
+            runtime.synchronize()
+            t1 = clock()
+            del out  # free the outputs outside the timed span
+            latencies.append(t1 - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return latencies
+
+
+def _worker_main(conn: Connection, path: str, runtime_name: str, options: dict[str, Any], threads: int) -> None:
+    """Serve one model to the parent until told to close; exit after the first error.
+
+    Commands (tuples): ("load", samples) -> load stats; ("warmup", n) -> None; ("time", n) ->
+    list of ns; ("output", i) -> outputs of sample i; ("close",) -> {"peak_rss_mb"} and exit.
+    Every reply is ("ok", payload) or ("error", class name, message, traceback).
+    """
+    # The parent owns the worker's lifetime: on Ctrl-C it terminates us in its `finally`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runtime: Any = None
+    samples: list[dict[str, np.ndarray]] = []
+    cursor = 0
+    try:
+        conn.send(("ok", "ready"))
+        while True:
+            command, *args = conn.recv()
+            try:
+                if command == "load":
+                    samples = args[0]
+                    cls = runtime_class(runtime_name)  # library import is not the model's cost
+                    gc.collect()
+                    rss_before = current_rss_mb()
+                    t0 = time.perf_counter_ns()
+                    runtime = cls(path, threads=threads, options=options)
+                    load_ns = time.perf_counter_ns() - t0
+                    reply: Any = {
+                        "load_ms": load_ns / 1e6,
+                        "rss_before_load_mb": rss_before,
+                        "rss_after_load_mb": current_rss_mb(),
+                    }
+                elif command == "warmup":
+                    _timed_runs(runtime, samples, cursor, args[0])
+                    cursor += args[0]
+                    reply = None
+                elif command == "time":
+                    reply = _timed_runs(runtime, samples, cursor, args[0])
+                    cursor += args[0]
+                elif command == "output":
+                    outputs = runtime.infer(samples[args[0]])
+                    runtime.synchronize()
+                    reply = {name: np.asarray(value) for name, value in outputs.items()}
+                elif command == "close":
+                    conn.send(("ok", {"peak_rss_mb": peak_rss_mb()}))
+                    return
+                else:
+                    raise ValueError(f"unknown worker command {command!r}")
+            except Exception as exc:  # reported to the parent, which raises it there
+                conn.send(_error_reply(exc))
+                return
+            conn.send(("ok", reply))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent went away; nothing left to serve
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Parent side.
+# --------------------------------------------------------------------------------------------
+
+
+def _rebuild_error(who: str, class_name: str, message: str) -> EdgecError:
+    """Re-create a worker's EdgecError with its original class; wrap anything else in EdgecError."""
+    cls = getattr(errors, class_name, None)
+    if isinstance(cls, type) and issubclass(cls, EdgecError):
+        return cls(f"{who}: {message}")
+    return EdgecError(f"{who}: the runtime failed with {class_name}: {message}")
+
+
+class _Worker:
+    """Parent-side handle of one model's worker process: start, request/reply, always stop."""
+
+    def __init__(self, ctx: Any, who: str, ref: ModelRef, threads: int):
+        self.who = who
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_worker_main,
+            args=(child_conn, str(ref.path), ref.runtime, dict(ref.options), threads),
+            name=f"edgec-harness-{who}",
+            daemon=True,
+        )
+        self.process.start()
+        # Drop our copy of the child's end so a dead worker reads as EOF instead of silence.
+        child_conn.close()
+
+    def call(self, message: tuple[Any, ...], timeout: float = _COMMAND_TIMEOUT_S) -> Any:
+        """Send one command and return the worker's payload, raising its error here."""
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
+            raise self._died() from exc
+        return self.receive(timeout)
+
+    def receive(self, timeout: float) -> Any:
+        """Wait for one reply, noticing a dead worker at once and a hung one after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EdgecError(
+                    f"{self.who}: the worker did not answer within {timeout:.0f} s; "
+                    "the model may be too slow for this benchmark or the runtime hung"
+                )
+            if self.conn.poll(min(0.2, remaining)):
+                try:
+                    reply = self.conn.recv()
+                except (EOFError, ConnectionResetError, OSError) as exc:
+                    raise self._died() from exc
+                break
+            if not self.process.is_alive() and not self.conn.poll(0):
+                raise self._died()
+        if reply[0] == "error":
+            _, class_name, message, trace = reply
+            logger.debug("%s worker traceback:\n%s", self.who, trace)
+            raise _rebuild_error(self.who, class_name, message)
+        return reply[1]
+
+    def _died(self) -> EdgecError:
+        self.process.join(timeout=1.0)
+        return EdgecError(
+            f"{self.who}: the worker process exited unexpectedly (exit code {self.process.exitcode}); "
+            "the runtime may have crashed on this model, or run out of memory; see its stderr above"
+        )
+
+    def stop(self) -> None:
+        """Close the pipe and make sure the process is gone: join, then terminate, then kill."""
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self.process.join(timeout=_JOIN_TIMEOUT_S)
+        if self.process.is_alive():
+            logger.warning("%s worker did not exit; terminating it", self.who)
+            self.process.terminate()
+            self.process.join(timeout=_JOIN_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=_JOIN_TIMEOUT_S)
+        if not self.process.is_alive():
+            self.process.close()
+
+
+def _onnx_external_locations(model: Any) -> set[str]:
+    """Every `location` referenced by an external tensor of an ONNX model, subgraphs included."""
+    locations: set[str] = set()
+
+    def visit_tensor(tensor: Any) -> None:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                locations.add(entry.value)
+
+    def visit_nodes(nodes: Any) -> None:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    visit_tensor(attr.t)
+                for tensor in attr.tensors:
+                    visit_tensor(tensor)
+                if attr.HasField("g"):
+                    visit_graph(attr.g)
+                for graph in attr.graphs:
+                    visit_graph(graph)
+
+    def visit_graph(graph: Any) -> None:
+        for tensor in graph.initializer:
+            visit_tensor(tensor)
+        for sparse in graph.sparse_initializer:
+            visit_tensor(sparse.values)
+            visit_tensor(sparse.indices)
+        visit_nodes(graph.node)
+
+    visit_graph(model.graph)
+    for function in model.functions:
+        visit_nodes(function.node)
+    return locations
+
+
+def model_size_bytes(path: str | Path) -> int:
+    """Bytes a model occupies on disk: what a device has to store and ship.
+
+    A directory counts every file under it. An `.onnx` file counts itself plus each distinct
+    external-data file its tensors reference (resolved relative to the model's directory, each
+    counted once however many tensors it holds; missing files are skipped, the runtime reports
+    them). Any other file counts itself. An ONNX file that cannot be parsed counts itself only.
+
+    Args:
+        path: The model file or artifact directory.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        BadInputError: If `path` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"model not found: {path}")
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = path.stat().st_size
+    if path.suffix.lower() != ".onnx":
+        return size
+    import onnx  # lazily: only ONNX files need it
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # a corrupt file still has a size; the runtime reports the corruption
+        logger.debug("cannot parse %s for external data (%s); counting the file only", path, exc)
+        return size
+    seen = {path.resolve()}
+    for location in sorted(_onnx_external_locations(model)):
+        data = (path.parent / location).resolve()
+        if data in seen or not data.is_file():
+            continue
+        seen.add(data)
+        size += data.stat().st_size
+    return size
+
+
+def _throughput(latencies_ns: Sequence[int]) -> float:
+    """Batch-1 throughput: `runs / sum(latencies in s)`; the sum is floored at 1 ns (never /0)."""
+    return len(latencies_ns) * 1e9 / max(1, sum(latencies_ns))
+
+
+def _describe(role: str, ref: ModelRef) -> str:
+    """'artifact' or 'baseline', plus the user's label when it says more than the default does."""
+    return role if ref.label in ("", role, "artifact") else f"{role} '{ref.label}'"
+
+
+def benchmark(
+    artifact: ModelRef,
+    baseline: ModelRef | None,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    *,
+    threads: int,
+    warmup: int = 10,
+    runs: int = 100,
+    labels: np.ndarray | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure an artifact (and optionally its baseline) in fresh worker processes, interleaved.
+
+    See the module docstring for the measurement design. Timed inferences cycle through
+    `samples` in order (both models see the same sequence); drift is computed on every sample.
+
+    Args:
+        artifact: The compiled model.
+        baseline: The reference model (usually the fp32 source), or None to measure the artifact alone.
+        samples: Per-inference feed dicts (batch 1 each), already validated against the models' inputs.
+        threads: Intra-op threads for both runtimes (0 lets the runtime choose).
+        warmup: Untimed inferences per model before timing.
+        runs: Timed inferences per model.
+        labels: Optional 1-D integer class per sample for accuracy; only used with a baseline.
+        progress: Called with short human messages ("loading artifact", "round 3/10").
+
+    Returns:
+        `{"threads", "latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
+        "size_bytes", "rss_before_load_mb", "baseline": {the same keys but threads} | None,
+        "speedup_p50": baseline p50 / artifact p50 | None, "drift": `drift(...)` | None}`.
+        `speedup_p50` above 1 means the artifact is faster.
+
+    Raises:
+        BadInputError: For a missing model, no samples, nonsensical counts, labels that do not
+            fit, or a model the runtime cannot load (the worker's own error class is kept).
+        EdgecError: If a worker fails otherwise, crashes or stops answering.
+    """
+    if not samples:
+        raise BadInputError("no samples to run; give at least one input sample")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise BadInputError(f"threads must be a non-negative integer (0 = runtime default), got {threads!r}")
+    if runs < 1:
+        raise BadInputError(f"runs must be at least 1, got {runs}")
+    if warmup < 0:
+        raise BadInputError(f"warmup must be 0 or more, got {warmup}")
+    if labels is not None:
+        label_shape = np.shape(labels)
+        if len(label_shape) != 1 or label_shape[0] != len(samples):
+            raise BadInputError(
+                f"labels have shape {list(label_shape)} for {len(samples)} samples; give one label per sample"
+            )
+        if baseline is None:
+            logger.warning("labels are ignored without a baseline: accuracy is reported as part of drift")
+    roles: list[tuple[str, ModelRef]] = [("artifact", artifact)]
+    if baseline is not None:
+        roles.append(("baseline", baseline))
+    sizes = {role: model_size_bytes(ref.path) for role, ref in roles}  # also fails fast on a missing file
+    names = {role: _describe(role, ref) for role, ref in roles}
+
+    def say(message: str) -> None:
+        logger.info(message)
+        if progress is not None:
+            progress(message)
+
+    feeds = [{name: np.asarray(value) for name, value in sample.items()} for sample in samples]
+    ctx = multiprocessing.get_context("spawn")
+    workers: dict[str, _Worker] = {}
+    latencies: dict[str, list[int]] = {role: [] for role, _ in roles}
+    outputs: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role, _ in roles}
+    try:
+        say("starting workers")
+        for role, ref in roles:
+            workers[role] = _Worker(ctx, names[role], ref, threads)
+        for role, _ in roles:  # interpreters start in parallel; models then load one at a time
+            workers[role].receive(_START_TIMEOUT_S)
+        loads = {}
+        for role, _ in roles:
+            say(f"loading {names[role]}")
+            loads[role] = workers[role].call(("load", feeds))
+            logger.debug("%s loaded: %s", names[role], loads[role])
+        if warmup:
+            say("warming up")
+            for role, _ in roles:
+                workers[role].call(("warmup", warmup))
+        rounds = math.ceil(runs / ROUND_RUNS)
+        for index in range(rounds):
+            count = min(ROUND_RUNS, runs - index * ROUND_RUNS)
+            say(f"round {index + 1}/{rounds}")
+            order = roles if index % 2 == 0 else roles[::-1]
+            for role, _ in order:
+                latencies[role].extend(workers[role].call(("time", count)))
+        if baseline is not None:
+            say("computing drift")
+            for role, _ in roles:
+                outputs[role] = [workers[role].call(("output", i)) for i in range(len(feeds))]
+        say("measuring memory")
+        peaks = {role: workers[role].call(("close",))["peak_rss_mb"] for role, _ in roles}
+    finally:
+        for worker in workers.values():
+            worker.stop()
+
+    sections = {}
+    for role, _ in roles:
+        sections[role] = {
+            "latency_ms": summarize([ns / 1e6 for ns in latencies[role]]),
+            "throughput_per_s": _throughput(latencies[role]),
+            "load_ms": float(loads[role]["load_ms"]),
+            "peak_rss_mb": float(peaks[role]),
+            "rss_before_load_mb": float(loads[role]["rss_before_load_mb"]),
+            "size_bytes": int(sizes[role]),
+        }
+    report: dict[str, Any] = {
+        "threads": threads,
+        **sections["artifact"],
+        "baseline": sections.get("baseline"),
+        "speedup_p50": None,
+        "drift": None,
+    }
+    if baseline is not None:
+        artifact_p50 = sections["artifact"]["latency_ms"]["p50"]
+        baseline_p50 = sections["baseline"]["latency_ms"]["p50"]
+        report["speedup_p50"] = baseline_p50 / artifact_p50 if artifact_p50 > 0 else None
+        report["drift"] = drift(outputs["artifact"], outputs["baseline"], labels)
+    return report

@@ -1,0 +1,1 @@
+"""Graph passes: a registry of named onnx-ir passes and the manager that runs them."""

@@ -1,0 +1,1 @@
+"""int8 quantization: qparam math, observers, calibration, calibration tables and Q/DQ insertion."""

@@ -1,0 +1,63 @@
+"""Calibration: run the float model on sample feeds and observe the tensors that will be quantized.
+
+The tensors are exposed as extra graph outputs of a copy of the model and run with ONNX Runtime one
+sample at a time, so memory is bounded by the observers and a single sample's activations, and
+variable-length samples need no padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from edgec.quant.observers import make_observer
+from edgec.quant.table import CalibrationTable
+from edgec.runtime.base import Feeds
+from edgec.runtime.ort import session_options
+
+__all__ = ["calibrate"]
+
+
+def _observing_session(model: ir.Model, tensors: Sequence[str], threads: int) -> ort.InferenceSession:
+    """An ORT session over a copy of `model` whose outputs also include every tensor in `tensors`."""
+    proto = ir.serde.serialize_model(model)
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    values.update({v.name: v for v in model.graph.inputs})
+    existing = {out.name for out in proto.graph.output}
+    for name in tensors:
+        if name in existing:
+            continue
+        dtype = values[name].dtype
+        elem_type = dtype.value if dtype is not None else onnx.TensorProto.FLOAT
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    return ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def calibrate(
+    model: ir.Model,
+    tensors: Sequence[str],
+    samples: Sequence[Feeds],
+    *,
+    calibrator: str,
+    percentile: float = 99.99,
+    source: str = "data",
+    threads: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> CalibrationTable:
+    """Observe `tensors` over `samples` and return their calibrated ranges."""
+    observers = {name: make_observer(calibrator, percentile) for name in tensors}
+    table = CalibrationTable(calibrator, len(samples), source)
+    if not tensors:
+        return table
+    session = _observing_session(model, tensors, threads)
+    names = list(tensors)
+    for index, feeds in enumerate(samples):
+        for name, value in zip(names, session.run(names, dict(feeds))):
+            observers[name].update(value)
+        if progress:
+            progress(index + 1, len(samples))
+    table.ranges = {name: observer.range() for name, observer in observers.items()}
+    return table

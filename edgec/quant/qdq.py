@@ -1,0 +1,296 @@
+"""Q/DQ insertion: decide which tensors are quantized (`plan`), then rewrite the graph (`apply`).
+
+The output is an explicit-quantization graph (QuantizeLinear -> DequantizeLinear pairs around float
+ops) that ONNX Runtime fuses into integer kernels and TensorRT builds int8 engines from. Rules:
+
+- Quantized ops (the target's `quant.ops`) get Q/DQ on every float activation input and on their
+  output; weights of Conv/Gemm/MatMul are stored as int8 initializers + DequantizeLinear (per channel
+  along the output-channel axis when the scheme says so); Conv/Gemm bias becomes int32 with scale
+  input_scale * weight_scale, what integer kernels accumulate in.
+- Shape-only ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze) and MaxPool keep their input's
+  scale: their output gets Q/DQ with the same parameters, so the runtime can run them on int8 data.
+- A Relu, or a Clip whose floor is 0, right after a quantized op is folded into that op's output
+  quantization when activations are asymmetric: quantizing with the activation's calibrated range
+  gives zero point = qmin, so the quantizer's own clamp computes the ReLU exactly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from edgec.errors import TargetError
+from edgec.quant.qparams import QParams, qparams_from_range, quantize, quantize_bias, weight_qparams
+from edgec.quant.table import CalibrationTable
+
+if TYPE_CHECKING:
+    from edgec.target import QuantScheme, TensorQuant
+
+__all__ = ["QuantPlan", "plan", "apply", "SUPPORTED_OPS"]
+
+#: Ops edgec knows how to quantize, mapped to the input slots holding float activations.
+_ACTIVATION_SLOTS: dict[str, tuple[int, ...] | None] = {
+    "Conv": (0,),
+    "Gemm": (0,),
+    "MatMul": (0, 1),
+    "Add": (0, 1),
+    "Mul": (0, 1),
+    "AveragePool": (0,),
+    "GlobalAveragePool": (0,),
+    "Concat": None,  # every input
+}
+_SCALE_SHARING = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool"}
+SUPPORTED_OPS = frozenset(_ACTIVATION_SLOTS) | {"MaxPool"}
+
+
+def _is_float(value: ir.Value | None) -> bool:
+    return value is not None and value.dtype == ir.DataType.FLOAT
+
+
+def _is_constant(value: ir.Value) -> bool:
+    return value.const_value is not None
+
+
+def _constant(value: ir.Value | None) -> np.ndarray | None:
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def _activation_slots(node: ir.Node) -> list[int]:
+    slots = _ACTIVATION_SLOTS[node.op_type]
+    indices = range(len(node.inputs)) if slots is None else slots
+    return [i for i in indices if i < len(node.inputs) and node.inputs[i] is not None]
+
+
+def _weight_axis(node: ir.Node, weight: np.ndarray, per_channel: bool) -> int | None:
+    """Output-channel axis of a Conv/Gemm/MatMul weight, or None for per-tensor quantization."""
+    if not per_channel or weight.ndim < 2:
+        return None
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        return 0 if node.attributes.get_int("transB", 0) else 1
+    return weight.ndim - 1  # MatMul: B is [..., K, N]
+
+
+def _is_relu_like(node: ir.Node) -> bool:
+    """Relu, or Clip whose lower bound is the constant 0 (Relu6 and friends)."""
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip" or len(node.inputs) < 2:
+        return False
+    floor = _constant(node.inputs[1])
+    return floor is not None and floor.size == 1 and float(floor) == 0.0
+
+
+@dataclass
+class QuantPlan:
+    """Which values get Q/DQ and where each one's range comes from."""
+
+    quantized_nodes: list[ir.Node] = field(default_factory=list)
+    #: float activations that get a Q/DQ pair, in graph order
+    activations: list[ir.Value] = field(default_factory=list)
+    #: activation -> name of the tensor whose calibrated range it uses (itself, or a folded ReLU's output)
+    range_of: dict[ir.Value, str] = field(default_factory=dict)
+    #: activation -> activation whose parameters it reuses (outputs of shape-only ops and MaxPool)
+    shares: dict[ir.Value, ir.Value] = field(default_factory=dict)
+    folded: list[ir.Node] = field(default_factory=list)
+
+    @property
+    def calibration_tensors(self) -> list[str]:
+        """Names of the tensors the calibrator must observe."""
+        return list(dict.fromkeys(self.range_of[v] for v in self.activations if v not in self.shares))
+
+
+def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> QuantPlan:
+    """Choose quantized nodes and activations for `ops`; the graph is not changed."""
+    unsupported = sorted(set(ops) - SUPPORTED_OPS)
+    if unsupported:
+        raise TargetError(f"cannot quantize op type(s) {unsupported}; supported: {sorted(SUPPORTED_OPS)}")
+    wanted = set(ops)
+    result = QuantPlan()
+    marked: dict[ir.Value, None] = {}  # ordered set
+    folded_into: dict[ir.Value, ir.Value] = {}  # a folded ReLU's output -> the value that replaces it
+
+    def mark(value: ir.Value, range_name: str) -> None:
+        value = folded_into.get(value, value)
+        marked.setdefault(value)
+        result.range_of.setdefault(value, range_name)
+
+    for node in model.graph:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in wanted or node.op_type == "MaxPool":
+            continue
+        slots = _activation_slots(node)
+        if not slots or not all(_is_float(node.inputs[i]) for i in slots) or not _is_float(node.outputs[0]):
+            continue
+        result.quantized_nodes.append(node)
+        for i in slots:
+            value = node.inputs[i]
+            if not _is_constant(value):
+                mark(value, value.name)
+        output = node.outputs[0]
+        uses = list(output.uses())
+        if asymmetric_activations and len(uses) == 1 and not output.is_graph_output() and _is_relu_like(uses[0].node):
+            activation = uses[0].node
+            result.folded.append(activation)
+            folded_into[activation.outputs[0]] = output
+            mark(output, activation.outputs[0].name)
+        else:
+            mark(output, output.name)
+
+    for node in model.graph:  # graph order: a chain of shape-only ops shares one root's parameters
+        if node.op_type not in _SCALE_SHARING or (node.op_type == "MaxPool" and "MaxPool" not in wanted):
+            continue
+        source, output = folded_into.get(node.inputs[0], node.inputs[0]), node.outputs[0]
+        extra_outputs_used = any(out.uses() or out.is_graph_output() for out in node.outputs[1:])
+        if source in marked and _is_float(output) and not extra_outputs_used:
+            result.shares[output] = result.shares.get(source, source)
+            mark(output, output.name)
+
+    result.activations = list(marked)
+    return result
+
+
+class _Rewriter:
+    """Graph edits for `apply`: new initializers, Q/DQ nodes, rewired uses."""
+
+    def __init__(self, graph: ir.Graph) -> None:
+        self.graph = graph
+        self.counts: Counter[str] = Counter()
+        self._constant_dq: dict[tuple[str, str], ir.Value] = {}
+
+    def initializer(self, name: str, array: np.ndarray) -> ir.Value:
+        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                         const_value=ir.tensor(array, name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def qparam_inputs(self, base: str, params: QParams) -> tuple[ir.Value, ir.Value]:
+        return (self.initializer(f"{base}_scale", params.scale), self.initializer(f"{base}_zero_point", params.zero_point))
+
+    def dq_node(self, base: str, source: ir.Value, params: QParams) -> ir.Node:
+        scale, zero_point = self.qparam_inputs(base, params)
+        attributes = {} if params.axis is None else {"axis": params.axis}
+        self.counts["DequantizeLinear"] += 1
+        return ir.node("DequantizeLinear", [source, scale, zero_point], attributes, name=f"{base}_DequantizeLinear")
+
+    def quantize_activation(self, value: ir.Value, params: QParams) -> None:
+        """Insert Q -> DQ after `value` and make every consumer (and the graph output) read the DQ."""
+        uses = list(value.uses())
+        base = value.name
+        scale, zero_point = self.qparam_inputs(base, params)
+        q = ir.node("QuantizeLinear", [value, scale, zero_point], name=f"{base}_QuantizeLinear")
+        q.outputs[0].name = f"{base}_quantized"
+        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zero_point], name=f"{base}_DequantizeLinear")
+        dequantized = dq.outputs[0]
+        dequantized.name = f"{base}_dequantized"
+        dequantized.dtype = value.dtype
+        dequantized.shape = None if value.shape is None else ir.Shape(value.shape)
+        self.counts["QuantizeLinear"] += 1
+        self.counts["DequantizeLinear"] += 1
+        if value.producer() is None:
+            self.graph.insert_before(self.graph.node(0), [q, dq])
+        else:
+            self.graph.insert_after(value.producer(), [q, dq])
+        for use in uses:
+            use.node.replace_input_with(use.idx, dequantized)
+        if value.is_graph_output():
+            outputs = self.graph.outputs
+            for i, output in enumerate(outputs):
+                if output is value:
+                    outputs[i] = dequantized
+            value.name, dequantized.name = f"{base}_float", base
+
+    def constant_input(self, node: ir.Node, index: int, params: QParams, symmetric: bool, tag: str) -> None:
+        """Replace a constant input by int initializer -> DequantizeLinear (shared between nodes)."""
+        value = node.inputs[index]
+        key = (value.name, tag)
+        if key not in self._constant_dq:
+            quantized = self.initializer(f"{value.name}_{tag}", quantize(value.const_value.numpy(), params, symmetric))
+            dq = self.dq_node(f"{value.name}_{tag}", quantized, params)
+            dq.outputs[0].name = f"{value.name}_{tag}_dequantized"
+            self.graph.insert_before(node, dq)
+            self._constant_dq[key] = dq.outputs[0]
+        node.replace_input_with(index, self._constant_dq[key])
+
+
+def _fold_activation(graph: ir.Graph, activation: ir.Node) -> None:
+    """Remove a ReLU-like node whose effect the next quantizer's clamp reproduces."""
+    source, result = activation.inputs[0], activation.outputs[0]
+    name = result.name
+    was_output = result.is_graph_output()
+    result.replace_all_uses_with(source, replace_graph_outputs=True)
+    graph.remove(activation, safe=True)
+    if was_output:
+        result.name, source.name = f"{name}_folded", name
+
+
+def apply(model: ir.Model, quant_plan: QuantPlan, table: CalibrationTable, scheme: QuantScheme) -> dict[str, object]:
+    """Rewrite `model` in place into a Q/DQ graph; returns counts for the manifest.
+
+    `scheme` is the target's `QuantScheme`; activations are per-tensor (per-channel activation
+    scales are not something ONNX Runtime or TensorRT kernels consume).
+    """
+    acts, weights = scheme.activations, scheme.weights
+    missing = [name for name in quant_plan.calibration_tensors if name not in table.ranges]
+    if missing:
+        raise TargetError(f"calibration table has no range for {missing[:5]}")
+    params: dict[ir.Value, QParams] = {}
+    for value in quant_plan.activations:
+        if value in quant_plan.shares:
+            params[value] = params[quant_plan.shares[value]]
+        else:
+            lo, hi = table.ranges[quant_plan.range_of[value]]
+            params[value] = qparams_from_range(lo, hi, acts.dtype, acts.symmetric)
+
+    graph = model.graph
+    rewriter = _Rewriter(graph)
+    per_channel = weights.granularity == "per_channel"
+    for node in quant_plan.quantized_nodes:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and _is_constant(node.inputs[1]):
+            _quantize_weight_and_bias(rewriter, node, params.get(node.inputs[0]), weights, per_channel)
+        for i in _activation_slots(node):
+            value = node.inputs[i]
+            if _is_constant(value) and _is_float(value):
+                array = value.const_value.numpy()
+                const_params = qparams_from_range(array.min(), array.max(), acts.dtype, acts.symmetric)
+                rewriter.constant_input(node, i, const_params, acts.symmetric, "quantized")
+    for activation in quant_plan.folded:
+        _fold_activation(graph, activation)
+    for value in quant_plan.activations:
+        rewriter.quantize_activation(value, params[value])
+
+    ops = Counter(node.op_type for node in quant_plan.quantized_nodes)
+    return {
+        "quantized_nodes": dict(sorted(ops.items())),
+        "quantized_activations": len(quant_plan.activations),
+        "folded_activations": len(quant_plan.folded),
+        "inserted": dict(rewriter.counts),
+    }
+
+
+def _quantize_weight_and_bias(
+    rewriter: _Rewriter, node: ir.Node, input_params: QParams | None, weights: TensorQuant, per_channel: bool
+) -> None:
+    """int8 weight (+ int32 bias for Conv/Gemm when its layout allows) behind DequantizeLinear."""
+    weight = node.inputs[1].const_value.numpy()
+    axis = _weight_axis(node, weight, per_channel)
+    w_params = weight_qparams(weight, weights.dtype, weights.symmetric, axis)
+    rewriter.constant_input(node, 1, w_params, weights.symmetric, "quantized")
+    bias = _constant(node.inputs[2]) if len(node.inputs) > 2 else None
+    if bias is None or input_params is None or bias.ndim != 1 or bias.dtype != np.float32:
+        return
+    if node.op_type == "Gemm" and (node.attributes.get_float("alpha", 1.0) != 1.0 or node.attributes.get_float("beta", 1.0) != 1.0):
+        return
+    if w_params.scale.size not in (1, bias.size):
+        return
+    q_bias, b_params = quantize_bias(bias, float(input_params.scale), np.broadcast_to(w_params.scale, bias.shape))
+    base = f"{node.inputs[2].name}_for_{node.outputs[0].name}_int32"
+    dq = rewriter.dq_node(base, rewriter.initializer(base, q_bias), b_params)
+    dq.outputs[0].name = f"{base}_dequantized"
+    rewriter.graph.insert_before(node, dq)
+    node.replace_input_with(2, dq.outputs[0])

@@ -1,0 +1,476 @@
+"""Target descriptors: where a compiled model will run, and how edgec should compile it for there.
+
+A target is data, not code (see `targets/*.toml`): the runtime, the precision, the quantization
+scheme, the pass list, runtime options, facts about the device, default release-gate thresholds and
+verification tolerances. Keeping it data means adding a target is adding a file, and a user can
+describe their own board by inheriting a built-in one and overriding a few keys.
+
+Loading is three steps, each kept separate so errors point at the right file:
+
+1. read one TOML file and check it *partially* (known keys, types, enum values) so a typo is
+   reported against the file that contains it, not against a child that inherits it;
+2. resolve `inherits` (a built-in name, or a path relative to the inheriting file) recursively and
+   deep-merge the child over its parent (tables merge key by key, scalars and lists replace);
+3. check the merged result *completely* (required keys, int8 needs a quant scheme) and freeze it.
+
+This is the only module in edgec that reads TOML.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import logging
+import math
+import os
+import platform
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from edgec.errors import TargetError
+
+__all__ = [
+    "TensorQuant",
+    "QuantScheme",
+    "Target",
+    "builtin_targets_dir",
+    "list_targets",
+    "load_target",
+    "DEFAULT_PASSES",
+    "DEFAULT_QUANT_OPS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Pass list a descriptor gets when it names none: the graph clean-ups every target benefits from.
+DEFAULT_PASSES: tuple[str, ...] = ("infer_shapes", "fold_constants", "remove_unused", "fold_batchnorm")
+#: ONNX op types a quant scheme quantizes when it names none.
+DEFAULT_QUANT_OPS: tuple[str, ...] = (
+    "Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat",
+)  # fmt: skip
+_DEFAULT_VERIFY = {"rtol": 1e-3, "atol": 1e-4}
+
+#: Runtime name -> the Python package it needs, probed with find_spec (never imported here).
+_RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "ai_edge_litert"}
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+# --------------------------------------------------------------------------------------------
+# Public data model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """How one kind of tensor (weights or activations) is quantized.
+
+    Attributes:
+        dtype: "int8" or "uint8". Runtimes differ on what they fuse fast: ONNX Runtime on x86 wants
+            uint8 activations, TensorRT and TFLite want int8.
+        symmetric: zero point fixed at 0 (int8) / 128 (uint8) when true; TensorRT requires it.
+        granularity: "per_tensor" (one scale) or "per_channel" (one scale per output channel).
+    """
+
+    dtype: str
+    symmetric: bool
+    granularity: str
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """The int8 recipe a target asks for; the calibrator and Q/DQ insertion both read it.
+
+    Attributes:
+        weights: how weight initializers are quantized.
+        activations: how activation tensors are quantized.
+        calibrator: how activation ranges are chosen ("minmax", "percentile", "entropy", "mse").
+        percentile: the clipping percentile for the "percentile" calibrator, in (50, 100].
+        ops: ONNX op types whose inputs get Q/DQ pairs.
+    """
+
+    weights: TensorQuant
+    activations: TensorQuant
+    calibrator: str = "minmax"
+    percentile: float = 99.99
+    ops: tuple[str, ...] = DEFAULT_QUANT_OPS
+
+
+class _FrozenMap(Mapping[str, Any]):
+    """A read-only dict that, unlike `types.MappingProxyType`, pickles and deep-copies.
+
+    Targets travel to fresh subprocesses (memory measurement) and through `dataclasses.asdict`,
+    so their mappings must survive both while staying immutable.
+    """
+
+    def __init__(self, data: Mapping[str, Any]):
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved, validated target descriptor (inheritance applied, defaults filled in).
+
+    Attributes:
+        name: the descriptor's `name` key, else its file stem.
+        description: one human line, shown by `edgec targets`.
+        runtime: "onnxruntime", "tensorrt" or "tflite".
+        precision: "fp32", "fp16", "int8" or "auto".
+        quant: the int8 recipe; set exactly when `precision == "int8"`.
+        passes: graph pass names, in the order the pipeline should consider them.
+        options: runtime options (provider, threads, graph_optimization, opset, free-form extras).
+        device: facts about the device (arch, isa, memory_mb, gpu, free-form extras).
+        thresholds: default release-gate thresholds, overridable by a gate policy.
+        verify: rtol/atol for numerical verification against the source model.
+        source: "builtin:NAME" or the absolute path of the descriptor file.
+    """
+
+    name: str
+    description: str
+    runtime: str
+    precision: str
+    quant: QuantScheme | None
+    passes: tuple[str, ...]
+    options: Mapping[str, Any]
+    device: Mapping[str, Any]
+    thresholds: Mapping[str, float]
+    verify: Mapping[str, float]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the resolved descriptor as plain JSON types, for manifests and reports.
+
+        Written into every artifact so a build can be reproduced from its manifest alone, even
+        after the descriptor file changed.
+        """
+        return _plain(self)
+
+    def runnable_here(self) -> tuple[bool, str]:
+        """Say whether this host can run artifacts for this target, and if not, why.
+
+        Tests and `edgec targets` use this to skip or label targets instead of failing late. It
+        probes packages with `find_spec` and only imports onnxruntime to list its providers.
+
+        Returns:
+            (ok, reason): reason is "ok" or a short phrase such as "needs tensorrt (not installed)".
+        """
+        package = _RUNTIME_PACKAGES[self.runtime]
+        if importlib.util.find_spec(package) is None:
+            return False, f"needs {package} (not installed)"
+        want_arch = self.device.get("arch")
+        host_arch = _normalise_arch(platform.machine())
+        if want_arch and _normalise_arch(want_arch) != host_arch:
+            return False, f"built for {want_arch}, this host is {host_arch}"
+        provider = self.options.get("provider")
+        if self.runtime == "onnxruntime" and provider:
+            import onnxruntime  # deferred: only this check needs it
+
+            available = onnxruntime.get_available_providers()
+            if provider not in available:
+                return False, f"needs {provider} (ONNX Runtime here has {', '.join(available)})"
+        return True, "ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and loading descriptors
+# --------------------------------------------------------------------------------------------
+
+
+def builtin_targets_dir() -> Path:
+    """Return the folder holding the shipped descriptors.
+
+    A wheel carries them as `edgec/_targets` (see pyproject's force-include); an editable or
+    source checkout reads `<repo>/targets` directly so edits show up without reinstalling.
+    """
+    packaged = importlib.resources.files("edgec") / "_targets"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "targets"
+
+
+def list_targets() -> list[Target]:
+    """Return every built-in target, resolved and validated, sorted by name."""
+    return sorted((load_target(name) for name in _builtin_names()), key=lambda t: t.name)
+
+
+def load_target(name_or_path: str | os.PathLike[str]) -> Target:
+    """Load a target by built-in name (e.g. "cpu-x86-int8") or from a user's `.toml` file.
+
+    The argument is a path when it ends in `.toml`, contains a path separator, or names an
+    existing file; otherwise it is a built-in name.
+
+    Raises:
+        TargetError: unknown name, unreadable or malformed descriptor, bad inheritance.
+    """
+    path = _locate(name_or_path, base=Path.cwd(), referrer=None)
+    merged = _resolve(path, chain=())
+    return _build(merged, path)
+
+
+def _builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_targets_dir().glob("*.toml"))
+
+
+def _label(path: Path) -> str:
+    """How a descriptor file is named in messages and in `Target.source`."""
+    builtin = builtin_targets_dir().resolve()
+    return f"builtin:{path.stem}" if path.parent == builtin else str(path)
+
+
+def _locate(ref: str | os.PathLike[str], base: Path, referrer: str | None) -> Path:
+    """Turn a name or path into an absolute descriptor path; `base` anchors relative paths."""
+    text = os.fspath(ref)
+    candidate = base / text
+    is_path = text.endswith(".toml") or os.sep in text or "/" in text or candidate.is_file()
+    where = f"{referrer}: " if referrer else ""
+    if is_path:
+        if not candidate.is_file():
+            raise TargetError(f"{where}target file '{candidate}' does not exist; check the path")
+        return candidate.resolve()
+    builtin = builtin_targets_dir() / f"{text}.toml"
+    if not builtin.is_file():
+        known = ", ".join(_builtin_names())
+        what = "inherits unknown target" if referrer else "unknown target"
+        raise TargetError(f"{where}{what} '{text}'; use one of: {known}, or a path to a .toml file")
+    return builtin.resolve()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Read one TOML file, turning I/O and syntax errors into TargetErrors that name the file."""
+    label = _label(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
+        raise TargetError(f"{label}: TOML syntax error: {exc}; fix the file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{label}: cannot read target file ({exc}); check the path and permissions") from exc
+
+
+def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """Return the descriptor at `path` deep-merged over its resolved ancestors.
+
+    `name` and `inherits` belong to the file that states them and are never inherited.
+    """
+    if path in chain:
+        cycle = " -> ".join(_label(p) for p in (*chain, path))
+        raise TargetError(f"inheritance cycle: {cycle}; remove one of these `inherits` keys")
+    raw = _read(path)
+    _check(raw, _SCHEMA, _label(path), prefix="", complete=False)
+    parent_ref = raw.pop("inherits", None)
+    if parent_ref is None:
+        return raw
+    parent_path = _locate(parent_ref, base=path.parent, referrer=_label(path))
+    parent = _resolve(parent_path, (*chain, path))
+    parent.pop("name", None)
+    return _deep_merge(parent, raw)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: one schema table, one walker
+# --------------------------------------------------------------------------------------------
+
+
+class _Field(NamedTuple):
+    """A leaf key: `ok` decides validity, `expect` completes "must be ..." in the error message."""
+
+    expect: str
+    ok: Callable[[Any], bool]
+
+
+class _Table(NamedTuple):
+    """A TOML table: its known keys, the ones required after merging, and whether extras are allowed."""
+
+    fields: Mapping[str, _Field | _Table]
+    required: tuple[str, ...] = ()
+    open: bool = False
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _enum(*choices: str) -> _Field:
+    return _Field(f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices)
+
+
+_STR = _Field("a string", lambda v: isinstance(v, str))
+_BOOL = _Field("true or false", lambda v: isinstance(v, bool))
+_STR_LIST = _Field("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+_NUMBER = _Field("a number", _is_number)
+_NON_NEGATIVE = _Field("a number >= 0", lambda v: _is_number(v) and v >= 0)
+_THREADS = _Field("an integer >= 0 (0 = runtime default)", lambda v: _is_int(v) and v >= 0)
+_POSITIVE_INT = _Field("an integer >= 1", lambda v: _is_int(v) and v >= 1)
+_PERCENTILE = _Field("a number in (50, 100]", lambda v: _is_number(v) and 50 < v <= 100)
+
+_TENSOR_QUANT = _Table(
+    {
+        "dtype": _enum("int8", "uint8"),
+        "symmetric": _BOOL,
+        "granularity": _enum("per_tensor", "per_channel"),
+    },
+    required=("dtype", "symmetric", "granularity"),
+)
+
+_THRESHOLD_KEYS = (
+    "max_accuracy_drop_pp", "min_top1_agreement", "min_cosine",
+    "max_latency_p90_ms", "min_speedup", "max_size_mb", "max_peak_rss_mb",
+)  # fmt: skip
+
+_SCHEMA = _Table(
+    {
+        "name": _STR,
+        "description": _STR,
+        "inherits": _STR,
+        "runtime": _enum(*_RUNTIME_PACKAGES),
+        "precision": _enum("fp32", "fp16", "int8", "auto"),
+        "passes": _STR_LIST,
+        "quant": _Table(
+            {
+                "weights": _TENSOR_QUANT,
+                "activations": _TENSOR_QUANT,
+                "calibrator": _enum("minmax", "percentile", "entropy", "mse"),
+                "percentile": _PERCENTILE,
+                "ops": _STR_LIST,
+            },
+            required=("weights", "activations"),
+        ),
+        "options": _Table(
+            {
+                "provider": _STR,
+                "threads": _THREADS,
+                "graph_optimization": _enum("disable", "basic", "extended", "all"),
+                "opset": _POSITIVE_INT,
+            },
+            open=True,
+        ),
+        "device": _Table(
+            {"arch": _STR, "isa": _STR_LIST, "memory_mb": _POSITIVE_INT, "gpu": _STR},
+            open=True,
+        ),
+        "thresholds": _Table({key: _NUMBER for key in _THRESHOLD_KEYS}),
+        "verify": _Table({"rtol": _NON_NEGATIVE, "atol": _NON_NEGATIVE}),
+    },
+    required=("runtime", "precision"),
+)
+
+
+def _check(data: Mapping[str, Any], table: _Table, label: str, prefix: str, complete: bool) -> None:
+    """Raise TargetError for the first unknown key, bad value or (if `complete`) missing key.
+
+    Partial checks run on each file as read; complete checks run once on the merged result,
+    where a key may legitimately have come from a parent.
+    """
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        spec = table.fields.get(key)
+        if spec is None:
+            if not table.open:
+                allowed = ", ".join(sorted(table.fields))
+                raise TargetError(f"{label}: unknown key '{where}'; allowed here: {allowed}")
+        elif isinstance(spec, _Table):
+            if not isinstance(value, dict):
+                raise TargetError(f"{label}: '{where}' must be a table ([{where}]), got {value!r}")
+            _check(value, spec, label, f"{where}.", complete)
+        elif not spec.ok(value):
+            raise TargetError(f"{label}: '{where}' must be {spec.expect}, got {value!r}")
+    if complete:
+        for key in table.required:
+            if key not in data:
+                raise TargetError(
+                    f"{label}: missing required key '{prefix}{key}'; add it or inherit a target that sets it"
+                )
+
+
+def _build(merged: dict[str, Any], path: Path) -> Target:
+    """Check the merged descriptor completely, fill defaults and freeze it into a `Target`."""
+    label = _label(path)
+    quant_table = merged.get("quant")
+    if merged.get("precision") == "int8" and quant_table is None:
+        raise TargetError(
+            f"{label}: precision 'int8' needs a [quant] table with weights and activations; add one"
+        )
+    _check(merged, _SCHEMA, label, prefix="", complete=True)
+    quant = None
+    if merged["precision"] == "int8":
+        quant = QuantScheme(
+            weights=TensorQuant(**quant_table["weights"]),
+            activations=TensorQuant(**quant_table["activations"]),
+            calibrator=quant_table.get("calibrator", "minmax"),
+            percentile=float(quant_table.get("percentile", 99.99)),
+            ops=tuple(quant_table.get("ops", DEFAULT_QUANT_OPS)),
+        )
+    elif quant_table is not None:
+        logger.debug("%s: [quant] ignored because precision is %s", label, merged["precision"])
+    return Target(
+        name=merged.get("name", path.stem),
+        description=merged.get("description", ""),
+        runtime=merged["runtime"],
+        precision=merged["precision"],
+        quant=quant,
+        passes=tuple(merged.get("passes", DEFAULT_PASSES)),
+        options=_freeze(merged.get("options", {})),
+        device=_freeze(merged.get("device", {})),
+        thresholds=_FrozenMap({k: float(v) for k, v in merged.get("thresholds", {}).items()}),
+        verify=_FrozenMap({k: float(v) for k, v in {**_DEFAULT_VERIFY, **merged.get("verify", {})}.items()}),
+        source=label,
+    )
+
+
+def _freeze(value: Any) -> Any:
+    """Make TOML values immutable: tables become read-only maps, arrays become tuples."""
+    if isinstance(value, Mapping):
+        return _FrozenMap({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Inverse of `_freeze` for JSON: dataclasses and maps become dicts, tuples become lists.
+
+    TOML dates and times (only possible in free-form extras) become ISO 8601 strings.
+    """
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _normalise_arch(arch: str) -> str:
+    arch = arch.lower()
+    return _ARCH_ALIASES.get(arch, arch)

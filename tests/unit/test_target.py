@@ -1,0 +1,423 @@
+"""Tests for edgec.target: built-in descriptors, inheritance, validation errors, host checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pickle
+import platform
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgec.errors import EdgecError, TargetError
+from edgec.target import (
+    DEFAULT_PASSES,
+    DEFAULT_QUANT_OPS,
+    Target,
+    builtin_targets_dir,
+    list_targets,
+    load_target,
+)
+
+BUILTIN_NAMES = [
+    "cpu-arm64-int8",
+    "cpu-x86-fp32",
+    "cpu-x86-int8",
+    "cuda-fp16",
+    "tensorrt-fp16",
+    "tensorrt-int8",
+    "tflite-fp16",
+    "tflite-int8",
+]
+
+MINIMAL = 'runtime = "onnxruntime"\nprecision = "fp32"\n'
+
+INT8_QUANT = """
+[quant.weights]
+dtype = "int8"
+symmetric = true
+granularity = "per_channel"
+[quant.activations]
+dtype = "uint8"
+symmetric = false
+granularity = "per_tensor"
+"""
+
+
+def write(directory: Path, filename: str, text: str) -> Path:
+    """Write a descriptor (dedented) and return its path, creating parent folders."""
+    path = directory / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def host_is_x86_64() -> bool:
+    return platform.machine().lower() in {"x86_64", "amd64"}
+
+
+# --- built-in descriptors -------------------------------------------------------------------
+
+
+def test_builtin_dir_holds_exactly_the_shipped_descriptors() -> None:
+    assert sorted(p.stem for p in builtin_targets_dir().glob("*.toml")) == BUILTIN_NAMES
+
+
+def test_list_targets_is_sorted_and_complete() -> None:
+    assert [t.name for t in list_targets()] == BUILTIN_NAMES
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_every_builtin_loads_and_is_consistent(name: str) -> None:
+    target = load_target(name)
+    assert target.name == name
+    assert target.source == f"builtin:{name}"
+    assert target.description and "\n" not in target.description
+    assert (target.quant is not None) == (target.precision == "int8")
+    assert target.passes and all(isinstance(p, str) for p in target.passes)
+    assert target.verify["rtol"] >= 0 and target.verify["atol"] >= 0
+    assert "arch" in target.device
+
+
+def test_builtin_quant_schemes_match_what_each_runtime_fuses() -> None:
+    x86 = load_target("cpu-x86-int8").quant
+    assert (x86.activations.dtype, x86.activations.symmetric, x86.activations.granularity) == (
+        "uint8", False, "per_tensor",
+    )  # fmt: skip
+    assert (x86.weights.dtype, x86.weights.symmetric, x86.weights.granularity) == ("int8", True, "per_channel")
+    assert x86.calibrator == "minmax"
+    assert x86.ops == DEFAULT_QUANT_OPS
+
+    trt = load_target("tensorrt-int8").quant
+    assert (trt.activations.dtype, trt.activations.symmetric) == ("int8", True)
+    assert (trt.weights.dtype, trt.weights.symmetric, trt.weights.granularity) == ("int8", True, "per_channel")
+
+    tfl = load_target("tflite-int8")
+    assert (tfl.quant.activations.dtype, tfl.quant.activations.symmetric) == ("int8", False)
+    assert tfl.quant.weights.granularity == "per_channel"
+    assert tfl.options["delegate"] == "xnnpack"
+
+
+def test_builtin_inheritance_keeps_parent_facts() -> None:
+    fp32, int8, arm = load_target("cpu-x86-fp32"), load_target("cpu-x86-int8"), load_target("cpu-arm64-int8")
+    assert int8.options == fp32.options
+    assert int8.device == fp32.device
+    assert int8.thresholds == {"min_cosine": 0.98, "max_accuracy_drop_pp": 1.0}
+    assert arm.quant == int8.quant
+    assert arm.device["arch"] == "aarch64" and arm.device["isa"] == ("neon", "dotprod")
+    assert load_target("cuda-fp16").options["provider"] == "CUDAExecutionProvider"
+    assert load_target("tensorrt-fp16").runtime == load_target("tensorrt-int8").runtime == "tensorrt"
+
+
+# --- loading by path and defaults -----------------------------------------------------------
+
+
+def test_minimal_descriptor_gets_defaults(tmp_path: Path) -> None:
+    target = load_target(write(tmp_path, "tiny.toml", MINIMAL))
+    assert target.name == "tiny"
+    assert target.description == ""
+    assert target.passes == DEFAULT_PASSES
+    assert target.quant is None
+    assert dict(target.options) == {} and dict(target.device) == {} and dict(target.thresholds) == {}
+    assert dict(target.verify) == {"rtol": 1e-3, "atol": 1e-4}
+    assert target.source == str(tmp_path / "tiny.toml")
+
+
+def test_load_by_str_path_pathlike_relative_path_and_suffixless_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "mine.toml", MINIMAL)
+    assert load_target(str(path)).name == "mine"
+    assert load_target(path).name == "mine"
+    monkeypatch.chdir(tmp_path)
+    assert load_target("mine.toml").source == str(path.resolve())
+    write(tmp_path, "board", MINIMAL)  # no suffix: still a path because the file exists
+    assert load_target("board").name == "board"
+
+
+def test_name_key_overrides_stem_and_is_not_inherited(tmp_path: Path) -> None:
+    write(tmp_path, "base.toml", 'name = "the-base"\n' + MINIMAL)
+    write(tmp_path, "child.toml", 'inherits = "base.toml"\n')
+    assert load_target(tmp_path / "base.toml").name == "the-base"
+    assert load_target(tmp_path / "child.toml").name == "child"
+
+
+def test_extra_keys_allowed_in_options_and_device(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "extras.toml",
+        MINIMAL + '[options]\nworkspace_mb = 512\n[device]\nboard = "rpi5"\n[device.cache]\nl2_kb = 512\n',
+    )
+    target = load_target(path)
+    assert target.options["workspace_mb"] == 512
+    assert target.device["board"] == "rpi5" and target.device["cache"]["l2_kb"] == 512
+
+
+# --- inheritance ----------------------------------------------------------------------------
+
+
+def test_user_file_inherits_builtin_and_overrides_nested_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "mybox.toml",
+        """
+        inherits = "cpu-x86-int8"
+        [options]
+        threads = 4
+        [quant.activations]
+        symmetric = true
+        [device]
+        isa = ["avx2"]
+        """,
+    )
+    target, parent = load_target(path), load_target("cpu-x86-int8")
+    assert target.options["threads"] == 4
+    assert {k: v for k, v in target.options.items() if k != "threads"} == {
+        k: v for k, v in parent.options.items() if k != "threads"
+    }
+    assert target.quant.activations.symmetric is True
+    assert target.quant.activations.dtype == "uint8"  # sibling key kept
+    assert target.quant.weights == parent.quant.weights
+    assert target.device["isa"] == ("avx2",)  # lists replace, never concatenate
+    assert target.device["memory_mb"] == parent.device["memory_mb"]
+    assert target.description == parent.description
+    assert target.name == "mybox"
+
+
+def test_three_level_chain(tmp_path: Path) -> None:
+    write(tmp_path, "a.toml", MINIMAL + '[options]\nthreads = 1\nopset = 13\nprovider = "CPUExecutionProvider"\n')
+    write(tmp_path, "b.toml", 'inherits = "a.toml"\nprecision = "int8"\n' + INT8_QUANT + "[options]\nthreads = 2\n")
+    write(tmp_path, "c.toml", 'inherits = "b.toml"\n[options]\nopset = 17\n[quant]\ncalibrator = "percentile"\n')
+    target = load_target(tmp_path / "c.toml")
+    assert dict(target.options) == {"threads": 2, "opset": 17, "provider": "CPUExecutionProvider"}
+    assert target.precision == "int8" and target.runtime == "onnxruntime"
+    assert target.quant.calibrator == "percentile" and target.quant.percentile == 99.99
+
+
+def test_parent_path_is_relative_to_the_inheriting_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "common/base.toml", MINIMAL + 'description = "shared base"\n')
+    write(tmp_path, "boards/x/leaf.toml", 'inherits = "../../common/base.toml"\n')
+    monkeypatch.chdir(tmp_path / "common")  # the cwd must not matter
+    target = load_target(tmp_path / "boards/x/leaf.toml")
+    assert target.description == "shared base"
+
+
+def test_child_may_switch_an_int8_parent_to_fp16(tmp_path: Path) -> None:
+    path = write(tmp_path, "half.toml", 'inherits = "cpu-x86-int8"\nprecision = "fp16"\n')
+    assert load_target(path).quant is None
+
+
+# --- validation errors ----------------------------------------------------------------------
+
+BAD_DESCRIPTORS = {
+    "unknown top-level key": (MINIMAL + "colour = 3\n", "colour"),
+    "unknown nested key": ('runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT + "bits = 8\n", "activations.bits"),
+    "unknown threshold": (MINIMAL + "[thresholds]\nmax_error = 0.1\n", "thresholds.max_error"),
+    "unknown verify key": (MINIMAL + "[verify]\nmaxdiff = 0.1\n", "verify.maxdiff"),
+    "threads not int": (MINIMAL + '[options]\nthreads = "four"\n', "options.threads"),
+    "threads negative": (MINIMAL + "[options]\nthreads = -1\n", "options.threads"),
+    "opset not int": (MINIMAL + "[options]\nopset = 17.0\n", "options.opset"),
+    "memory_mb bool": (MINIMAL + "[device]\nmemory_mb = true\n", "device.memory_mb"),
+    "isa not list": (MINIMAL + '[device]\nisa = "avx2"\n', "device.isa"),
+    "passes not list": (MINIMAL + 'passes = "fold_constants"\n', "passes"),
+    "passes not str": (MINIMAL + 'passes = ["fold_constants", 3]\n', "passes"),
+    "symmetric not bool": (
+        'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.replace("symmetric = true", 'symmetric = "yes"'),
+        "quant.weights.symmetric",
+    ),
+    "threshold not number": (MINIMAL + '[thresholds]\nmin_cosine = "high"\n', "thresholds.min_cosine"),
+    "verify negative": (MINIMAL + "[verify]\natol = -1e-4\n", "verify.atol"),
+    "options not a table": (MINIMAL + 'options = "fast"\n', "options"),
+    "bad runtime": ('runtime = "openvino"\nprecision = "fp32"\n', "runtime"),
+    "bad precision": ('runtime = "onnxruntime"\nprecision = "int4"\n', "precision"),
+    "bad dtype": (
+        'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.replace('"uint8"', '"int4"'),
+        "quant.activations.dtype",
+    ),
+    "bad granularity": (
+        'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.replace('"per_tensor"', '"per_block"'),
+        "quant.activations.granularity",
+    ),
+    "bad calibrator": (
+        'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT + '[quant]\ncalibrator = "kl"\n',
+        "quant.calibrator",
+    ),
+    "bad graph_optimization": (MINIMAL + '[options]\ngraph_optimization = "max"\n', "options.graph_optimization"),
+    "percentile too low": (MINIMAL + "[quant]\npercentile = 50\n", "quant.percentile"),
+    "percentile too high": (MINIMAL + "[quant]\npercentile = 100.5\n", "quant.percentile"),
+    "int8 without quant": ('runtime = "onnxruntime"\nprecision = "int8"\n', "[quant]"),
+    "int8 without activations": (
+        'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.split("[quant.activations]")[0],
+        "quant.activations",
+    ),
+    "tensor quant missing key": (
+        'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.replace('granularity = "per_channel"\n', ""),
+        "quant.weights.granularity",
+    ),
+    "missing runtime": ('precision = "fp32"\n', "runtime"),
+    "missing precision": ('runtime = "onnxruntime"\n', "precision"),
+}
+
+
+@pytest.mark.parametrize("text, key", list(BAD_DESCRIPTORS.values()), ids=list(BAD_DESCRIPTORS))
+def test_bad_descriptor_raises_target_error_naming_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, "bad.toml", text)
+    with pytest.raises(TargetError) as info:
+        load_target(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert key in message
+    assert "\n" not in message
+
+
+def test_error_in_parent_names_the_parent_file(tmp_path: Path) -> None:
+    parent = write(tmp_path, "parent.toml", MINIMAL + "[options]\nthreads = 1.5\n")
+    write(tmp_path, "child.toml", 'inherits = "parent.toml"\n')
+    with pytest.raises(TargetError, match="options.threads") as info:
+        load_target(tmp_path / "child.toml")
+    assert str(parent) in str(info.value)
+
+
+def test_missing_key_can_come_from_parent(tmp_path: Path) -> None:
+    write(tmp_path, "parent.toml", 'runtime = "tflite"\n')
+    write(tmp_path, "child.toml", 'inherits = "parent.toml"\nprecision = "fp16"\n')
+    assert load_target(tmp_path / "child.toml").runtime == "tflite"
+    with pytest.raises(TargetError, match="precision"):
+        load_target(tmp_path / "parent.toml")
+
+
+def test_unknown_target_name_lists_known_ones() -> None:
+    with pytest.raises(TargetError) as info:
+        load_target("cpu-x86-int4")
+    message = str(info.value)
+    assert "cpu-x86-int4" in message
+    assert all(name in message for name in BUILTIN_NAMES)
+    assert isinstance(info.value, EdgecError)
+
+
+def test_missing_file_path(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="does not exist"):
+        load_target(tmp_path / "nope.toml")
+
+
+def test_unknown_parent(tmp_path: Path) -> None:
+    path = write(tmp_path, "orphan.toml", 'inherits = "no-such-target"\n')
+    with pytest.raises(TargetError, match="no-such-target") as info:
+        load_target(path)
+    assert str(path) in str(info.value) and "cpu-x86-fp32" in str(info.value)
+    path = write(tmp_path, "orphan2.toml", 'inherits = "gone/base.toml"\n')
+    with pytest.raises(TargetError, match="base.toml") as info:
+        load_target(path)
+    assert str(path) in str(info.value)
+
+
+def test_inheritance_cycle_names_the_chain(tmp_path: Path) -> None:
+    write(tmp_path, "a.toml", 'inherits = "b.toml"\n' + MINIMAL)
+    write(tmp_path, "b.toml", 'inherits = "c.toml"\n')
+    write(tmp_path, "c.toml", 'inherits = "a.toml"\n')
+    with pytest.raises(TargetError, match="cycle") as info:
+        load_target(tmp_path / "a.toml")
+    a, b, c = (str(tmp_path / f"{x}.toml") for x in "abc")
+    assert f"{a} -> {b} -> {c} -> {a}" in str(info.value)
+
+
+def test_self_inheritance_is_a_cycle(tmp_path: Path) -> None:
+    path = write(tmp_path, "me.toml", 'inherits = "me.toml"\n' + MINIMAL)
+    with pytest.raises(TargetError, match="cycle"):
+        load_target(path)
+
+
+def test_toml_syntax_error_reports_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "broken.toml", 'runtime = "onnxruntime"\nprecision fp32\n')
+    with pytest.raises(TargetError, match="line 2") as info:
+        load_target(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"runtime = \"\xff\xfe\"\n")
+    with pytest.raises(TargetError, match="cannot read") as info:
+        load_target(path)
+    assert str(path) in str(info.value)
+
+
+# --- serialisation and immutability ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cpu-x86-int8", "tflite-int8", "cuda-fp16"])
+def test_to_dict_is_json_and_round_trips(name: str) -> None:
+    target = load_target(name)
+    data = json.loads(json.dumps(target.to_dict()))
+    assert data["name"] == target.name and data["source"] == target.source
+    assert data["runtime"] == target.runtime and data["precision"] == target.precision
+    assert data["passes"] == list(target.passes)
+    assert data["options"] == dict(target.options)
+    assert data["thresholds"] == dict(target.thresholds)
+    assert data["verify"] == dict(target.verify)
+    assert data["device"]["isa" if "isa" in target.device else "arch"] is not None
+    if target.quant is None:
+        assert data["quant"] is None
+    else:
+        assert data["quant"]["activations"] == dataclasses.asdict(target.quant.activations)
+        assert data["quant"]["ops"] == list(target.quant.ops)
+
+
+def test_to_dict_serialises_toml_dates_in_extras(tmp_path: Path) -> None:
+    path = write(tmp_path, "dated.toml", MINIMAL + "[device]\nmeasured = 2025-01-31\n")
+    assert json.loads(json.dumps(load_target(path).to_dict()))["device"]["measured"] == "2025-01-31"
+
+
+def test_target_is_immutable_but_picklable() -> None:
+    target = load_target("cpu-x86-int8")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        target.precision = "fp32"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        target.options["threads"] = 8  # type: ignore[index]
+    assert pickle.loads(pickle.dumps(target)) == target
+    assert dataclasses.asdict(target)["quant"]["weights"]["dtype"] == "int8"
+
+
+# --- host checks ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not host_is_x86_64(), reason="the cpu-x86 targets run only on x86-64 hosts")
+@pytest.mark.parametrize("name", ["cpu-x86-fp32", "cpu-x86-int8"])
+def test_cpu_x86_targets_run_here(name: str) -> None:
+    assert load_target(name).runnable_here() == (True, "ok")
+
+
+@pytest.mark.skipif(not host_is_x86_64(), reason="asserts what an x86-64 host lacks")
+def test_arm_target_is_not_runnable_on_x86() -> None:
+    ok, reason = load_target("cpu-arm64-int8").runnable_here()
+    assert not ok and reason == "built for aarch64, this host is x86_64"
+
+
+@pytest.mark.parametrize("name", ["tensorrt-fp16", "tensorrt-int8"])
+def test_tensorrt_targets_say_why_they_cannot_run(name: str) -> None:
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    ok, reason = load_target(name).runnable_here()
+    assert not ok and reason == "needs tensorrt (not installed)"
+
+
+def test_missing_provider_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "npu.toml", MINIMAL + '[options]\nprovider = "MadeUpExecutionProvider"\n')
+    ok, reason = load_target(path).runnable_here()
+    assert not ok and "MadeUpExecutionProvider" in reason
+
+
+def test_arch_aliases_are_normalised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "AMD64")
+    path = write(tmp_path, "win.toml", MINIMAL + '[device]\narch = "x86_64"\n')
+    assert load_target(path).runnable_here() == (True, "ok")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    ok, reason = load_target(path).runnable_here()
+    assert not ok and reason == "built for x86_64, this host is aarch64"
+
+
+def test_target_type_is_exported() -> None:
+    assert isinstance(load_target("cpu-x86-fp32"), Target)
