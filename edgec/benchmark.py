@@ -16,6 +16,7 @@ from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import file_input_specs
 from edgec.harness.run import ModelRef, benchmark
+from edgec.target import device_mismatch
 
 __all__ = ["bench", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
@@ -98,6 +99,12 @@ def bench(
     samples = load_samples(data, specs, what="data") if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None
     threads = threads if threads else _default_threads(manifest)
+    warnings = []
+    mismatch = device_mismatch(manifest["target"]["descriptor"].get("device", {})) if manifest else None
+    if mismatch:
+        warnings.append(f"target '{manifest['target']['name']}' {mismatch}: figures are not representative of it")
+        if progress:
+            progress(f"warning: {warnings[-1]}")
     measured = benchmark(model, reference, samples, threads=threads, warmup=warmup, runs=runs, labels=label_array,
                          progress=progress)
     report = {
@@ -110,6 +117,7 @@ def bench(
         "samples": len(samples),
         "warmup": warmup,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions()},
+        "warnings": warnings,
         **measured,
     }
     if json_path is not None:

@@ -146,10 +146,17 @@ def _cmd_passes(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edgec.demo import run_demo
+    from edgec.gating import format_table
 
-    summary = run_demo(Path(args.output), runs=args.runs, progress=_say)
-    print(summary.text)
-    return EXIT_OK if summary.gate_passed else EXIT_GATE_FAILED
+    result = run_demo(Path(args.output), runs=args.runs, threads=args.threads, progress=_say)
+    print(_format_bench(result.report))
+    print()
+    print(format_table(result.gate))
+    print()
+    print(f"files written to {result.workdir.resolve()}:")
+    for role, path in result.files.items():
+        print(f"  {role:<9} {path}")
+    return EXIT_OK if result.gate.passed else EXIT_GATE_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
     p.add_argument("-o", "--output", default="edgec-demo", help="working directory for the demo's files (default ./edgec-demo)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for the benchmark (default 1)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

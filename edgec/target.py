@@ -25,8 +25,8 @@ import math
 import os
 import platform
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
 import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +40,9 @@ __all__ = [
     "builtin_targets_dir",
     "list_targets",
     "load_target",
+    "host_target",
+    "host_cpu_flags",
+    "device_mismatch",
     "DEFAULT_PASSES",
     "DEFAULT_QUANT_OPS",
 ]
@@ -56,6 +59,8 @@ _DEFAULT_VERIFY = {"rtol": 1e-3, "atol": 1e-4}
 
 #: Runtime name -> the Python package it needs, probed with find_spec (never imported here).
 _RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "ai_edge_litert"}
+#: /proc/cpuinfo spells Arm features differently from the names descriptors use.
+_ISA_ALIASES = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16"}
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 
@@ -73,11 +78,15 @@ class TensorQuant:
             uint8 activations, TensorRT and TFLite want int8.
         symmetric: zero point fixed at 0 (int8) / 128 (uint8) when true; TensorRT requires it.
         granularity: "per_tensor" (one scale) or "per_channel" (one scale per output channel).
+        reduce_range: use 7 bits of the 8. x86 CPUs without VNNI multiply u8 x s8 pairs with
+            `vpmaddubsw`, whose int16 pair sums saturate (255*127*2 > 32767) and corrupt results;
+            7-bit weights (255*63*2 < 32767) cannot overflow.
     """
 
     dtype: str
     symmetric: bool
     granularity: str
+    reduce_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,10 +181,9 @@ class Target:
         package = _RUNTIME_PACKAGES[self.runtime]
         if importlib.util.find_spec(package) is None:
             return False, f"needs {package} (not installed)"
-        want_arch = self.device.get("arch")
-        host_arch = _normalise_arch(platform.machine())
-        if want_arch and _normalise_arch(want_arch) != host_arch:
-            return False, f"built for {want_arch}, this host is {host_arch}"
+        mismatch = device_mismatch(self.device)
+        if mismatch:
+            return False, mismatch
         provider = self.options.get("provider")
         if self.runtime == "onnxruntime" and provider:
             import onnxruntime  # deferred: only this check needs it
@@ -337,6 +345,7 @@ _TENSOR_QUANT = _Table(
         "dtype": _enum("int8", "uint8"),
         "symmetric": _BOOL,
         "granularity": _enum("per_tensor", "per_channel"),
+        "reduce_range": _BOOL,
     },
     required=("dtype", "symmetric", "granularity"),
 )
@@ -469,6 +478,47 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+def host_cpu_flags() -> frozenset[str] | None:
+    """The host CPU's feature flags (Linux /proc/cpuinfo), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(_ISA_ALIASES.get(flag, flag) for flag in value.split())
+    return None
+
+
+def device_mismatch(device: Mapping[str, Any]) -> str | None:
+    """Why this host is not the device a descriptor's `[device]` table describes, or None if it is."""
+    want_arch = device.get("arch")
+    host_arch = _normalise_arch(platform.machine())
+    if want_arch and _normalise_arch(want_arch) != host_arch:
+        return f"built for {want_arch}, this host is {host_arch}"
+    missing = _missing_isa(device.get("isa", ()))
+    if missing:
+        return f"needs CPU features {', '.join(missing)} (this host lacks them)"
+    return None
+
+
+def _missing_isa(required: Iterable[str]) -> list[str]:
+    """Required ISA entries the host lacks; an entry "a|b" is met by either. Unknown host: none missing."""
+    flags = host_cpu_flags()
+    if flags is None:
+        return []
+    return [entry for entry in required if not any(option in flags for option in entry.split("|"))]
+
+
+def host_target(runtime: str, precision: str) -> Target:
+    """The built-in target for this host: runnable here, and the most specific (most ISA requirements)."""
+    candidates = [t for t in list_targets() if t.runtime == runtime and t.precision == precision and t.runnable_here()[0]]
+    if not candidates:
+        raise TargetError(f"no built-in {runtime} {precision} target runs on this host")
+    return max(candidates, key=lambda t: (len(t.device.get("isa", ())), t.name))
 
 
 def _normalise_arch(arch: str) -> str:

@@ -23,8 +23,8 @@ def load(path: Path) -> ir.Model:
         proto = onnx.load(str(path), load_external_data=True)
     except DecodeError as exc:
         raise BadInputError(f"model: {path} is not a valid ONNX file (truncated or another format)") from exc
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"model: cannot read {path}: {exc}") from exc
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise BadInputError(f"model: cannot read {path}: {str(exc).splitlines()[0]}") from exc
     if not proto.graph.node and not proto.graph.output:
         raise BadInputError(f"model: {path} holds no ONNX graph (empty or another format)")
     try:

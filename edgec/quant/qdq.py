@@ -205,12 +205,12 @@ class _Rewriter:
                     outputs[i] = dequantized
             value.name, dequantized.name = f"{base}_float", base
 
-    def constant_input(self, node: ir.Node, index: int, params: QParams, symmetric: bool, tag: str) -> None:
+    def constant_input(self, node: ir.Node, index: int, params: QParams, tag: str) -> None:
         """Replace a constant input by int initializer -> DequantizeLinear (shared between nodes)."""
         value = node.inputs[index]
         key = (value.name, tag)
         if key not in self._constant_dq:
-            quantized = self.initializer(f"{value.name}_{tag}", quantize(value.const_value.numpy(), params, symmetric))
+            quantized = self.initializer(f"{value.name}_{tag}", quantize(value.const_value.numpy(), params))
             dq = self.dq_node(f"{value.name}_{tag}", quantized, params)
             dq.outputs[0].name = f"{value.name}_{tag}_dequantized"
             self.graph.insert_before(node, dq)
@@ -258,7 +258,7 @@ def apply(model: ir.Model, quant_plan: QuantPlan, table: CalibrationTable, schem
             if _is_constant(value) and _is_float(value):
                 array = value.const_value.numpy()
                 const_params = qparams_from_range(array.min(), array.max(), acts.dtype, acts.symmetric)
-                rewriter.constant_input(node, i, const_params, acts.symmetric, "quantized")
+                rewriter.constant_input(node, i, const_params, "quantized")
     for activation in quant_plan.folded:
         _fold_activation(graph, activation)
     for value in quant_plan.activations:
@@ -279,8 +279,8 @@ def _quantize_weight_and_bias(
     """int8 weight (+ int32 bias for Conv/Gemm when its layout allows) behind DequantizeLinear."""
     weight = node.inputs[1].const_value.numpy()
     axis = _weight_axis(node, weight, per_channel)
-    w_params = weight_qparams(weight, weights.dtype, weights.symmetric, axis)
-    rewriter.constant_input(node, 1, w_params, weights.symmetric, "quantized")
+    w_params = weight_qparams(weight, weights.dtype, weights.symmetric, axis, weights.reduce_range)
+    rewriter.constant_input(node, 1, w_params, "quantized")
     bias = _constant(node.inputs[2]) if len(node.inputs) > 2 else None
     if bias is None or input_params is None or bias.ndim != 1 or bias.dtype != np.float32:
         return

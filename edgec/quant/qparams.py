@@ -26,21 +26,29 @@ class QParams:
     zero_point: np.ndarray
     dtype: str
     axis: int | None = None
+    symmetric: bool = False
+    reduce_range: bool = False
 
 
-def qrange(dtype: str, symmetric: bool) -> tuple[int, int]:
-    """Integer range for a dtype. Symmetric int8 uses [-127, 127] so that -x is representable for every x."""
+def qrange(dtype: str, symmetric: bool, reduce_range: bool = False) -> tuple[int, int]:
+    """Integer range for a dtype. Symmetric int8 uses [-127, 127] so that -x is representable for every x.
+
+    `reduce_range` keeps 7 bits ([-63, 63], [-64, 63] or [0, 127]), for x86 kernels without VNNI
+    whose int16 intermediate sums would otherwise saturate.
+    """
     if dtype == "int8":
+        if reduce_range:
+            return (-63, 63) if symmetric else (-64, 63)
         return (-127, 127) if symmetric else (-128, 127)
     if dtype == "uint8":
-        return (0, 255)
+        return (0, 127) if reduce_range else (0, 255)
     if dtype == "int32":
         return (-(2**31) + 1, 2**31 - 1)
     raise ValueError(f"unsupported quantized dtype {dtype}")
 
 
 def qparams_from_range(lo: np.ndarray | float, hi: np.ndarray | float, dtype: str, symmetric: bool,
-                       axis: int | None = None) -> QParams:
+                       axis: int | None = None, reduce_range: bool = False) -> QParams:
     """Scale and zero point covering [lo, hi] (arrays for per-channel).
 
     Asymmetric: lo' = min(lo, 0), hi' = max(hi, 0); scale = (hi' - lo') / (qmax - qmin);
@@ -48,27 +56,28 @@ def qparams_from_range(lo: np.ndarray | float, hi: np.ndarray | float, dtype: st
     Symmetric: a = max(|lo|, |hi|); scale = a / ((qmax - qmin) / 2); zero_point = 0 for int8, 128 for uint8.
     A degenerate range (all zeros) gets scale 1.0, so the zero tensor round-trips exactly.
     """
-    qmin, qmax = qrange(dtype, symmetric)
+    qmin, qmax = qrange(dtype, symmetric, reduce_range)
     lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
     hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
     if symmetric:
         scale = np.maximum(-lo, hi) / ((qmax - qmin) / 2.0)
-        zero_point = np.full_like(scale, 0 if dtype == "int8" else 128)
+        zero_point = np.full_like(scale, 0 if dtype == "int8" else (qmax + qmin + 1) // 2)
     else:
         scale = (hi - lo) / float(qmax - qmin)
         safe = np.where(scale > 0, scale, 1.0)
         zero_point = np.clip(np.round(qmin - lo / safe), qmin, qmax)
     scale = np.where(scale > 0, np.maximum(scale, MIN_SCALE), 1.0)
-    return QParams(scale.astype(np.float32), zero_point.astype(_NP_DTYPES[dtype]), dtype, axis)
+    return QParams(scale.astype(np.float32), zero_point.astype(_NP_DTYPES[dtype]), dtype, axis, symmetric, reduce_range)
 
 
-def weight_qparams(weight: np.ndarray, dtype: str, symmetric: bool, axis: int | None) -> QParams:
+def weight_qparams(weight: np.ndarray, dtype: str, symmetric: bool, axis: int | None,
+                   reduce_range: bool = False) -> QParams:
     """Exact min/max parameters of a constant tensor, per channel along `axis` (or per tensor if None)."""
     if axis is None:
-        return qparams_from_range(weight.min(), weight.max(), dtype, symmetric)
+        return qparams_from_range(weight.min(), weight.max(), dtype, symmetric, None, reduce_range)
     axis = axis % weight.ndim
-    reduce = tuple(d for d in range(weight.ndim) if d != axis)
-    return qparams_from_range(weight.min(axis=reduce), weight.max(axis=reduce), dtype, symmetric, axis)
+    others = tuple(d for d in range(weight.ndim) if d != axis)
+    return qparams_from_range(weight.min(axis=others), weight.max(axis=others), dtype, symmetric, axis, reduce_range)
 
 
 def _broadcast(params: QParams, ndim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,10 +88,10 @@ def _broadcast(params: QParams, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return params.scale.reshape(shape), params.zero_point.astype(np.int64).reshape(shape)
 
 
-def quantize(x: np.ndarray, params: QParams, symmetric: bool = False) -> np.ndarray:
+def quantize(x: np.ndarray, params: QParams) -> np.ndarray:
     """q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax), as ONNX QuantizeLinear rounds."""
     scale, zero_point = _broadcast(params, x.ndim)
-    qmin, qmax = qrange(params.dtype, symmetric)
+    qmin, qmax = qrange(params.dtype, params.symmetric, params.reduce_range)
     q = np.round(x.astype(np.float64) / scale) + zero_point
     return np.clip(q, qmin, qmax).astype(_NP_DTYPES[params.dtype])
 
@@ -107,5 +116,6 @@ def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray
         np.zeros(scale.shape if axis == 0 else (), np.int32),
         "int32",
         axis,
+        symmetric=True,
     )
-    return quantize(bias, params, symmetric=True), params
+    return quantize(bias, params), params

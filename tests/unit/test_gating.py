@@ -358,7 +358,7 @@ def test_gate_result_is_frozen_and_checks_are_a_tuple() -> None:
 def test_to_dict_is_json_with_schema() -> None:
     result = evaluate(make_report(drift=None), {"max_size_mb": 4.0, "min_cosine": 0.9})
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert data["schema"] == "edgec.gating/1"
+    assert data["schema"] == "edgec.gate/1"
     assert data["passed"] is False
     assert [c["name"] for c in data["checks"]] == ["min_cosine", "max_size_mb"]
     first = data["checks"][0]
@@ -492,7 +492,7 @@ def test_load_report_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [[1, 2], "edgec.bench/1", {"target": "x"}, {"schema": "edgec.gating/1"},
+    [[1, 2], "edgec.bench/1", {"target": "x"}, {"schema": "edgec.gate/1"},
      {"schema": 1}, {"schema": None}],
 )
 def test_load_report_wrong_shape_or_schema(tmp_path: Path, payload: Any) -> None:
@@ -562,7 +562,7 @@ def test_to_junit_parses_and_counts_failures() -> None:
     xml = to_junit(result)
     root = ET.fromstring(xml.encode("utf-8"))
     assert root.tag == "testsuite"
-    assert root.get("name") == "edgec.gating"
+    assert root.get("name") == "edgec.gate"
     cases = root.findall("testcase")
     assert [c.get("name") for c in cases] == [c.name for c in result.checks]
     failures = root.findall("testcase/failure")

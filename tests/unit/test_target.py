@@ -18,12 +18,16 @@ from edgec.target import (
     DEFAULT_QUANT_OPS,
     Target,
     builtin_targets_dir,
+    device_mismatch,
+    host_cpu_flags,
+    host_target,
     list_targets,
     load_target,
 )
 
 BUILTIN_NAMES = [
     "cpu-arm64-int8",
+    "cpu-x86-avx2-int8",
     "cpu-x86-fp32",
     "cpu-x86-int8",
     "cuda-fp16",
@@ -104,7 +108,11 @@ def test_builtin_quant_schemes_match_what_each_runtime_fuses() -> None:
 def test_builtin_inheritance_keeps_parent_facts() -> None:
     fp32, int8, arm = load_target("cpu-x86-fp32"), load_target("cpu-x86-int8"), load_target("cpu-arm64-int8")
     assert int8.options == fp32.options
-    assert int8.device == fp32.device
+    assert int8.device["arch"] == fp32.device["arch"] and int8.device["memory_mb"] == fp32.device["memory_mb"]
+    assert int8.device["isa"] == (*fp32.device["isa"], "avx512_vnni|avx_vnni")
+    avx2 = load_target("cpu-x86-avx2-int8")
+    assert avx2.quant.weights.reduce_range and not int8.quant.weights.reduce_range
+    assert avx2.quant.activations == int8.quant.activations
     assert int8.thresholds == {"min_cosine": 0.98, "max_accuracy_drop_pp": 1.0}
     assert arm.quant == int8.quant
     assert arm.device["arch"] == "aarch64" and arm.device["isa"] == ("neon", "dotprod")
@@ -385,9 +393,32 @@ def test_target_is_immutable_but_picklable() -> None:
 
 
 @pytest.mark.skipif(not host_is_x86_64(), reason="the cpu-x86 targets run only on x86-64 hosts")
-@pytest.mark.parametrize("name", ["cpu-x86-fp32", "cpu-x86-int8"])
+@pytest.mark.parametrize("name", ["cpu-x86-fp32", "cpu-x86-avx2-int8"])
 def test_cpu_x86_targets_run_here(name: str) -> None:
     assert load_target(name).runnable_here() == (True, "ok")
+
+
+@pytest.mark.skipif(not host_is_x86_64(), reason="x86 ISA flags")
+def test_vnni_target_runs_only_where_the_cpu_has_vnni() -> None:
+    flags = host_cpu_flags() or frozenset()
+    ok, reason = load_target("cpu-x86-int8").runnable_here()
+    assert ok == bool({"avx512_vnni", "avx_vnni"} & flags)
+    assert ok or "avx512_vnni|avx_vnni" in reason
+
+
+@pytest.mark.skipif(not host_is_x86_64(), reason="x86 ISA flags")
+def test_host_target_picks_the_most_specific_runnable_one() -> None:
+    chosen = host_target("onnxruntime", "int8")
+    assert chosen.runnable_here()[0]
+    has_vnni = bool({"avx512_vnni", "avx_vnni"} & (host_cpu_flags() or frozenset()))
+    assert chosen.name == ("cpu-x86-int8" if has_vnni else "cpu-x86-avx2-int8")
+
+
+def test_device_mismatch_names_the_missing_feature() -> None:
+    assert device_mismatch({"arch": platform.machine(), "isa": ["no_such_feature|nor_this"]}) == (
+        "needs CPU features no_such_feature|nor_this (this host lacks them)"
+    ) or host_cpu_flags() is None
+    assert device_mismatch({}) is None
 
 
 @pytest.mark.skipif(not host_is_x86_64(), reason="asserts what an x86-64 host lacks")
