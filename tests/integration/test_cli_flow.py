@@ -1,0 +1,188 @@
+"""compile -> bench -> gate through the CLI on a real trained model, checked against independent oracles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgec.artifact import sha256_file
+from edgec.target import host_target
+
+#: int8 on a trained, well-conditioned CNN: the worst test image's logits stay this close to fp32.
+INT8_MIN_COSINE = 0.98
+#: and the accuracy on the held-out split drops by at most this many points.
+INT8_MAX_ACCURACY_DROP_PP = 1.0
+
+REQUIRED_REPORT_KEYS = {"schema", "target", "threads", "latency_ms", "throughput_per_s", "load_ms", "peak_rss_mb",
+                        "size_bytes", "baseline", "speedup_p50", "drift"}
+LATENCY_KEYS = {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "runs"}
+
+
+def _ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    """ONNX Runtime, one sample at a time: the oracle for what an artifact computes."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+@pytest.fixture(scope="module")
+def int8_target() -> str:
+    return host_target("onnxruntime", "int8").name
+
+
+def test_compile_fp32_matches_source(cli, digits, tmp_path) -> None:
+    out = tmp_path / "fp32"
+    result = cli("compile", digits.model, "--target", "cpu-x86-fp32", "-o", out)
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"] == "edgec.manifest/1"
+    assert manifest["target"]["name"] == "cpu-x86-fp32"
+    assert manifest["source"]["sha256"] == sha256_file(digits.model)
+    assert manifest["artifact"]["sha256"] == sha256_file(out / "model.onnx")
+    assert [p["name"] for p in manifest["passes"]] == ["infer_shapes", "fold_constants", "remove_unused", "fold_batchnorm"]
+    assert manifest["calibration"] is None
+    onnx.checker.check_model(str(out / "model.onnx"))
+    x = np.load(digits.test)["pixels"][:64]
+    np.testing.assert_allclose(_ort_outputs(out / "model.onnx", x), _ort_outputs(digits.model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_compile_int8_keeps_accuracy(cli, digits, tmp_path, int8_target) -> None:
+    out = tmp_path / "int8"
+    result = cli("compile", digits.model, "-t", int8_target, "--calib", digits.calib, "-o", out)
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    calibration = manifest["calibration"]
+    assert calibration["calibrator"] == "minmax" and calibration["source"] == "data" and calibration["samples"] == 180
+    assert calibration["data_sha256"] == sha256_file(digits.calib)
+    assert manifest["quantization"]["quantized_nodes"]["Conv"] == 3
+    model = onnx.load(out / "model.onnx")
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("QuantizeLinear") >= 4 and "Relu" not in ops  # ReLUs folded into u8 quantization
+    assert {init.data_type for init in model.graph.initializer} >= {onnx.TensorProto.INT8, onnx.TensorProto.INT32}
+    x, labels = np.load(digits.test)["pixels"], np.load(digits.labels)
+    int8, fp32 = _ort_outputs(out / "model.onnx", x), _ort_outputs(digits.model, x)
+    cosine = (int8 * fp32).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() >= INT8_MIN_COSINE
+    drop_pp = 100 * ((fp32.argmax(1) == labels).mean() - (int8.argmax(1) == labels).mean())
+    assert drop_pp <= INT8_MAX_ACCURACY_DROP_PP
+
+
+def test_bench_then_gate(cli, digits, tmp_path, int8_target) -> None:
+    out = tmp_path / "artifact"
+    assert cli("compile", digits.model, "-t", int8_target, "--calib", digits.calib, "-o", out).code == 0
+    report_path = tmp_path / "report.json"
+    result = cli("bench", out, "--data", digits.test, "--labels", digits.labels, "--threads", 1,
+                 "--warmup", 2, "--runs", 20, "--json", report_path)
+    assert result.code == 0, result.err
+    assert "speedup" in result.out and "accuracy" in result.out
+    report = json.loads(report_path.read_text())
+    assert REQUIRED_REPORT_KEYS <= set(report)
+    assert report["schema"] == "edgec.bench/1" and report["target"] == int8_target and report["threads"] == 1
+    assert set(report["latency_ms"]) == LATENCY_KEYS and report["latency_ms"]["runs"] == 20
+    assert set(report["baseline"]["latency_ms"]) == LATENCY_KEYS
+    assert report["size_bytes"] == os.path.getsize(out / "model.onnx")
+    assert report["baseline"]["size_bytes"] == os.path.getsize(digits.model)
+    assert report["size_bytes"] < report["baseline"]["size_bytes"]  # int8 weights
+    drift = report["drift"]
+    assert set(drift["outputs"]) == {"logits"}
+    assert drift["outputs"]["logits"]["cosine_min"] >= INT8_MIN_COSINE
+    assert drift["accuracy_drop_pp"] <= INT8_MAX_ACCURACY_DROP_PP
+    assert drift["top1_agreement"] >= 0.97
+
+    junit, markdown = tmp_path / "gate.xml", tmp_path / "gate.md"
+    passing = cli("gate", report_path, "--max-accuracy-drop-pp", 1.0, "--min-cosine", INT8_MIN_COSINE,
+                  "--junit", junit, "--markdown", markdown)
+    assert passing.code == 0, passing.out
+    assert ET.parse(junit).getroot().get("failures") == "0"
+    assert "min_cosine" in markdown.read_text()
+
+    failing = cli("gate", report_path, "--min-speedup", 1000)
+    assert failing.code == 1 and "FAIL" in failing.out
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_accuracy_drop_pp = 1.0\nmax_size_mb = 0.0001\n")
+    assert cli("gate", report_path, "--policy", policy).code == 1
+    assert cli("gate", report_path, "--policy", policy, "--max-size-mb", 10).code == 0  # CLI overrides policy
+
+
+def test_gate_fails_closed_on_missing_metric(cli, tiny, tmp_path) -> None:
+    report_path = tmp_path / "report.json"
+    assert cli("bench", tiny.model, "--runs", 5, "--warmup", 0, "--threads", 1, "--json", report_path).code == 0
+    report = json.loads(report_path.read_text())
+    assert report["baseline"] is None and report["drift"] is None and report["data"] == "random"
+    result = cli("gate", report_path, "--max-accuracy-drop-pp", 5)
+    assert result.code == 1 and "missing" in result.out
+
+
+def test_bench_plain_onnx_against_explicit_baseline(cli, tiny, tmp_path) -> None:
+    result = cli("bench", tiny.model, "--baseline", tiny.model, "--runs", 5, "--warmup", 0, "--threads", 1)
+    assert result.code == 0, result.err
+    assert "cosine min 1.00000" in result.out
+
+
+def test_passes_override_and_skip(cli, tiny, tmp_path) -> None:
+    out = tmp_path / "skip"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out, "--skip-passes", "fold_batchnorm").code == 0
+    ops = [node.op_type for node in onnx.load(out / "model.onnx").graph.node]
+    assert "BatchNormalization" in ops
+    out2 = tmp_path / "only"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out2, "--passes", "fold_batchnorm").code == 0
+    manifest = json.loads((out2 / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["passes"]] == ["fold_batchnorm"]
+    assert manifest["passes"][0]["nodes_before"] == manifest["passes"][0]["nodes_after"] + 1
+
+
+def test_random_calibration_is_recorded(cli, tiny, tmp_path, int8_target) -> None:
+    out = tmp_path / "random"
+    assert cli("compile", tiny.model, "-t", int8_target, "--calib", "random", "-o", out).code == 0
+    calibration = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert calibration["source"] == "random" and calibration["data"] == "random"
+
+
+def test_force_replaces_existing_output(cli, tiny, tmp_path) -> None:
+    out = tmp_path / "out"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out).code == 0
+    (out / "stale.txt").write_text("old")
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out, "--force").code == 0
+    assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
+
+
+def test_targets_listing(cli) -> None:
+    result = cli("targets", "--json")
+    rows = {row["name"]: row for row in json.loads(result.out)}
+    assert {"cpu-x86-fp32", "cpu-x86-int8", "cpu-arm64-int8", "cuda-fp16", "tensorrt-fp16", "tensorrt-int8",
+            "tflite-int8", "tflite-fp16"} <= set(rows)
+    assert rows["tensorrt-int8"]["runs_here"] is False and "tensorrt" in rows["tensorrt-int8"]["why"]
+    shown = json.loads(cli("target", "cpu-x86-int8").out)
+    assert shown["quant"]["activations"]["dtype"] == "uint8" and shown["quant"]["weights"]["granularity"] == "per_channel"
+    assert "fold_batchnorm" in cli("passes").out
+
+
+def test_console_script_and_module_entry_point(tiny) -> None:
+    """The installed `edgec` command works outside pytest's process (spawned bench workers included)."""
+    for command in (["edgec"], [sys.executable, "-m", "edgec"]):
+        result = subprocess.run([*command, "bench", str(tiny.model), "--runs", "3", "--warmup", "0", "--threads", "1"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "latency p50" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path) -> None:
+    """`edgec demo` on a fresh cache: trains, compiles, benchmarks, gates and says where files went."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run(["edgec", "demo", "-o", str(tmp_path / "demo"), "--runs", "20"], capture_output=True,
+                            text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gate: PASS" in result.stdout
+    assert (tmp_path / "demo" / "report.json").is_file()
+    assert any((tmp_path / "cache").rglob("*.onnx"))
