@@ -91,8 +91,13 @@ def write_artifact(
         if output_dir.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=parent))
             os.replace(output_dir, retired / "old")
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired, ignore_errors=True)
+            try:
+                os.replace(staging, output_dir)
+            except BaseException:
+                os.replace(retired / "old", output_dir)  # put the previous artifact back
+                raise
+            finally:
+                shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, output_dir)
     except BaseException:

@@ -18,7 +18,7 @@ from edgec.artifact import MANIFEST_SCHEMA, sha256_file, utc_now, versions, writ
 from edgec.data import load_samples, random_samples
 from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError
 from edgec.frontends import input_specs, load_model
-from edgec.passes.cleanup import RemoveUnusedPass
+from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
 from edgec.passes.manager import count_nodes
 from edgec.passes.pipeline import optimize
 from edgec.quant import qdq
@@ -97,6 +97,7 @@ def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source:
     assert scheme is not None, "int8 targets always carry a quant scheme (validated by edgec.target)"
     if scheme.activations.granularity != "per_tensor":
         raise TargetError(f"target '{target.name}': per-channel activation quantization is not supported")
+    InferShapesPass()(model)  # the planner quantizes only values whose float type is known
     quant_plan = qdq.plan(model, scheme.ops, asymmetric_activations=not scheme.activations.symmetric)
     tensors = quant_plan.calibration_tensors
     progress(f"calibrating {len(tensors)} tensors on {len(samples)} samples ({scheme.calibrator})")

@@ -27,9 +27,14 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BadInputError(f"{what}: no such file {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise BadInputError(f"{what}: {path} is a single .npy array; save a .npz keyed by input name")
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise BadInputError(f"{what}: cannot read {path} as .npz ({exc})") from exc
+    # a single .npy loads as a plain ndarray, which is not a context manager
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise BadInputError(f"{what}: {path} is a single .npy array; save a .npz keyed by input name")
+    try:
+        with loaded as archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise BadInputError(f"{what}: cannot read {path} as .npz ({exc})") from exc
@@ -111,6 +116,9 @@ def load_labels(path: str | Path, samples: int) -> np.ndarray:
         labels = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise BadInputError(f"labels: cannot read {path} as .npy ({exc})") from exc
+    if isinstance(labels, np.lib.npyio.NpzFile):
+        labels.close()
+        raise BadInputError(f"labels: {path} is an .npz archive; save the labels with np.save as a 1-D .npy")
     if not isinstance(labels, np.ndarray) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise BadInputError(f"labels: {path} must be a 1-D integer array (got {getattr(labels, 'dtype', '?')})")
     if len(labels) != samples:

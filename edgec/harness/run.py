@@ -1,4 +1,7 @@
-"""Benchmark an artifact against a baseline: latency, throughput, load time, memory, size and drift.
+"""Measure models side by side: latency, throughput, load time, memory, size, and drift.
+
+`measure` times any number of models in one interleaved run; `benchmark` is the artifact-vs-baseline
+view of it that `edgec bench` reports (speedup and drift against the baseline).
 
 Measurement design, and why:
 
@@ -9,22 +12,23 @@ Measurement design, and why:
   (`rss_before_load_mb`), loads the model (`load_ms`: constructor wall time), and reports its own
   peak RSS at the very end (`peak_rss_mb`), so `peak_rss_mb - rss_before_load_mb` approximates
   what the model itself costs (weights, arena, workspace), separate from the library.
-- **Interleaved timing**: after warming up both models, the parent runs timed rounds of
-  `ROUND_RUNS` inferences per model, alternating which model goes first each round, until each has
-  `runs` timings. Noise on a shared machine comes in bursts (FINDINGS: medians moving 30% between
-  rounds), and interleaving spreads a burst over both models instead of over one of them, so the
-  ratio (`speedup_p50`) stays trustworthy even when absolute numbers wobble.
+- **Interleaved timing**: after warming up every model, the parent runs timed rounds of
+  `ROUND_RUNS` inferences per model, rotating which model goes first each round (with two
+  models: alternating), until each has `runs` timings. Noise on a shared machine comes in bursts
+  (FINDINGS: medians moving 30% between rounds), and interleaving spreads a burst over all models
+  instead of over one of them, so ratios (`speedup_p50`) stay trustworthy even when absolute
+  numbers wobble.
 - Each timing is `time.perf_counter_ns()` around `Runtime.infer(feeds)` + `Runtime.synchronize()`,
   so GPU runtimes are timed to completion. Python's cyclic GC is paused during a timed round (and
   run between rounds) so a collection does not land inside one inference.
-- Outputs for drift are computed afterwards on every sample, untimed, one sample per message so a
-  worker never holds all outputs at once (which would inflate its peak RSS).
+- Outputs for drift (on request) are computed afterwards on every sample, untimed, one sample per
+  message so a worker never holds all outputs at once (which would inflate its peak RSS).
 
 The harness knows only the `Runtime` contract: a runtime is named by `ModelRef.runtime` and
 resolved by `edgec.runtime.base.runtime_class` inside the worker.
 
-Because workers are spawned, a script calling `benchmark` must guard its entry point with
-`if __name__ == "__main__":` (the spawned interpreter re-imports the main module).
+Because workers are spawned, a script calling `measure` or `benchmark` must guard its entry point
+with `if __name__ == "__main__":` (the spawned interpreter re-imports the main module).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,7 @@ from edgec.harness.latency import summarize
 from edgec.harness.memory import current_rss_mb, peak_rss_mb
 from edgec.runtime.base import runtime_class
 
-__all__ = ["ModelRef", "benchmark", "model_size_bytes", "ROUND_RUNS"]
+__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "ROUND_RUNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -342,6 +346,128 @@ def _throughput(latencies_ns: Sequence[int]) -> float:
     return len(latencies_ns) * 1e9 / max(1, sum(latencies_ns))
 
 
+def _round_order(models: int, index: int) -> list[int]:
+    """Which model times first, second, ... in round `index`: `0..models-1` rotated left by `index`.
+
+    Why rotate: over any `models` consecutive rounds every model holds every position exactly once,
+    so none is always the one that runs first after a pause or right behind a noisy neighbour. With
+    two models this is plain alternation (AB, BA, AB, ...).
+    """
+    shift = index % models
+    return [*range(shift, models), *range(shift)]
+
+
+def measure(
+    refs: Sequence[ModelRef],
+    samples: Sequence[Mapping[str, np.ndarray]],
+    *,
+    threads: int,
+    warmup: int = 10,
+    runs: int = 100,
+    collect_outputs: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Measure N models side by side, each in its own fresh worker process, in interleaved rounds.
+
+    See the module docstring for the measurement design. Every model sees the same sequence of
+    `samples`, the same thread count and the same rounds, so ratios between any two of them are
+    comparable; measuring them in one run (rather than pairwise runs) keeps every pair under the
+    same noise.
+
+    Args:
+        refs: The models, each with a unique `label` (the key of its section in the result).
+        samples: Per-inference feed dicts (batch 1 each), already validated against the models' inputs.
+        threads: Intra-op threads for every runtime (0 lets the runtime choose).
+        warmup: Untimed inferences per model before timing.
+        runs: Timed inferences per model.
+        collect_outputs: Also run every sample once more, untimed, and return each model's outputs
+            (for drift); off by default because it costs one extra inference per sample per model.
+        progress: Called with short human messages ("loading int8", "round 3/10").
+
+    Returns:
+        `{label: section}` in the order of `refs`, each section
+        `{"latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
+        "rss_before_load_mb", "size_bytes"}` plus, with `collect_outputs`, `"outputs"`: one
+        `{output name: array}` per sample, in sample order.
+
+    Raises:
+        BadInputError: For no models, repeated labels, a missing model, no samples, nonsensical
+            counts, or a model the runtime cannot load (the worker's own error class is kept).
+        EdgecError: If a worker fails otherwise, crashes or stops answering.
+    """
+    if not refs:
+        raise BadInputError("no models to measure; give at least one")
+    names = [ref.label for ref in refs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BadInputError(f"model labels must be unique, but {repeated} repeat; give each ModelRef its own label")
+    if not samples:
+        raise BadInputError("no samples to run; give at least one input sample")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise BadInputError(f"threads must be a non-negative integer (0 = runtime default), got {threads!r}")
+    if runs < 1:
+        raise BadInputError(f"runs must be at least 1, got {runs}")
+    if warmup < 0:
+        raise BadInputError(f"warmup must be 0 or more, got {warmup}")
+    sizes = [model_size_bytes(ref.path) for ref in refs]  # also fails fast on a missing file
+
+    def say(message: str) -> None:
+        logger.info(message)
+        if progress is not None:
+            progress(message)
+
+    feeds = [{name: np.asarray(value) for name, value in sample.items()} for sample in samples]
+    ctx = multiprocessing.get_context("spawn")
+    workers: list[_Worker] = []
+    latencies: list[list[int]] = [[] for _ in refs]
+    outputs: list[list[dict[str, np.ndarray]]] = [[] for _ in refs]
+    try:
+        say("starting workers")
+        for ref in refs:
+            workers.append(_Worker(ctx, ref.label, ref, threads))
+        for worker in workers:  # interpreters start in parallel; models then load one at a time
+            worker.receive(_START_TIMEOUT_S)
+        loads = []
+        for worker in workers:
+            say(f"loading {worker.who}")
+            loads.append(worker.call(("load", feeds)))
+            logger.debug("%s loaded: %s", worker.who, loads[-1])
+        if warmup:
+            say("warming up")
+            for worker in workers:
+                worker.call(("warmup", warmup))
+        rounds = math.ceil(runs / ROUND_RUNS)
+        for index in range(rounds):
+            count = min(ROUND_RUNS, runs - index * ROUND_RUNS)
+            say(f"round {index + 1}/{rounds}")
+            for k in _round_order(len(workers), index):
+                latencies[k].extend(workers[k].call(("time", count)))
+        if collect_outputs:
+            say("collecting outputs")
+            for k, worker in enumerate(workers):
+                outputs[k] = [worker.call(("output", i)) for i in range(len(feeds))]
+        say("measuring memory")
+        peaks = [worker.call(("close",))["peak_rss_mb"] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    sections: dict[str, dict[str, Any]] = {}
+    for k, ref in enumerate(refs):
+        section: dict[str, Any] = {
+            "latency_ms": summarize([ns / 1e6 for ns in latencies[k]]),
+            "throughput_per_s": _throughput(latencies[k]),
+            "load_ms": float(loads[k]["load_ms"]),
+            "peak_rss_mb": float(peaks[k]),
+            "rss_before_load_mb": float(loads[k]["rss_before_load_mb"]),
+            "size_bytes": int(sizes[k]),
+        }
+        if collect_outputs:
+            section["outputs"] = outputs[k]
+        sections[ref.label] = section
+    return sections
+
+
 def _describe(role: str, ref: ModelRef) -> str:
     """'artifact' or 'baseline', plus the user's label when it says more than the default does."""
     return role if ref.label in ("", role, "artifact") else f"{role} '{ref.label}'"
@@ -358,10 +484,13 @@ def benchmark(
     labels: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure an artifact (and optionally its baseline) in fresh worker processes, interleaved.
+    """Measure an artifact (and optionally its baseline) with `measure`, and compare the two.
 
-    See the module docstring for the measurement design. Timed inferences cycle through
-    `samples` in order (both models see the same sequence); drift is computed on every sample.
+    The report is the artifact's section at the top level with the baseline's nested under it,
+    because the artifact is what a release gate judges and the baseline is its yardstick. Each
+    model is measured under a role name ("artifact", "baseline", plus its own label when it says
+    more) so progress messages and errors say which of the two failed even when the caller's
+    labels coincide.
 
     Args:
         artifact: The compiled model.
@@ -384,14 +513,6 @@ def benchmark(
             fit, or a model the runtime cannot load (the worker's own error class is kept).
         EdgecError: If a worker fails otherwise, crashes or stops answering.
     """
-    if not samples:
-        raise BadInputError("no samples to run; give at least one input sample")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise BadInputError(f"threads must be a non-negative integer (0 = runtime default), got {threads!r}")
-    if runs < 1:
-        raise BadInputError(f"runs must be at least 1, got {runs}")
-    if warmup < 0:
-        raise BadInputError(f"warmup must be 0 or more, got {warmup}")
     if labels is not None:
         label_shape = np.shape(labels)
         if len(label_shape) != 1 or label_shape[0] != len(samples):
@@ -400,74 +521,26 @@ def benchmark(
             )
         if baseline is None:
             logger.warning("labels are ignored without a baseline: accuracy is reported as part of drift")
-    roles: list[tuple[str, ModelRef]] = [("artifact", artifact)]
-    if baseline is not None:
-        roles.append(("baseline", baseline))
-    sizes = {role: model_size_bytes(ref.path) for role, ref in roles}  # also fails fast on a missing file
-    names = {role: _describe(role, ref) for role, ref in roles}
-
-    def say(message: str) -> None:
-        logger.info(message)
-        if progress is not None:
-            progress(message)
-
-    feeds = [{name: np.asarray(value) for name, value in sample.items()} for sample in samples]
-    ctx = multiprocessing.get_context("spawn")
-    workers: dict[str, _Worker] = {}
-    latencies: dict[str, list[int]] = {role: [] for role, _ in roles}
-    outputs: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role, _ in roles}
-    try:
-        say("starting workers")
-        for role, ref in roles:
-            workers[role] = _Worker(ctx, names[role], ref, threads)
-        for role, _ in roles:  # interpreters start in parallel; models then load one at a time
-            workers[role].receive(_START_TIMEOUT_S)
-        loads = {}
-        for role, _ in roles:
-            say(f"loading {names[role]}")
-            loads[role] = workers[role].call(("load", feeds))
-            logger.debug("%s loaded: %s", names[role], loads[role])
-        if warmup:
-            say("warming up")
-            for role, _ in roles:
-                workers[role].call(("warmup", warmup))
-        rounds = math.ceil(runs / ROUND_RUNS)
-        for index in range(rounds):
-            count = min(ROUND_RUNS, runs - index * ROUND_RUNS)
-            say(f"round {index + 1}/{rounds}")
-            order = roles if index % 2 == 0 else roles[::-1]
-            for role, _ in order:
-                latencies[role].extend(workers[role].call(("time", count)))
-        if baseline is not None:
-            say("computing drift")
-            for role, _ in roles:
-                outputs[role] = [workers[role].call(("output", i)) for i in range(len(feeds))]
-        say("measuring memory")
-        peaks = {role: workers[role].call(("close",))["peak_rss_mb"] for role, _ in roles}
-    finally:
-        for worker in workers.values():
-            worker.stop()
-
-    sections = {}
-    for role, _ in roles:
-        sections[role] = {
-            "latency_ms": summarize([ns / 1e6 for ns in latencies[role]]),
-            "throughput_per_s": _throughput(latencies[role]),
-            "load_ms": float(loads[role]["load_ms"]),
-            "peak_rss_mb": float(peaks[role]),
-            "rss_before_load_mb": float(loads[role]["rss_before_load_mb"]),
-            "size_bytes": int(sizes[role]),
-        }
+    roles = [("artifact", artifact)] + ([("baseline", baseline)] if baseline is not None else [])
+    refs = [replace(ref, label=_describe(role, ref)) for role, ref in roles]
+    measured = measure(
+        refs, samples, threads=threads, warmup=warmup, runs=runs, collect_outputs=baseline is not None,
+        progress=progress,
+    )
+    sections = [measured[ref.label] for ref in refs]
+    outputs = [section.pop("outputs", None) for section in sections]
     report: dict[str, Any] = {
         "threads": threads,
-        **sections["artifact"],
-        "baseline": sections.get("baseline"),
+        **sections[0],
+        "baseline": sections[1] if baseline is not None else None,
         "speedup_p50": None,
         "drift": None,
     }
     if baseline is not None:
-        artifact_p50 = sections["artifact"]["latency_ms"]["p50"]
-        baseline_p50 = sections["baseline"]["latency_ms"]["p50"]
-        report["speedup_p50"] = baseline_p50 / artifact_p50 if artifact_p50 > 0 else None
-        report["drift"] = drift(outputs["artifact"], outputs["baseline"], labels)
+        logger.info("computing drift")
+        if progress is not None:
+            progress("computing drift")
+        artifact_p50 = sections[0]["latency_ms"]["p50"]
+        report["speedup_p50"] = sections[1]["latency_ms"]["p50"] / artifact_p50 if artifact_p50 > 0 else None
+        report["drift"] = drift(outputs[0], outputs[1], labels)
     return report

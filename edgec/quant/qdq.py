@@ -78,13 +78,19 @@ def _weight_axis(node: ir.Node, weight: np.ndarray, per_channel: bool) -> int | 
 
 
 def _is_relu_like(node: ir.Node) -> bool:
-    """Relu, or Clip whose lower bound is the constant 0 (Relu6 and friends)."""
+    """Relu, or Clip with constant floor 0 and a constant (or no) ceiling: Relu6 and friends.
+
+    The ceiling must be constant because the folded clamp ends at the calibrated maximum, which
+    never exceeds a constant ceiling but could exceed one computed at run time.
+    """
     if node.op_type == "Relu":
         return True
     if node.op_type != "Clip" or len(node.inputs) < 2:
         return False
     floor = _constant(node.inputs[1])
-    return floor is not None and floor.size == 1 and float(floor) == 0.0
+    ceiling = node.inputs[2] if len(node.inputs) > 2 else None
+    constant_ceiling = ceiling is None or _constant(ceiling) is not None
+    return floor is not None and floor.size == 1 and float(floor) == 0.0 and constant_ceiling
 
 
 @dataclass
@@ -161,7 +167,7 @@ class _Rewriter:
     def __init__(self, graph: ir.Graph) -> None:
         self.graph = graph
         self.counts: Counter[str] = Counter()
-        self._constant_dq: dict[tuple[str, str], ir.Value] = {}
+        self._constant_dq: dict[tuple[object, ...], ir.Value] = {}
 
     def initializer(self, name: str, array: np.ndarray) -> ir.Value:
         value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
@@ -208,11 +214,16 @@ class _Rewriter:
     def constant_input(self, node: ir.Node, index: int, params: QParams, tag: str) -> None:
         """Replace a constant input by int initializer -> DequantizeLinear (shared between nodes)."""
         value = node.inputs[index]
-        key = (value.name, tag)
+        # shared only between nodes that need the same kind of parameters: a weight read by MatMul ([K, N],
+        # channels on axis 1) and by Gemm transB=1 ([N, K], axis 0) needs two copies, or a bias would be
+        # scaled by weight scales its node does not use
+        key = (value.name, tag, params.dtype, params.symmetric, params.axis, params.reduce_range)
         if key not in self._constant_dq:
-            quantized = self.initializer(f"{value.name}_{tag}", quantize(value.const_value.numpy(), params))
-            dq = self.dq_node(f"{value.name}_{tag}", quantized, params)
-            dq.outputs[0].name = f"{value.name}_{tag}_dequantized"
+            copies = sum(1 for k in self._constant_dq if k[:2] == key[:2])
+            base = f"{value.name}_{tag}" + (f"_{copies}" if copies else "")
+            quantized = self.initializer(base, quantize(value.const_value.numpy(), params))
+            dq = self.dq_node(base, quantized, params)
+            dq.outputs[0].name = f"{base}_dequantized"
             self.graph.insert_before(node, dq)
             self._constant_dq[key] = dq.outputs[0]
         node.replace_input_with(index, self._constant_dq[key])
@@ -250,6 +261,9 @@ def apply(model: ir.Model, quant_plan: QuantPlan, table: CalibrationTable, schem
     graph = model.graph
     rewriter = _Rewriter(graph)
     per_channel = weights.granularity == "per_channel"
+    # fold first: a node after a folded ReLU then reads the quantized value whose params its bias needs
+    for activation in quant_plan.folded:
+        _fold_activation(graph, activation)
     for node in quant_plan.quantized_nodes:
         if node.op_type in ("Conv", "Gemm", "MatMul") and _is_constant(node.inputs[1]):
             _quantize_weight_and_bias(rewriter, node, params.get(node.inputs[0]), weights, per_channel)
@@ -259,8 +273,6 @@ def apply(model: ir.Model, quant_plan: QuantPlan, table: CalibrationTable, schem
                 array = value.const_value.numpy()
                 const_params = qparams_from_range(array.min(), array.max(), acts.dtype, acts.symmetric)
                 rewriter.constant_input(node, i, const_params, "quantized")
-    for activation in quant_plan.folded:
-        _fold_activation(graph, activation)
     for value in quant_plan.activations:
         rewriter.quantize_activation(value, params[value])
 

@@ -17,7 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgec.errors import BadInputError, EdgecError, RuntimeUnavailableError
-from edgec.harness.run import ModelRef, benchmark, model_size_bytes
+from edgec.harness.run import ModelRef, _round_order, benchmark, measure, model_size_bytes
 
 IN, OUT, SAMPLES = 8, 4, 6
 SECTION_KEYS = {"latency_ms", "throughput_per_s", "load_ms", "peak_rss_mb", "rss_before_load_mb", "size_bytes"}
@@ -50,7 +50,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     samples = [{"x": rng.standard_normal((1, IN)).astype(np.float32)} for _ in range(SAMPLES)]
     # Labels from a NumPy oracle of the fp32 model, so the baseline must score 100%.
     labels = np.array([int(np.argmax(s["x"] @ weight + bias)) for s in samples], dtype=np.int64)
-    return {"paths": paths, "samples": samples, "labels": labels}
+    return {"paths": paths, "samples": samples, "labels": labels, "weight": weight, "bias": bias}
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,51 @@ def test_size_counts_external_data_and_directories(tmp_path: Path) -> None:
     assert model_size_bytes(path) == path.stat().st_size + data.stat().st_size
     (path.parent / "manifest.json").write_text("{}")
     assert model_size_bytes(path.parent) == path.stat().st_size + data.stat().st_size + 2
+
+
+def test_measure_three_models_side_by_side(models: dict[str, Any]) -> None:
+    paths = models["paths"]
+    refs = [ModelRef(paths["fp32"], label="fp32"), ModelRef(paths["copy"], label="copy"),
+            ModelRef(paths["perturbed"], label="perturbed")]
+    messages: list[str] = []
+    sections = measure(refs, models["samples"], threads=1, warmup=1, runs=25, collect_outputs=True,
+                       progress=messages.append)
+    assert list(sections) == ["fp32", "copy", "perturbed"]
+    for ref in refs:
+        section = sections[ref.label]
+        assert set(section) == SECTION_KEYS | {"outputs"}
+        assert section["latency_ms"]["runs"] == 25
+        assert section["throughput_per_s"] == pytest.approx(1e3 / section["latency_ms"]["mean"], rel=1e-6)
+        assert section["load_ms"] > 0
+        assert section["peak_rss_mb"] >= section["rss_before_load_mb"] > 0
+        assert section["size_bytes"] == ref.path.stat().st_size
+        assert len(section["outputs"]) == SAMPLES
+    # Outputs against a NumPy oracle of each model, in sample order.
+    for label, shift in (("fp32", 0.0), ("copy", 0.0), ("perturbed", 0.05)):
+        for sample, out in zip(models["samples"], sections[label]["outputs"]):
+            expected = sample["x"] @ (models["weight"] + np.float32(shift)) + models["bias"]
+            np.testing.assert_allclose(out["y"], expected, rtol=1e-5, atol=1e-5)
+    assert [m for m in messages if m.startswith("loading")] == ["loading fp32", "loading copy", "loading perturbed"]
+    assert "round 3/3" in messages and "collecting outputs" in messages
+
+
+def test_measure_without_outputs_and_bad_refs(models: dict[str, Any]) -> None:
+    ref = ModelRef(models["paths"]["fp32"], label="a")
+    sections = measure([ref], models["samples"], threads=1, warmup=0, runs=2)
+    assert set(sections["a"]) == SECTION_KEYS
+    with pytest.raises(BadInputError, match="no models"):
+        measure([], models["samples"], threads=1)
+    with pytest.raises(BadInputError, match="unique"):
+        measure([ref, ModelRef(models["paths"]["copy"], label="a")], models["samples"], threads=1)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_round_order_rotates_every_model_through_every_position(count: int) -> None:
+    orders = [_round_order(count, index) for index in range(2 * count)]
+    for order in orders:
+        assert sorted(order) == list(range(count))
+    for position in range(count):
+        assert sorted(order[position] for order in orders[:count]) == list(range(count))
+    assert orders[:count] == orders[count:]
+    if count == 2:
+        assert orders[:2] == [[0, 1], [1, 0]]  # plain alternation

@@ -1,0 +1,247 @@
+"""Tests for edgec.data: .npz datasets (both layouts), every user error, seeded random feeds, labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgec.data import DYNAMIC_DIM_DEFAULT, load_labels, load_samples, random_samples
+from edgec.errors import BadInputError
+from edgec.runtime.base import TensorSpec
+
+F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+
+IMAGE = TensorSpec("image", (1, 3, 4, 4), F32)
+TOKENS = TensorSpec("tokens", ("batch", "seq"), I64)
+
+
+def _npz(tmp_path: Path, name: str = "data.npz", **arrays: np.ndarray) -> Path:
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# load_samples: the two layouts
+# --------------------------------------------------------------------------------------------
+
+
+def test_layout_with_batch_axis(tmp_path: Path) -> None:
+    """Rank equal to the input's: samples are sliced x[i:i+1] along the batch axis."""
+    spec = TensorSpec("x", ("N", 3), F32)
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    samples = load_samples(_npz(tmp_path, x=x), [spec])
+    assert len(samples) == 5
+    for i, feed in enumerate(samples):
+        assert list(feed) == ["x"]
+        assert feed["x"].shape == (1, 3)
+        np.testing.assert_array_equal(feed["x"][0], x[i])
+
+
+def test_layout_without_batch_axis(tmp_path: Path) -> None:
+    """Rank one more than the input's: each x[i] is a complete input."""
+    x = np.random.default_rng(0).standard_normal((4, 1, 3, 4, 4)).astype(np.float32)
+    samples = load_samples(_npz(tmp_path, image=x), [IMAGE])
+    assert len(samples) == 4
+    for i, feed in enumerate(samples):
+        assert feed["image"].shape == (1, 3, 4, 4)
+        np.testing.assert_array_equal(feed["image"], x[i])
+
+
+def test_two_inputs_and_dynamic_dims(tmp_path: Path) -> None:
+    tokens = np.arange(6 * 7, dtype=np.int64).reshape(6, 7)
+    mask = np.ones((6, 7), np.int64)
+    specs = [TOKENS, TensorSpec("mask", ("batch", "seq"), I64)]
+    samples = load_samples(_npz(tmp_path, tokens=tokens, mask=mask), specs)
+    assert len(samples) == 6
+    assert list(samples[2]) == ["tokens", "mask"]
+    np.testing.assert_array_equal(samples[2]["tokens"], tokens[2:3])
+
+
+# --------------------------------------------------------------------------------------------
+# load_samples: errors
+# --------------------------------------------------------------------------------------------
+
+
+def _bad(path: Path, specs: list[TensorSpec], *fragments: str, what: str = "calibration data") -> str:
+    with pytest.raises(BadInputError) as info:
+        load_samples(path, specs, what=what)
+    message = str(info.value)
+    assert message.startswith(what), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _bad(tmp_path / "nope.npz", [IMAGE], "no such file", "nope.npz")
+
+
+def test_directory_is_not_a_file(tmp_path: Path) -> None:
+    _bad(tmp_path, [IMAGE], "no such file")
+
+
+def test_not_an_npz(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    path.write_bytes(b"this is not numpy data at all" * 10)
+    _bad(path, [IMAGE], "cannot read", "data.npz")
+
+
+def test_truncated_npz(tmp_path: Path) -> None:
+    good = _npz(tmp_path, "good.npz", image=np.zeros((20, 1, 3, 4, 4), np.float32))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(good.read_bytes()[:200])
+    _bad(bad, [IMAGE], "cannot read")
+
+
+def test_single_npy_array(tmp_path: Path) -> None:
+    path = tmp_path / "data.npy"
+    np.save(path, np.zeros((2, 1, 3, 4, 4), np.float32))
+    _bad(path, [IMAGE], "single .npy", ".npz keyed by input name")
+
+
+def test_object_array_is_refused(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, image=np.array([{"a": 1}], dtype=object)), [IMAGE], "cannot read")
+
+
+def test_wrong_keys(tmp_path: Path) -> None:
+    message = _bad(_npz(tmp_path, img=np.zeros((2, 1, 3, 4, 4), np.float32)), [IMAGE], "image", "img")
+    assert "missing ['image']" in message and "unexpected ['img']" in message
+
+
+def test_extra_key(tmp_path: Path) -> None:
+    x = np.zeros((2, 1, 3, 4, 4), np.float32)
+    message = _bad(_npz(tmp_path, image=x, extra=x), [IMAGE], "extra")
+    assert "unexpected ['extra']" in message
+
+
+def test_wrong_dtype(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, image=np.zeros((2, 1, 3, 4, 4), np.float64)), [IMAGE], "'image'", "float64", "float32")
+
+
+def test_wrong_rank(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, image=np.zeros((2, 3, 4), np.float32)), [IMAGE], "'image'", "shape [2, 3, 4]")
+
+
+def test_wrong_shape(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, image=np.zeros((2, 1, 3, 5, 4), np.float32)), [IMAGE], "'image'", "axis 2")
+
+
+def test_wrong_fixed_batch(tmp_path: Path) -> None:
+    # batch-axis layout with a fixed batch of 1: slices are (1, 3, 4, 4) and fine...
+    load_samples(_npz(tmp_path, "ok.npz", image=np.zeros((3, 3, 4, 4), np.float32)), [IMAGE])
+    # ...but a rank-5 array whose per-sample batch is 2 is not
+    _bad(_npz(tmp_path, image=np.zeros((3, 2, 3, 4, 4), np.float32)), [IMAGE], "'image'", "axis 0")
+
+
+def test_empty_array(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, image=np.zeros((0, 1, 3, 4, 4), np.float32)), [IMAGE], "'image'", "empty")
+
+
+def test_scalar_array(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, image=np.float32(1.0)), [IMAGE], "'image'")
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite(tmp_path: Path, bad_value: float) -> None:
+    x = np.zeros((2, 1, 3, 4, 4), np.float32)
+    x[1, 0, 2, 3, 1] = bad_value
+    _bad(_npz(tmp_path, image=x), [IMAGE], "'image'", "NaN or infinite")
+
+
+def test_different_sample_counts(tmp_path: Path) -> None:
+    specs = [TOKENS, TensorSpec("mask", ("batch", "seq"), I64)]
+    path = _npz(tmp_path, tokens=np.zeros((5, 7), np.int64), mask=np.zeros((4, 7), np.int64))
+    message = _bad(path, specs, "different sample counts")
+    assert "'tokens': 5" in message and "'mask': 4" in message
+
+
+def test_default_label_is_data(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match=r"^data: "):
+        load_samples(tmp_path / "missing.npz", [IMAGE])
+
+
+# --------------------------------------------------------------------------------------------
+# random_samples
+# --------------------------------------------------------------------------------------------
+
+
+def test_random_samples_deterministic() -> None:
+    specs = [IMAGE, TOKENS]
+    a = random_samples(specs, 3, seed=5)
+    b = random_samples(specs, 3, seed=5)
+    c = random_samples(specs, 3, seed=6)
+    assert len(a) == 3
+    for fa, fb in zip(a, b):
+        for name in ("image", "tokens"):
+            np.testing.assert_array_equal(fa[name], fb[name])
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+    assert not np.array_equal(a[0]["image"], a[1]["image"])  # samples differ from each other
+
+
+def test_random_samples_shapes_and_dtypes() -> None:
+    specs = [
+        IMAGE,
+        TOKENS,
+        TensorSpec("flags", (None, 2, "n"), np.dtype(np.bool_)),
+        TensorSpec("ids", (2,), np.dtype(np.int32)),
+    ]
+    (feed,) = random_samples(specs, 1)
+    assert feed["image"].shape == (1, 3, 4, 4) and feed["image"].dtype == np.float32
+    # dynamic batch -> 1, other dynamic dims -> DYNAMIC_DIM_DEFAULT
+    assert feed["tokens"].shape == (1, DYNAMIC_DIM_DEFAULT) and feed["tokens"].dtype == np.int64
+    assert feed["tokens"].min() >= 0 and feed["tokens"].max() < 10
+    assert feed["flags"].shape == (1, 2, DYNAMIC_DIM_DEFAULT) and feed["flags"].dtype == np.bool_
+    assert feed["ids"].shape == (2,) and feed["ids"].dtype == np.int32
+    for spec in specs:
+        assert spec.accepts(feed[spec.name]) is None
+
+
+def test_random_samples_zero_count() -> None:
+    assert random_samples([IMAGE], 0) == []
+
+
+# --------------------------------------------------------------------------------------------
+# load_labels
+# --------------------------------------------------------------------------------------------
+
+
+def test_load_labels_ok(tmp_path: Path) -> None:
+    path = tmp_path / "labels.npy"
+    np.save(path, np.array([3, 1, 4], np.int64))
+    np.testing.assert_array_equal(load_labels(path, 3), [3, 1, 4])
+
+
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [
+        (np.array([1, 2], np.int64), "has 2 labels but the data has 3 samples"),
+        (np.array([1.0, 2.0, 3.0], np.float32), "1-D integer"),
+        (np.array([[1], [2], [3]], np.int64), "1-D integer"),
+        (np.array([True, False, True]), "1-D integer"),
+    ],
+)
+def test_load_labels_errors(tmp_path: Path, labels: np.ndarray, fragment: str) -> None:
+    path = tmp_path / "labels.npy"
+    np.save(path, labels)
+    with pytest.raises(BadInputError, match=r"^labels: ") as info:
+        load_labels(path, 3)
+    assert fragment in str(info.value)
+
+
+def test_load_labels_missing_and_garbage(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="no such file"):
+        load_labels(tmp_path / "labels.npy", 3)
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"\x00\x01not numpy")
+    with pytest.raises(BadInputError, match="cannot read"):
+        load_labels(garbage, 3)
+
+
+def test_load_labels_npz_is_refused(tmp_path: Path) -> None:
+    path = _npz(tmp_path, "labels.npz", y=np.zeros(3, np.int64))
+    with pytest.raises(BadInputError, match="npz archive.*1-D .npy"):
+        load_labels(path, 3)
