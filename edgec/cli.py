@@ -35,12 +35,16 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from edgec.compiler import compile as compile_model
 
     result = compile_model(args.model, args.target, calib=args.calib, output_dir=args.output, force=args.force,
-                           passes=_names(args.passes), skip_passes=_names(args.skip_passes) or (), progress=_say)
+                           passes=_names(args.passes), skip_passes=_names(args.skip_passes) or (), verify=args.verify,
+                           progress=_say)
     manifest = result.manifest
     nodes = manifest["nodes"]
     print(f"compiled {args.model} for {manifest['target']['name']} -> {result.output_dir}")
     print(f"  nodes: source {nodes['source']}, optimized {nodes['optimized']}, artifact {nodes['artifact']}")
     print(f"  size: {manifest['source']['size_bytes']:,} -> {manifest['artifact']['size_bytes']:,} bytes")
+    if manifest["verification"]:
+        worst = max(manifest["verification"]["max_abs_diff"].values(), default=0.0)
+        print(f"  verified every pass on {manifest['verification']['samples']} samples (largest change {worst:.3g})")
     if manifest["quantization"]:
         quantized = ", ".join(f"{op} x{n}" for op, n in manifest["quantization"]["quantized_nodes"].items())
         calibration = manifest["calibration"]
@@ -176,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--passes", metavar="A,B,C", help="run these passes instead of the target's pipeline")
     p.add_argument("--skip-passes", metavar="A,B", help="remove these passes from the pipeline")
+    p.add_argument("--verify", action="store_true",
+                   help="check after every pass that outputs still match (on --calib data, else random inputs)")
     p.set_defaults(func=_cmd_compile)
 
     p = commands.add_parser("bench", help="measure an artifact against its float baseline")

@@ -20,7 +20,9 @@ from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError
 from edgec.frontends import input_specs, load_model
 from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
 from edgec.passes.manager import count_nodes
+from edgec.passes.opset import upgrade_opset
 from edgec.passes.pipeline import optimize
+from edgec.passes.verify import VerifyInstrument
 from edgec.quant import qdq
 from edgec.quant.calibrator import calibrate
 from edgec.quant.table import CalibrationTable
@@ -35,6 +37,8 @@ ARTIFACT_MODEL = "model.onnx"
 CALIBRATION_FILE = "calibration.json"
 #: Samples drawn for `calib="random"` (latency-only work: the scales mean nothing for accuracy).
 RANDOM_CALIBRATION_SAMPLES = 16
+#: Samples each pass is verified on (`verify=True`): enough to catch a broken rewrite, cheap per pass.
+VERIFY_SAMPLES = 8
 #: Per-axis QuantizeLinear/DequantizeLinear need opset 13.
 _MIN_QDQ_OPSET = 13
 #: (runtime, precision) pairs this version builds.
@@ -81,15 +85,11 @@ def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, 
     return load_samples(calib, specs, what="calibration data"), str(Path(calib).resolve())
 
 
-def _upgrade_opset(model: ir.Model, minimum: int) -> ir.Model:
-    """Convert an old-opset model so per-channel Q/DQ is expressible."""
-    if model.opset_imports.get("", 1) >= minimum:
-        return model
-    try:
-        proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), minimum)
-    except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported ops
-        raise TargetError(f"cannot upgrade the model to opset {minimum} for int8 Q/DQ: {exc}") from exc
-    return ir.serde.deserialize_model(proto)
+def _verifier(model: ir.Model, target: Target, samples: Sequence[Feeds], source: str | None) -> VerifyInstrument:
+    """Verification on (at most VERIFY_SAMPLES of) the calibration data, else on seeded random feeds."""
+    feeds = list(samples[:VERIFY_SAMPLES]) if source not in (None, "random") else random_samples(input_specs(model), VERIFY_SAMPLES)
+    return VerifyInstrument(feeds, rtol=float(target.verify["rtol"]), atol=float(target.verify["atol"]),
+                            threads=int(target.options.get("threads", 0)))
 
 
 def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: str, progress: Progress) -> tuple[CalibrationTable, dict[str, Any]]:
@@ -125,6 +125,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     force: bool = False,
     passes: Sequence[str] | None = None,
     skip_passes: Sequence[str] = (),
+    verify: bool = False,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory (`model.onnx` + `manifest.json`).
@@ -136,6 +137,9 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         output_dir: where the artifact goes; default `<model stem>-<target name>` beside the model.
         force: replace an existing output directory.
         passes: override the target's pass pipeline; `skip_passes` removes passes from it.
+        verify: run the model before and after every pass (on `calib` data, else random feeds) and
+            stop with `VerificationError` naming the first pass whose outputs leave the target's
+            `verify` tolerance.
         progress: receives one-line status messages.
     """
     say = progress or (lambda message: logger.info(message))
@@ -148,16 +152,17 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     if output_dir.exists() and not force:
         raise BadInputError(f"output directory {output_dir} already exists; pass --force to replace it")
     int8 = target.precision == "int8"
-    samples, calib_source = _calibration_samples(calib, graph, target) if int8 else ([], None)
-    if not int8 and calib is not None:
-        say(f"note: target '{target.name}' is {target.precision}; --calib is not used")
+    samples, calib_source = _calibration_samples(calib, graph, target) if int8 or calib is not None else ([], None)
+    if not int8 and calib is not None and not verify:
+        say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
 
     nodes_source = count_nodes(graph)
     names = [name for name in (passes if passes is not None else target.passes) if name not in set(skip_passes)]
-    say(f"optimizing: {', '.join(names) or 'no passes'}")
+    say(f"optimizing: {', '.join(names) or 'no passes'}" + (" (verifying each pass)" if verify else ""))
     if int8:
-        graph = _upgrade_opset(graph, _MIN_QDQ_OPSET)
-    graph, records = optimize(graph, names)
+        graph = upgrade_opset(graph, _MIN_QDQ_OPSET)
+    verifier = _verifier(graph, target, samples, calib_source) if verify else None
+    graph, records = optimize(graph, names, [verifier] if verifier else (), target=target)
     nodes_optimized = count_nodes(graph)
 
     table, quant_stats = (None, None)
@@ -173,8 +178,12 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         onnx.save_model(proto, staging / ARTIFACT_MODEL)
         if table is not None:
             (staging / CALIBRATION_FILE).write_text(table.to_json() + "\n", encoding="utf-8")
-        return _manifest(target, source_path, staging / ARTIFACT_MODEL, records, (nodes_source, nodes_optimized, count_nodes(graph)),
-                         table, calib_source, quant_stats)
+        manifest = _manifest(target, source_path, staging / ARTIFACT_MODEL, records,
+                             (nodes_source, nodes_optimized, count_nodes(graph)), table, calib_source, quant_stats)
+        manifest["verification"] = None if verifier is None else {
+            "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
+            "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
+        return manifest
 
     say(f"writing {output_dir}")
     manifest = write_artifact(output_dir, fill, force=force)

@@ -1,8 +1,9 @@
 """Datasets for calibration, benchmarking and accuracy: `.npz` files keyed by input name.
 
 Format: one array per model input, first axis = samples. An array may either keep the model's
-batch axis (rank equal to the input's rank; each sample is sliced as `x[i:i+1]`) or omit it
-(rank one more than the input's rank; each `x[i]` is a complete input). Labels are a
+batch axis (rank equal to the input's rank; each sample is a slice of the model's fixed batch size,
+`x[i:i+1]` when the batch is dynamic) or omit it (rank one more than the input's rank; each `x[i]`
+is a complete input). Labels are a
 `.npy` of integer class ids, one per sample.
 """
 
@@ -53,7 +54,12 @@ def _split(name: str, array: np.ndarray, spec: TensorSpec, what: str) -> list[np
         raise BadInputError(f"{what}: input '{name}' contains NaN or infinite values")
     rank = len(spec.shape)
     if array.ndim == rank:
-        samples = [array[i : i + 1] for i in range(array.shape[0])]
+        batch = spec.shape[0] if rank and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
+        if array.shape[0] % batch:
+            raise BadInputError(
+                f"{what}: input '{name}' has {array.shape[0]} rows, not a multiple of the model's fixed batch {batch}"
+            )
+        samples = [array[i : i + batch] for i in range(0, array.shape[0], batch)]
     elif array.ndim == rank + 1:
         samples = list(array)
     else:

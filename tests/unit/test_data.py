@@ -245,3 +245,13 @@ def test_load_labels_npz_is_refused(tmp_path: Path) -> None:
     path = _npz(tmp_path, "labels.npz", y=np.zeros(3, np.int64))
     with pytest.raises(BadInputError, match="npz archive.*1-D .npy"):
         load_labels(path, 3)
+
+
+def test_fixed_batch_larger_than_one_is_fed_in_chunks_of_that_batch(tmp_path: Path) -> None:
+    spec = TensorSpec("x", (2, 3), F32)
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    samples = load_samples(_npz(tmp_path, "d.npz", x=rows), [spec])
+    assert len(samples) == 2
+    np.testing.assert_array_equal(samples[1]["x"], rows[2:4])
+    with pytest.raises(BadInputError, match="not a multiple of the model's fixed batch 2"):
+        load_samples(_npz(tmp_path, "odd.npz", x=rows[:3]), [spec])
