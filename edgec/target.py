@@ -50,7 +50,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Pass list a descriptor gets when it names none: the graph clean-ups every target benefits from.
-DEFAULT_PASSES: tuple[str, ...] = ("upgrade_opset", "infer_shapes", "fold_constants", "remove_unused", "fold_batchnorm")
+DEFAULT_PASSES: tuple[str, ...] = (
+    "upgrade_opset", "freeze_initializers", "infer_shapes", "fold_constants", "eliminate_identity", "fold_pad", "fold_batchnorm",
+    "fold_affine", "matmul_add_to_gemm", "deduplicate", "fuse_gelu", "fuse_layernorm", "fuse_activations",
+    "remove_unused",
+)  # fmt: skip
 #: ONNX op types a quant scheme quantizes when it names none.
 DEFAULT_QUANT_OPS: tuple[str, ...] = (
     "Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat",

@@ -10,8 +10,23 @@ from onnx_ir.passes import PassBase
 from onnx_ir.passes.common import TopologicalSortPass
 
 from edgec.errors import TargetError
-from edgec.passes.cleanup import FoldConstantsPass, InferShapesPass, RemoveUnusedPass
-from edgec.passes.fold import FoldBatchNormPass
+from edgec.passes.cleanup import (
+    DeduplicatePass,
+    EliminateIdentityLikePass,
+    FoldConstantsPass,
+    FreezeInitializersPass,
+    InferShapesPass,
+    RemoveUnusedPass,
+)
+from edgec.passes.fold import FoldAffinePass, FoldBatchNormPass, FoldPadPass, MatMulAddToGemmPass
+from edgec.passes.fusion import (
+    FuseActivationsPass,
+    FuseGeluPass,
+    FuseLayerNormPass,
+    MarkAttentionPass,
+    fusable_activations,
+)
+from edgec.passes.layout import ConvertToNHWCPass
 from edgec.passes.manager import PassInstrument, PassRecord, StatsInstrument, run_passes
 from edgec.passes.opset import UpgradeOpsetPass
 
@@ -33,13 +48,55 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
         lambda target: UpgradeOpsetPass(int(target.options.get("opset", DEFAULT_OPSET)) if target else DEFAULT_OPSET),
         "convert an older model to the target's opset (runtimes drop kernels for old opsets)",
     ),
+    "freeze_initializers": (
+        lambda target: FreezeInitializersPass(),
+        "treat initializers listed as graph inputs (pre-IR-4 models) as the constants they are",
+    ),
     "infer_shapes": (lambda target: InferShapesPass(), "ONNX shape and type inference on every value"),
-    "fold_constants": (lambda target: FoldConstantsPass(), "evaluate nodes whose inputs are all constant"),
-    "remove_unused": (lambda target: RemoveUnusedPass(), "drop nodes, initializers and opsets no output depends on"),
+    "fold_constants": (
+        lambda target: FoldConstantsPass(),
+        "evaluate nodes whose inputs are all constant; Constant nodes become initializers",
+    ),
+    "eliminate_identity": (
+        lambda target: EliminateIdentityLikePass(),
+        "remove Identity, inference Dropout, no-op Cast/Reshape/Transpose/Expand, cancelling Squeeze/Unsqueeze;"
+        " merge Transpose/Reshape/Unsqueeze pairs",
+    ),
+    "deduplicate": (lambda target: DeduplicatePass(), "merge equal initializers, then common subexpressions"),
+    "fold_pad": (lambda target: FoldPadPass(), "fold a constant-mode Pad into the pads of the following Conv/MaxPool/AveragePool"),
     "fold_batchnorm": (
         lambda target: FoldBatchNormPass(),
-        "fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm",
+        "fold inference-mode BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul",
     ),
+    "fold_affine": (
+        lambda target: FoldAffinePass(),
+        "fold Mul/Div/Add/Sub by a per-channel or scalar constant into the preceding Conv/ConvTranspose/Gemm",
+    ),
+    "matmul_add_to_gemm": (
+        lambda target: MatMulAddToGemmPass(),
+        "Add(MatMul(A[M,K], constant B), constant C) -> Gemm",
+    ),
+    "fuse_gelu": (
+        lambda target: FuseGeluPass(target.runtime if target else None),
+        "decomposed GELU (erf or tanh form) -> Gelu (opset >= 20) or ONNX Runtime's Gelu/FastGelu",
+    ),
+    "fuse_layernorm": (
+        lambda target: FuseLayerNormPass(),
+        "decomposed LayerNorm over the last axis -> LayerNormalization (opset >= 17)",
+    ),
+    "fuse_activations": (
+        lambda target: FuseActivationsPass(fusable_activations(target)),
+        "group Conv/Gemm/MatMul with the activation the target runs fused, so no Q/DQ goes between them",
+    ),
+    "mark_attention": (
+        lambda target: MarkAttentionPass(),
+        "group MatMul-Softmax-MatMul attention cores as one region (for runtimes with fused attention)",
+    ),
+    "convert_to_nhwc": (
+        lambda target: ConvertToNHWCPass(),
+        "convert Conv/pooling/BatchNorm regions to channels-last edgec.nhwc ops, transposes only at region edges",
+    ),
+    "remove_unused": (lambda target: RemoveUnusedPass(), "drop nodes, initializers and opsets no output depends on"),
 }
 
 

@@ -12,6 +12,12 @@ ops) that ONNX Runtime fuses into integer kernels and TensorRT builds int8 engin
 - A Relu, or a Clip whose floor is 0, right after a quantized op is folded into that op's output
   quantization when activations are asymmetric: quantizing with the activation's calibrated range
   gives zero point = qmin, so the quantizer's own clamp computes the ReLU exactly.
+- Fused groups (`edgec.passes.fusion`: Conv + activation, attention) run as one kernel on the
+  target, so no tensor inside a group gets Q/DQ (a pair there would also stop the target from
+  fusing): the group's outputs are quantized instead of the Conv's, and inside a group only the
+  matrix ops (Conv/Gemm/MatMul) are quantized, on the inputs that come from outside it. The rest
+  (an attention's scale, its mask Add) runs in the fused kernel's own precision; an attention mask
+  in particular must not be calibrated (a padding mask's -inf-like values ruin its scale).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import TargetError
+from edgec.passes.fusion import fusion_group, fusion_groups, group_outputs, is_group_internal
 from edgec.quant.qparams import QParams, qparams_from_range, quantize, quantize_bias, weight_qparams
 from edgec.quant.table import CalibrationTable
 
@@ -45,6 +52,8 @@ _ACTIVATION_SLOTS: dict[str, tuple[int, ...] | None] = {
     "Concat": None,  # every input
 }
 _SCALE_SHARING = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool"}
+#: The only ops quantized inside a fused group: the kernel's int8 matrix product.
+_GROUP_QUANTIZED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 SUPPORTED_OPS = frozenset(_ACTIVATION_SLOTS) | {"MaxPool"}
 
 
@@ -98,7 +107,7 @@ class QuantPlan:
     """Which values get Q/DQ and where each one's range comes from."""
 
     quantized_nodes: list[ir.Node] = field(default_factory=list)
-    #: float activations that get a Q/DQ pair, in graph order
+    #: float activations that get a Q/DQ pair, in the graph order of the nodes that need them
     activations: list[ir.Value] = field(default_factory=list)
     #: activation -> name of the tensor whose calibrated range it uses (itself, or a folded ReLU's output)
     range_of: dict[ir.Value, str] = field(default_factory=dict)
@@ -127,8 +136,12 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> Q
         marked.setdefault(value)
         result.range_of.setdefault(value, range_name)
 
+    groups = fusion_groups(model.graph)
     for node in model.graph:
         if node.domain not in ("", "ai.onnx") or node.op_type not in wanted or node.op_type == "MaxPool":
+            continue
+        group = fusion_group(node)
+        if group is not None and node.op_type not in _GROUP_QUANTIZED_OPS:
             continue
         slots = _activation_slots(node)
         if not slots or not all(_is_float(node.inputs[i]) for i in slots) or not _is_float(node.outputs[0]):
@@ -136,7 +149,7 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> Q
         result.quantized_nodes.append(node)
         for i in slots:
             value = node.inputs[i]
-            if not _is_constant(value):
+            if not _is_constant(value) and not is_group_internal(value):
                 mark(value, value.name)
         output = node.outputs[0]
         uses = list(output.uses())
@@ -145,6 +158,10 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> Q
             result.folded.append(activation)
             folded_into[activation.outputs[0]] = output
             mark(output, activation.outputs[0].name)
+        elif group is not None and is_group_internal(output):
+            for value in group_outputs(groups[group]):  # where the fused kernel ends
+                if _is_float(value):
+                    mark(value, value.name)
         else:
             mark(output, output.name)
 
@@ -153,7 +170,7 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> Q
             continue
         source, output = folded_into.get(node.inputs[0], node.inputs[0]), node.outputs[0]
         extra_outputs_used = any(out.uses() or out.is_graph_output() for out in node.outputs[1:])
-        if source in marked and _is_float(output) and not extra_outputs_used:
+        if source in marked and _is_float(output) and not extra_outputs_used and not is_group_internal(output):
             result.shares[output] = result.shares.get(source, source)
             mark(output, output.name)
 

@@ -21,6 +21,7 @@ from onnx.reference import ReferenceEvaluator
 
 from edgec.errors import TargetError
 from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
+from edgec.passes.fusion import FuseActivationsPass, MarkAttentionPass, fusion_groups
 from edgec.quant import qdq
 from edgec.quant.calibrator import calibrate
 from edgec.quant.table import CalibrationTable
@@ -577,6 +578,113 @@ def test_relu_with_two_consumers_not_folded() -> None:
     assert plan.folded == []
     assert [o.name for o in model.graph.output] == ["y", "c"]
     _assert_close_to_float(float_model, model, _samples(float_model, 8, seed=1), calib[:4])
+
+
+# --------------------------------------------------------------------------------------------
+# fused groups (edgec.passes.fusion): no Q/DQ inside a group, its outputs quantized instead
+# --------------------------------------------------------------------------------------------
+
+
+def _annotated(model: onnx.ModelProto, *passes: object) -> onnx.ModelProto:
+    """`model` after fusion annotation passes, back as a proto (the annotations travel as node metadata)."""
+    graph = ir.serde.deserialize_model(model)
+    for annotate in passes:
+        annotate(graph)
+    assert fusion_groups(graph.graph)
+    return ir.serde.serialize_model(graph)
+
+
+def conv_activation_model(activation: str) -> onnx.ModelProto:
+    """Conv -> activation as the graph output; weights scaled so the Conv output spans ~[-20, 20]."""
+    rng = np.random.default_rng(16)
+    attributes = {"alpha": 0.1} if activation == "LeakyRelu" else {}
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(activation, ["c"], ["y"], **attributes)]
+    inits = {"W": _he(rng, (4, 3, 3, 3), 27) * 4.0, "B": (rng.standard_normal(4) * 0.1).astype(np.float32)}
+    return _model(nodes, [_f32("x", (1, 3, 6, 6))], [_f32("y", (1, 4, 6, 6))], inits, "conv_activation")
+
+
+def attention_model() -> onnx.ModelProto:
+    """softmax(Q K^T / sqrt(8) + mask) V, then an output projection; Q, K, V, mask are inputs."""
+    rng = np.random.default_rng(17)
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+             helper.make_node("Div", ["scores", "sqrt_d"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+             helper.make_node("MatMul", ["probs", "v"], ["ctx"]),
+             helper.make_node("MatMul", ["ctx", "Wo"], ["y"])]
+    inputs = [_f32(n, (1, 2, 4, 8)) for n in ("q", "k", "v")] + [_f32("mask", (1, 1, 4, 4))]
+    inits = {"sqrt_d": np.array(np.sqrt(8.0), np.float32), "Wo": _he(rng, (8, 8), 8)}
+    return _model(nodes, inputs, [_f32("y", (1, 2, 4, 8))], inits, "attention")
+
+
+def test_relu_groups_fold_exactly_as_before(cnn: onnx.ModelProto, cnn_u8s8) -> None:
+    """Asymmetric activations: a Conv+Relu group is quantized by the ReLU fold, unchanged."""
+    calib = _samples(cnn, 32, seed=0)
+    model, plan, table, stats = _quantize(_annotated(cnn, FuseActivationsPass()), U8S8, calib)
+    want_model, want_plan, want_table, want_stats = cnn_u8s8
+    assert [n.op_type for n in plan.folded] == ["Relu", "Relu"]
+    assert plan.calibration_tensors == want_plan.calibration_tensors and table.ranges == want_table.ranges
+    assert stats == want_stats and _ops(model) == _ops(want_model)
+    got, want = ReferenceEvaluator(model), ReferenceEvaluator(want_model)
+    for feed in _samples(cnn, 4, seed=1):
+        np.testing.assert_array_equal(got.run(None, feed)[0], want.run(None, feed)[0])
+
+
+def test_relu_groups_with_symmetric_activations_quantize_after_the_relu(cnn: onnx.ModelProto) -> None:
+    """s8s8 cannot fold the ReLU into the quantizer: the Q/DQ pair moves after it, none sits between."""
+    calib = _samples(cnn, 32, seed=0)
+    model, plan, _, _ = _quantize(_annotated(cnn, FuseActivationsPass()), S8S8, calib)
+    assert plan.folded == []
+    # x, r1, r2 (group outputs instead of c1, c2), p and f (sharing r2's parameters), logits
+    assert plan.calibration_tensors == ["x", "r1", "r2", "logits"]
+    assert {k.name: v.name for k, v in plan.shares.items()} == {"p": "r2", "f": "r2"}
+    assert _ops(model)["QuantizeLinear"] == 6
+    producers = _producers(model)
+    for relu in (n for n in model.graph.node if n.op_type == "Relu"):
+        assert producers[relu.input[0]].op_type == "Conv"
+        assert {n.op_type for n in model.graph.node if relu.output[0] in n.input} == {"QuantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    (gemm,) = [n for n in model.graph.node if n.op_type == "Gemm"]
+    for node, bias in ((convs[0], "B1"), (convs[1], "B2"), (gemm, "B3")):
+        _assert_int32_bias(cnn, model, node, bias)
+    _assert_close_to_float(cnn, model, _samples(cnn, 8, seed=1), calib[:4])
+
+
+@pytest.mark.parametrize("activation", ["Sigmoid", "LeakyRelu", "HardSwish"])
+def test_activation_group_quantizes_the_activation_output(activation: str) -> None:
+    float_model = conv_activation_model(activation)
+    calib = _samples(float_model, 32, seed=0)
+    _, ungrouped, _, _ = _quantize(float_model, U8S8, calib)
+    assert ungrouped.calibration_tensors == ["x", "c"]  # without the group: between Conv and activation
+    model, plan, _, _ = _quantize(_annotated(float_model, FuseActivationsPass()), U8S8, calib)
+    assert plan.calibration_tensors == ["x", "y"] and plan.folded == []
+    (conv,) = [n for n in model.graph.node if n.op_type == "Conv"]
+    (act,) = [n for n in model.graph.node if n.op_type == activation]
+    assert act.input[0] == conv.output[0]  # no Q/DQ in between
+    assert _producers(model)[model.graph.output[0].name].op_type == "DequantizeLinear"
+    _assert_weights_within_half_step(float_model, model, conv, "W", expected_axis=0)
+    _assert_int32_bias(float_model, model, conv, "B")
+    _assert_close_to_float(float_model, model, _samples(float_model, 8, seed=1), calib[:4])
+
+
+def test_attention_group_quantizes_only_its_matrix_inputs_and_output() -> None:
+    float_model = attention_model()
+    calib = _samples(float_model, 32, seed=0)
+    model, plan, _, _ = _quantize(_annotated(float_model, MarkAttentionPass()), U8S8, calib)
+    assert [n.op_type for n in plan.quantized_nodes] == ["MatMul", "MatMul", "MatMul"]  # not the Div or mask Add
+    assert sorted(plan.calibration_tensors) == ["ctx", "kt", "q", "v", "y"]
+    producers = _producers(model)
+    (add,) = [n for n in model.graph.node if n.op_type == "Add"]
+    assert "mask" in add.input  # the mask is read as it is: never calibrated, never quantized
+    for node in model.graph.node:
+        if node.op_type in ("Div", "Add", "Softmax"):
+            assert all(producers.get(name) is None or producers[name].op_type != "DequantizeLinear"
+                       for name in node.input), node.op_type
+    (second,) = [n for n in model.graph.node if n.op_type == "MatMul" and producers[n.input[0]].op_type == "Softmax"]
+    _input_dq(model, second, 1)  # V is quantized, the probabilities are not
+    _assert_close_to_float(float_model, model, _samples(float_model, 8, seed=1))
 
 
 # --------------------------------------------------------------------------------------------
