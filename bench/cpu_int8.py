@@ -17,28 +17,23 @@ inside the functions that need them, so no worker's memory is charged for librar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: Bump when the MobileNetV2 architecture, init or export changes, so a stale cached file is not reused.
-MOBILENET_VERSION = "mobilenetv2-he-v1"
+from benchlib import (SEED, Column, Progress, default_cache_dir, fmt, host_facts, markdown_table, mobilenetv2_onnx,
+                      progress_printer, stopwatch)
+
 #: Random images MobileNetV2 is calibrated on, and (different ones) drift is measured on.
 MOBILENET_CALIB, MOBILENET_EVAL = 32, 32
-SEED = 0
 MODELS = ("mobilenetv2", "digits")
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -68,77 +63,6 @@ class Variant:
 # --------------------------------------------------------------------------------------------
 
 
-def mobilenet_v2() -> Any:
-    """MobileNetV2 (width 1.0, 224x224, 1000 classes) with He fan-in init, in eval mode.
-
-    Why He fan-in instead of PyTorch's defaults: with default inits the logits of a random 53-layer
-    network shrink to ~1e-9 (FINDINGS), so int8 drift against them would be noise over noise;
-    `std = sqrt(2 / fan_in)` keeps activations ~1 through every ReLU6 layer. BatchNorm keeps its
-    identity statistics (mean 0, var 1), so folding it is exact and the weights stay He-scaled.
-    """
-    import torch
-    from torch import nn
-
-    def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
-        layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout),
-        ]
-        if relu:
-            layers.append(nn.ReLU6())
-        return nn.Sequential(*layers)
-
-    class InvertedResidual(nn.Module):
-        """1x1 expand -> depthwise 3x3 -> 1x1 linear projection, with a skip when shapes allow."""
-
-        def __init__(self, cin: int, cout: int, stride: int, expand: int):
-            super().__init__()
-            hidden = cin * expand
-            layers = [conv_bn(cin, hidden, 1)] if expand != 1 else []
-            layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, relu=False)]
-            self.body = nn.Sequential(*layers)
-            self.skip = stride == 1 and cin == cout
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + self.body(x) if self.skip else self.body(x)
-
-    # (expansion t, output channels c, repeats n, first stride s): the paper's Table 2.
-    config = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-    layers: list[nn.Module] = [conv_bn(3, 32, 3, 2)]
-    cin = 32
-    for t, c, n, s in config:
-        for i in range(n):
-            layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
-            cin = c
-    layers += [conv_bn(cin, 1280, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)]
-    model = nn.Sequential(*layers)
-    torch.manual_seed(SEED)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-        if isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
-    return model.eval()
-
-
-def mobilenetv2_onnx(cache_dir: Path) -> Path:
-    """Path of the exported MobileNetV2 (static batch 1, opset 18), exporting and caching it on first use."""
-    cached = cache_dir / f"{MOBILENET_VERSION}.onnx"
-    if cached.is_file():
-        return cached
-    import torch
-
-    from edgec.demo import _quiet_exporter
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as staging, _quiet_exporter():
-        staged = Path(staging) / cached.name
-        torch.onnx.export(mobilenet_v2(), (torch.zeros(1, 3, 224, 224),), str(staged), input_names=["image"],
-                          output_names=["logits"], opset_version=18, dynamo=True, external_data=False)
-        os.replace(staged, cached)
-    return cached
-
-
 def mobilenetv2_workload(cache_dir: Path) -> Workload:
     """Random weights and random images: the latency is real, the drift only shows the numerics held."""
     rng = np.random.default_rng(SEED)
@@ -165,17 +89,6 @@ def digits_workload(cache_dir: Path) -> Workload:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _stopwatch() -> Iterator[list[float]]:
-    """Yield a one-element list that holds the block's wall time in seconds once it exits."""
-    elapsed = [0.0]
-    start = time.perf_counter()
-    try:
-        yield elapsed
-    finally:
-        elapsed[0] = time.perf_counter() - start
-
-
 def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Variant]:
     """The four variants of `work.source`; calibration wall time is measured around each build."""
     import edgec.target
@@ -200,7 +113,7 @@ def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Variant
     calib_npz = workdir / "calib.npz"
     np.savez(calib_npz, **{name: np.concatenate([f[name] for f in work.calib]) for name in work.calib[0]})
     say(f"{work.name}: edgec compile for {target.name}")
-    with _stopwatch() as edgec_s:
+    with stopwatch() as edgec_s:
         result = compile_model(work.source, target, calib=calib_npz, output_dir=workdir / "edgec", force=True,
                                progress=lambda message: say(f"{work.name}: edgec: {message.strip()}"))
     variants = [
@@ -208,12 +121,12 @@ def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Variant
         Variant("edgec", result.model_path, edgec_s[0], f"edgec compile ({target.name})"),
     ]
     say(f"{work.name}: ORT quant_pre_process")
-    with _stopwatch() as prep_s:
+    with stopwatch() as prep_s:
         quant_pre_process(str(work.source), str(prepped))
     for label, reduce_range in (("ort", False), ("ort-rr", True)):
         say(f"{work.name}: ORT quantize_static reduce_range={reduce_range}")
         path = workdir / f"{label}.onnx"
-        with _stopwatch() as quant_s:
+        with stopwatch() as quant_s:
             quantize_static(str(prepped), str(path), Reader(work.calib), quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
@@ -258,12 +171,8 @@ def measure_variants(work: Workload, variants: Sequence[Variant], threads: int, 
     return rows
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
 #: The latency/drift table: (header, how one row's cell is written).
-_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+_COLUMNS: tuple[Column, ...] = (
     ("model", lambda r: r["model"]),
     ("threads", lambda r: str(r["threads"])),
     ("variant", lambda r: r["variant"]),
@@ -273,8 +182,8 @@ _COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("speedup vs fp32", lambda r: f"{r['speedup_p50']:.2f}x"),
     ("cos min", lambda r: f"{r['cosine_min']:.4f}"),
     ("cos mean", lambda r: f"{r['cosine_mean']:.4f}"),
-    ("top-1 agree", lambda r: _fmt(r["top1_agreement"], ".3f")),
-    ("accuracy", lambda r: _fmt(r["accuracy"], ".4f")),
+    ("top-1 agree", lambda r: fmt(r["top1_agreement"], ".3f")),
+    ("accuracy", lambda r: fmt(r["accuracy"], ".4f")),
     ("size MB", lambda r: f"{r['size_bytes'] / 1e6:.2f}"),
     ("peak RSS MB", lambda r: f"{r['peak_rss_mb']:.0f}"),
 )
@@ -283,9 +192,7 @@ _COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 def markdown(rows: Sequence[dict[str, Any]], notes: dict[str, str]) -> str:
     """The latency/drift table, the build-time table (one line per model and variant), the data notes."""
     lines = [
-        "| " + " | ".join(header for header, _ in _COLUMNS) + " |",
-        "|" + "|".join("---" if header in ("model", "variant") else "---:" for header, _ in _COLUMNS) + "|",
-        *("| " + " | ".join(cell(r) for _, cell in _COLUMNS) + " |" for r in rows),
+        markdown_table(_COLUMNS, rows, left=("model", "variant")),
         "",
         "| model | variant | build + calibration s |",
         "|---|---|---:|",
@@ -298,17 +205,12 @@ def markdown(rows: Sequence[dict[str, Any]], notes: dict[str, str]) -> str:
 
 def host_info() -> dict[str, Any]:
     """What the numbers depend on: CPU flags that pick ORT's int8 kernels, library versions, edgec's target."""
-    import onnxruntime
-
     import edgec.target
 
     flags = edgec.target.host_cpu_flags() or frozenset()
     return {
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **host_facts(),
         "vnni": any("vnni" in flag for flag in flags),
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
         "edgec_target": edgec.target.host_target("onnxruntime", "int8").name,
     }
 
@@ -334,14 +236,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    import platformdirs
-
-    cache_dir = args.cache_dir or Path(platformdirs.user_cache_dir("edgec"))
-
+    cache_dir = args.cache_dir or default_cache_dir()
     started = time.perf_counter()
-
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+    say = progress_printer()
 
     loaders = {"mobilenetv2": lambda: mobilenetv2_workload(cache_dir / "bench"),
                "digits": lambda: digits_workload(cache_dir)}

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgec.errors import BadInputError
 
-__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "versions", "write_artifact", "read_manifest", "utc_now",
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
            "write_text_atomic"]
 
 MANIFEST = "manifest.json"
@@ -34,6 +34,23 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_path(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest()
+
+
+def size_on_disk(path: str | Path) -> int:
+    """Bytes of a file, or of all files under a directory."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def utc_now() -> str:

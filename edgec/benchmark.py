@@ -14,8 +14,9 @@ import numpy as np
 from edgec.artifact import MANIFEST, read_manifest, utc_now, versions, write_text_atomic
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
-from edgec.frontends import file_input_specs
+from edgec.frontends import FORMATS, file_input_specs
 from edgec.harness.run import ModelRef, benchmark
+from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
 
 __all__ = ["bench", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
@@ -45,18 +46,27 @@ def resolve_artifact(path: str | os.PathLike[str]) -> tuple[ModelRef, dict[str, 
     return ModelRef(path, "onnxruntime", {}, "artifact"), None
 
 
-def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] | None) -> ModelRef | None:
+def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] | None, artifact_dir: Path,
+              baseline_from: str | None) -> ModelRef | None:
+    """The float reference: an explicit file, else the manifest's source (in its own framework when
+    that is installed or asked for, else the imported float ONNX kept in the artifact)."""
     if baseline is not None:
         path = Path(baseline)
-    elif manifest is not None:
-        path = Path(manifest["source"]["path"])
         if not path.is_file():
-            raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
-    else:
+            raise BadInputError(f"baseline: no such file {path}")
+        return ModelRef(path, "onnxruntime", {}, "baseline")
+    if manifest is None:
         return None
-    if not path.is_file():
-        raise BadInputError(f"baseline: no such file {path}")
-    return ModelRef(path, "onnxruntime", {}, "baseline")
+    source = manifest["source"]
+    runtime = FORMATS[source.get("format", "onnx")].runtime
+    if runtime is None or baseline_from == "onnx" or (baseline_from is None and not runtime_class(runtime).is_available()):
+        path = artifact_dir / source["onnx"] if runtime is not None else Path(source["path"])
+        runtime = "onnxruntime"
+    else:
+        path = Path(source["path"])
+    if not path.exists():
+        raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
+    return ModelRef(path, runtime, {}, "baseline")
 
 
 def _default_threads(manifest: dict[str, Any] | None) -> int:
@@ -70,6 +80,7 @@ def bench(
     data: str | os.PathLike[str] | None = None,
     labels: str | os.PathLike[str] | None = None,
     baseline: str | os.PathLike[str] | None = None,
+    baseline_from: str | None = None,
     threads: int | None = None,
     warmup: int = 10,
     runs: int = 100,
@@ -83,6 +94,8 @@ def bench(
         data: `.npz` samples keyed by input name (default: seeded random feeds, no accuracy).
         labels: `.npy` integer class per sample; needs `data`.
         baseline: float model to compare with (default: the source model named in the manifest).
+        baseline_from: for non-ONNX sources, "source" (its own framework) or "onnx" (the imported float
+            ONNX kept in the artifact); default: "source" when that framework is installed.
         threads: intra-op threads for both models (default: the target's, else all cores).
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
@@ -94,7 +107,7 @@ def bench(
     if labels is not None and data is None:
         raise BadInputError("--labels needs --data (the samples the labels belong to)")
     model, manifest = resolve_artifact(artifact)
-    reference = _baseline(baseline, manifest)
+    reference = _baseline(baseline, manifest, Path(artifact), baseline_from)
     specs = file_input_specs(model.path)
     samples = load_samples(data, specs, what="data") if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None

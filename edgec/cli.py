@@ -36,12 +36,17 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     result = compile_model(args.model, args.target, calib=args.calib, output_dir=args.output, force=args.force,
                            passes=_names(args.passes), skip_passes=_names(args.skip_passes) or (), verify=args.verify,
-                           progress=_say)
+                           source_format=args.source_format, inputs=args.input, fix_shape=args.fix_shape,
+                           verify_import=not args.no_verify_import, progress=_say)
     manifest = result.manifest
     nodes = manifest["nodes"]
     print(f"compiled {args.model} for {manifest['target']['name']} -> {result.output_dir}")
     print(f"  nodes: source {nodes['source']}, optimized {nodes['optimized']}, artifact {nodes['artifact']}")
     print(f"  size: {manifest['source']['size_bytes']:,} -> {manifest['artifact']['size_bytes']:,} bytes")
+    imported = manifest["source"].get("import_verification")
+    if imported:
+        print(f"  imported from {manifest['source']['format']} in {manifest['source']['import_seconds']:.2f} s;"
+              f" ONNX vs source max |diff| {imported['max_abs']:.3g}, cosine min {imported['cosine_min']:.6f}")
     if manifest["verification"]:
         worst = max(manifest["verification"]["max_abs_diff"].values(), default=0.0)
         print(f"  verified every pass on {manifest['verification']['samples']} samples (largest change {worst:.3g})")
@@ -90,7 +95,8 @@ def _format_bench(report: dict[str, Any]) -> str:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from edgec.benchmark import bench
 
-    report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline, threads=args.threads,
+    report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
+                   baseline_from=args.baseline_from, threads=args.threads,
                    warmup=args.warmup, runs=args.runs, json_path=args.json, progress=_say)
     print(_format_bench(report))
     if args.json:
@@ -172,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    from edgec.frontends import FORMATS
+
     p = commands.add_parser("compile", help="compile a model for a target into an artifact directory")
-    p.add_argument("model", help="source model (.onnx)")
+    p.add_argument("model", help="source model: .onnx, .pt2, TorchScript .pt, SavedModel dir, .keras or .tflite")
     p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
     p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets; 'random' for latency-only work")
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output directory (default: <model>-<target> beside the model)")
@@ -182,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-passes", metavar="A,B", help="remove these passes from the pipeline")
     p.add_argument("--verify", action="store_true",
                    help="check after every pass that outputs still match (on --calib data, else random inputs)")
+    p.add_argument("--from", dest="source_format", choices=list(FORMATS), help="the model's format (default: detected)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                   help="declare an input, e.g. pixel_values:1x3x224x224 or input_ids:batchxseq:int64 (repeatable)")
+    p.add_argument("--fix-shape", action="append", default=[], metavar="NAME:SHAPE",
+                   help="make an input's shape static, e.g. input_ids:1x128 (repeatable)")
+    p.add_argument("--no-verify-import", action="store_true",
+                   help="skip comparing the imported ONNX with the source model run in its own framework")
     p.set_defaults(func=_cmd_compile)
 
     p = commands.add_parser("bench", help="measure an artifact against its float baseline")
@@ -189,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
     p.add_argument("--baseline", metavar="MODEL.onnx", help="float model to compare with (default: the source in the manifest)")
+    p.add_argument("--baseline-from", choices=["source", "onnx"],
+                   help="for non-ONNX sources: run the source in its own framework, or its imported float ONNX"
+                        " (default: source when its framework is installed)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")

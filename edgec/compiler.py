@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,19 +16,21 @@ import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
 from edgec import __version__
-from edgec.artifact import MANIFEST_SCHEMA, sha256_file, utc_now, versions, write_artifact
+from edgec.artifact import MANIFEST_SCHEMA, sha256_file, sha256_path, size_on_disk, utc_now, versions, write_artifact
 from edgec.data import load_samples, random_samples
 from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError
-from edgec.frontends import input_specs, load_model
+from edgec.frontends import ImportOptions, Imported, import_model, input_specs
+from edgec.frontends.check import verify_import
+from edgec.frontends.specs import fix_shapes, parse_tensor_spec
 from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
-from edgec.passes.manager import count_nodes
+from edgec.passes.manager import PassRecord, count_nodes
 from edgec.passes.opset import upgrade_opset
 from edgec.passes.pipeline import optimize
 from edgec.passes.verify import VerifyInstrument
 from edgec.quant import qdq
 from edgec.quant.calibrator import calibrate
 from edgec.quant.table import CalibrationTable
-from edgec.runtime.base import Feeds
+from edgec.runtime.base import Feeds, TensorSpec
 from edgec.target import Target, load_target
 
 __all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
@@ -34,6 +38,8 @@ __all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAM
 logger = logging.getLogger(__name__)
 
 ARTIFACT_MODEL = "model.onnx"
+#: The imported float model, kept for non-ONNX sources: a bench baseline where the framework is absent.
+SOURCE_ONNX = "source.onnx"
 CALIBRATION_FILE = "calibration.json"
 #: Samples drawn for `calib="random"` (latency-only work: the scales mean nothing for accuracy).
 RANDOM_CALIBRATION_SAMPLES = 16
@@ -85,11 +91,11 @@ def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, 
     return load_samples(calib, specs, what="calibration data"), str(Path(calib).resolve())
 
 
-def _verifier(model: ir.Model, target: Target, samples: Sequence[Feeds], source: str | None) -> VerifyInstrument:
-    """Verification on (at most VERIFY_SAMPLES of) the calibration data, else on seeded random feeds."""
-    feeds = list(samples[:VERIFY_SAMPLES]) if source not in (None, "random") else random_samples(input_specs(model), VERIFY_SAMPLES)
-    return VerifyInstrument(feeds, rtol=float(target.verify["rtol"]), atol=float(target.verify["atol"]),
-                            threads=int(target.options.get("threads", 0)))
+def _verification_feeds(model: ir.Model, samples: Sequence[Feeds], source: str | None) -> list[Feeds]:
+    """At most VERIFY_SAMPLES of the calibration data, else seeded random feeds of the model's inputs."""
+    if source not in (None, "random"):
+        return list(samples[:VERIFY_SAMPLES])
+    return random_samples(input_specs(model), VERIFY_SAMPLES)
 
 
 def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: str, progress: Progress) -> tuple[CalibrationTable, dict[str, Any]]:
@@ -116,8 +122,26 @@ def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source:
     return table, stats
 
 
+def _import_source(
+    model: str | os.PathLike[str] | Any,
+    example_inputs: Sequence[Any] | None,
+    fmt: str | None,
+    options: ImportOptions,
+    workdir: Path,
+) -> tuple[Path, Imported]:
+    """Bring the source into the IR; an in-memory `torch.nn.Module` is first saved as an ExportedProgram."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model), import_model(model, fmt=fmt, options=options)
+    if example_inputs is None:
+        raise BadInputError("compiling a Python model object needs example_inputs (a tuple of tensors)")
+    from edgec.frontends.torch_frontend import save_module
+
+    path = save_module(model, tuple(example_inputs), workdir / "source.pt2")
+    return path, import_model(path, fmt="torch-export", options=options)
+
+
 def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | Any,
     target: str | os.PathLike[str] | Target,
     *,
     calib: str | os.PathLike[str] | None = None,
@@ -126,12 +150,18 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     passes: Sequence[str] | None = None,
     skip_passes: Sequence[str] = (),
     verify: bool = False,
+    source_format: str | None = None,
+    inputs: Sequence[TensorSpec | str] = (),
+    fix_shape: Sequence[TensorSpec | str] = (),
+    verify_import: bool = True,
+    example_inputs: Sequence[Any] | None = None,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory (`model.onnx` + `manifest.json`).
 
     Args:
-        model: path of the source model (ONNX).
+        model: path of the source model (ONNX, .pt2, TorchScript, SavedModel dir, .keras, .tflite), or a
+            `torch.nn.Module` together with `example_inputs`.
         target: built-in target name, path of a descriptor `.toml`, or a loaded `Target`.
         calib: `.npz` calibration data keyed by input name, or "random" (latency-only); int8 only.
         output_dir: where the artifact goes; default `<model stem>-<target name>` beside the model.
@@ -140,54 +170,96 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         verify: run the model before and after every pass (on `calib` data, else random feeds) and
             stop with `VerificationError` naming the first pass whose outputs leave the target's
             `verify` tolerance.
+        source_format: force the input format (see `edgec.frontends.FORMATS`) instead of detecting it.
+        inputs: declared inputs `NAME:SHAPE[:DTYPE]` for frameworks without static shapes.
+        fix_shape: make inputs static, `NAME:SHAPE` (targets that need static shapes).
+        verify_import: run the source in its own framework and the imported ONNX on the same feeds,
+            and stop when they differ beyond the target's `verify` tolerance.
         progress: receives one-line status messages.
     """
     say = progress or (lambda message: logger.info(message))
     target = target if isinstance(target, Target) else load_target(target)
     _check_buildable(target)
-    source_path = Path(model)
-    say(f"loading {source_path}")
-    graph = load_model(source_path)
-    output_dir = Path(output_dir) if output_dir is not None else source_path.with_name(f"{source_path.stem}-{target.name}")
+    if output_dir is None and not isinstance(model, (str, os.PathLike)):
+        raise BadInputError("compiling a Python model object needs output_dir")
+    output_dir = Path(output_dir) if output_dir is not None else Path(model).with_name(f"{Path(model).stem}-{target.name}")
     if output_dir.exists() and not force:
         raise BadInputError(f"output directory {output_dir} already exists; pass --force to replace it")
-    int8 = target.precision == "int8"
-    samples, calib_source = _calibration_samples(calib, graph, target) if int8 or calib is not None else ([], None)
-    if not int8 and calib is not None and not verify:
-        say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
+    options = ImportOptions(tuple(_spec(s) for s in inputs), int(target.options.get("opset", 17)))
+    with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
+        say(f"loading {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}")
+        source_path, imported = _import_source(model, example_inputs, source_format, options, Path(workdir))
+        graph = imported.model
+        fix_shapes(graph, [_spec(s) for s in fix_shape], target.options.get("fix_dims"))
+        int8 = target.precision == "int8"
+        samples, calib_source = _calibration_samples(calib, graph, target) if int8 or calib is not None else ([], None)
+        if not int8 and calib is not None and not verify and imported.format.runtime is None:
+            say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
+        check = _check_import(source_path, imported, graph, target, samples, calib_source, say) if verify_import else None
+        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime else None
+        nodes_source = count_nodes(graph)
+        graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
+        nodes_optimized = count_nodes(graph)
+        table, quant_stats = _quantize(graph, target, samples, calib_source, say) if int8 else (None, None)
+        proto = ir.serde.serialize_model(graph)
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as exc:  # a bug in a pass, not user input: keep the cause
+            raise TargetError(f"edgec produced an invalid model (please report): {str(exc).splitlines()[0]}") from exc
 
-    nodes_source = count_nodes(graph)
+        def fill(staging: Path) -> dict[str, Any]:
+            onnx.save_model(proto, staging / ARTIFACT_MODEL)
+            if table is not None:
+                (staging / CALIBRATION_FILE).write_text(table.to_json() + "\n", encoding="utf-8")
+            kept_source = source_path
+            if source_onnx is not None:
+                onnx.save_model(source_onnx, staging / SOURCE_ONNX)
+            if not isinstance(model, (str, os.PathLike)):  # the saved module is the only copy of the source
+                kept_source = output_dir / source_path.name
+                shutil.copyfile(source_path, staging / source_path.name)
+            manifest = _manifest(target, source_path, staging / ARTIFACT_MODEL, records,
+                                 (nodes_source, nodes_optimized, count_nodes(graph)), table, calib_source, quant_stats)
+            manifest["source"].update(path=str(kept_source.resolve()), format=imported.format.name,
+                                      import_seconds=round(imported.seconds, 3), import_verification=check,
+                                      onnx=SOURCE_ONNX if source_onnx is not None else None)
+            manifest["verification"] = None if verifier is None else {
+                "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
+                "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
+            return manifest
+
+        say(f"writing {output_dir}")
+        manifest = write_artifact(output_dir, fill, force=force)
+    return CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest)
+
+
+def _spec(spec: TensorSpec | str) -> TensorSpec:
+    return spec if isinstance(spec, TensorSpec) else parse_tensor_spec(spec)
+
+
+def _check_import(source: Path, imported: Imported, graph: ir.Model, target: Target, samples: Sequence[Feeds],
+                  calib_source: str | None, say: Progress) -> dict[str, Any] | None:
+    """Import verification for non-ONNX sources, on the calibration data or seeded random feeds."""
+    if imported.format.runtime is None:
+        return None
+    feeds = _verification_feeds(graph, samples, calib_source)
+    say(f"verifying the import against {imported.format.description} on {len(feeds)} samples")
+    return verify_import(source, imported.format, graph, feeds, rtol=float(target.verify["rtol"]),
+                         atol=float(target.verify["atol"]), threads=int(target.options.get("threads", 0)))
+
+
+def _optimize(graph: ir.Model, target: Target, passes: Sequence[str] | None, skip_passes: Sequence[str], verify: bool,
+              samples: Sequence[Feeds], calib_source: str | None, say: Progress
+              ) -> tuple[ir.Model, list[PassRecord], VerifyInstrument | None]:
     names = [name for name in (passes if passes is not None else target.passes) if name not in set(skip_passes)]
     say(f"optimizing: {', '.join(names) or 'no passes'}" + (" (verifying each pass)" if verify else ""))
-    if int8:
+    if target.precision == "int8":
         graph = upgrade_opset(graph, _MIN_QDQ_OPSET)
-    verifier = _verifier(graph, target, samples, calib_source) if verify else None
+    verifier = None
+    if verify:
+        verifier = VerifyInstrument(_verification_feeds(graph, samples, calib_source), rtol=float(target.verify["rtol"]),
+                                    atol=float(target.verify["atol"]), threads=int(target.options.get("threads", 0)))
     graph, records = optimize(graph, names, [verifier] if verifier else (), target=target)
-    nodes_optimized = count_nodes(graph)
-
-    table, quant_stats = (None, None)
-    if int8:
-        table, quant_stats = _quantize(graph, target, samples, calib_source, say)
-    proto = ir.serde.serialize_model(graph)
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:  # a bug in a pass, not user input: keep the cause
-        raise TargetError(f"edgec produced an invalid model (please report): {str(exc).splitlines()[0]}") from exc
-
-    def fill(staging: Path) -> dict[str, Any]:
-        onnx.save_model(proto, staging / ARTIFACT_MODEL)
-        if table is not None:
-            (staging / CALIBRATION_FILE).write_text(table.to_json() + "\n", encoding="utf-8")
-        manifest = _manifest(target, source_path, staging / ARTIFACT_MODEL, records,
-                             (nodes_source, nodes_optimized, count_nodes(graph)), table, calib_source, quant_stats)
-        manifest["verification"] = None if verifier is None else {
-            "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
-            "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
-        return manifest
-
-    say(f"writing {output_dir}")
-    manifest = write_artifact(output_dir, fill, force=force)
-    return CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest)
+    return graph, records, verifier
 
 
 def _manifest(
@@ -210,8 +282,8 @@ def _manifest(
         "edgec_version": __version__,
         "created_utc": utc_now(),
         "target": {"name": target.name, "source": target.source, "descriptor": target.to_dict()},
-        "source": {"path": str(source.resolve()), "format": "onnx", "sha256": sha256_file(source),
-                   "size_bytes": source.stat().st_size},
+        "source": {"path": str(source.resolve()), "format": "onnx", "sha256": sha256_path(source),
+                   "size_bytes": size_on_disk(source)},
         "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": target.precision,
                      "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size},
         "passes": [record.to_dict() for record in records],

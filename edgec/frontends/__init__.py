@@ -1,8 +1,19 @@
-"""Frontends bring a model file into edgec's one intermediate form (ONNX, held as `onnx_ir.Model`)."""
+"""Frontends bring a model into edgec's one intermediate form (ONNX, held as `onnx_ir.Model`).
+
+Each format has a frontend module with `detect(path) -> bool` and `convert(path, options) ->
+onnx.ModelProto`, and a `Runtime` that runs the *source* model in its own framework: import
+verification and the source-framework bench baseline both use that runtime, so "what the user
+trained" is always the reference. Framework imports happen only when their format is used.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -13,17 +24,133 @@ from edgec.errors import BadInputError
 from edgec.frontends import onnx_frontend
 from edgec.runtime.base import TensorSpec
 
-__all__ = ["load_model", "input_specs", "file_input_specs"]
+__all__ = ["FORMATS", "Format", "ImportOptions", "Imported", "detect_format", "import_model", "load_model",
+           "input_specs", "file_input_specs"]
+
+logger = logging.getLogger(__name__)
 
 
-def load_model(path: str | Path) -> ir.Model:
-    """Load a model file into the IR, choosing the frontend by suffix."""
+@dataclass(frozen=True)
+class Format:
+    """A source format: its frontend module, the runtime that runs the source, the extra that installs it."""
+
+    name: str
+    module: str
+    runtime: str | None  # None: the source is ONNX itself
+    extra: str | None
+    description: str
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("onnx", "edgec.frontends.onnx_frontend", None, None, ".onnx file (external data beside it)"),
+        Format("torch-export", "edgec.frontends.torch_frontend", "torch", "torch",
+               "PyTorch ExportedProgram (.pt2, torch.export.save)"),
+        Format("torchscript", "edgec.frontends.torch_frontend", "torch", "torch", "TorchScript (.pt/.pth, torch.jit.save)"),
+        Format("savedmodel", "edgec.frontends.tensorflow_frontend", "tensorflow", "tensorflow",
+               "TensorFlow SavedModel directory"),
+        Format("keras", "edgec.frontends.tensorflow_frontend", "tensorflow", "tensorflow", "Keras 3 .keras file"),
+        Format("tflite", "edgec.frontends.tflite_frontend", "tflite", "tflite", "TFLite flatbuffer (.tflite)"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What a frontend may need beyond the file: declared inputs (frameworks without static shapes)
+    and the opset to export at."""
+
+    inputs: tuple[TensorSpec, ...] = ()
+    opset: int = 17
+
+
+@dataclass
+class Imported:
+    model: ir.Model
+    format: Format
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _zip_members(path: Path) -> list[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def detect_format(path: str | Path) -> str:
+    """Recognise a model by path and content; raise with what edgec can read when nothing fits."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"model: no such file {path}")
-    if path.suffix.lower() in onnx_frontend.SUFFIXES:
-        return onnx_frontend.load(path)
-    raise BadInputError(f"model: {path} has an unsupported format '{path.suffix}'; edgec reads .onnx models")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return "savedmodel"
+        raise BadInputError(f"model: {path} is a directory but not a TensorFlow SavedModel (no saved_model.pb)")
+    suffix = path.suffix.lower()
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if suffix == ".tflite" or head[4:8] == b"TFL3":
+        return "tflite"
+    if suffix == ".keras":
+        return "keras"
+    if suffix in onnx_frontend.SUFFIXES:
+        return "onnx"
+    if suffix in (".pt2", ".pt", ".pth", ".ts"):
+        members = _zip_members(path)
+        if any(m.endswith("serialized_exported_program.json") or "/models/" in m for m in members) or (
+            suffix == ".pt2" and members
+        ):
+            return "torch-export"
+        if any("/code/" in m for m in members) and any(m.endswith("constants.pkl") for m in members):
+            return "torchscript"
+        raise BadInputError(
+            f"model: {path} looks like a pickled PyTorch object (torch.save, e.g. a state dict), which holds no"
+            " graph; save the model with torch.export.save(torch.export.export(model, args), 'model.pt2') or"
+            " torch.jit.save(torch.jit.script(model), 'model.pt')"
+        )
+    raise BadInputError(
+        f"model: cannot tell the format of {path}; edgec reads {', '.join(FORMATS)} (force one with --from)"
+    )
+
+
+def _frontend(fmt: Format) -> Any:
+    try:
+        return importlib.import_module(fmt.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and not exc.name.startswith("edgec"):
+            raise BadInputError(
+                f"reading {fmt.description} needs {exc.name}: pip install 'edgec[{fmt.extra}]'"
+            ) from exc
+        raise
+
+
+def import_model(path: str | Path, *, fmt: str | None = None, options: ImportOptions = ImportOptions()) -> Imported:
+    """Convert a model file to the IR with the frontend for its (detected or forced) format."""
+    path = Path(path)
+    name = fmt or detect_format(path)
+    if name not in FORMATS:
+        raise BadInputError(f"--from {name}: unknown format; choose one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise BadInputError(f"model: no such file {path}")
+    format_ = FORMATS[name]
+    started = time.perf_counter()
+    if format_.name == "onnx":
+        model = onnx_frontend.load(path)
+    else:
+        proto = _frontend(format_).convert(path, name, options)
+        model = ir.serde.deserialize_model(proto)
+    return Imported(model, format_, time.perf_counter() - started)
+
+
+def load_model(path: str | Path, *, fmt: str | None = None) -> ir.Model:
+    """The IR of any supported model file, with default import options."""
+    return import_model(path, fmt=fmt).model
 
 
 def input_specs(model: ir.Model) -> list[TensorSpec]:

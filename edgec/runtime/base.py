@@ -28,6 +28,8 @@ RUNTIME_MODULES: dict[str, str] = {
     "onnxruntime": "edgec.runtime.ort",
     "tensorrt": "edgec.runtime.tensorrt",
     "tflite": "edgec.runtime.tflite",
+    "torch": "edgec.runtime.torch_source",
+    "tensorflow": "edgec.runtime.tensorflow_source",
 }
 
 

@@ -40,7 +40,7 @@ GOOD_X = np.zeros((4, 3, 8, 8), np.float32)
         ("missing.onnx", None, "no such file"),
         ("garbage.onnx", b"\x00\xffnot a model" * 50, "not a valid ONNX"),
         ("empty.onnx", b"", "no ONNX graph"),
-        ("model.txt", b"hello", "unsupported format"),
+        ("model.txt", b"hello", "cannot tell the format"),
         ("folder.onnx", "dir", "directory"),
     ],
     ids=["missing", "garbage", "empty", "wrong-suffix", "directory"],

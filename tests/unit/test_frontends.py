@@ -120,11 +120,11 @@ def test_invalid_graph_fails_checker(tmp_path: Path) -> None:
         load_model(path)
 
 
-@pytest.mark.parametrize("suffix", [".txt", ".pb", ".tflite", ""])
+@pytest.mark.parametrize("suffix", [".txt", ".pb", ""])
 def test_unsupported_suffix(tmp_path: Path, weight: np.ndarray, suffix: str) -> None:
     path = tmp_path / f"model{suffix}"
     onnx.save_model(_matmul_model(weight), path)
-    with pytest.raises(BadInputError, match="unsupported format"):
+    with pytest.raises(BadInputError, match="cannot tell the format.*--from"):
         load_model(path)
 
 

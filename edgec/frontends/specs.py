@@ -1,0 +1,80 @@
+"""`--input NAME:SHAPE[:DTYPE]` and `--fix-shape NAME:SHAPE`: declared and fixed input shapes.
+
+A shape is dims joined by `x`: integers are fixed, names (`batch`, `seq`) or `?` stay dynamic,
+e.g. `pixel_values:1x3x224x224`, `input_ids:batchxseq:int64`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from edgec.errors import BadInputError
+from edgec.runtime.base import TensorSpec
+
+__all__ = ["parse_tensor_spec", "fix_shapes"]
+
+_DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*|\?)$")
+
+
+def parse_tensor_spec(text: str, *, default_dtype: str = "float32") -> TensorSpec:
+    """Parse `NAME:SHAPE[:DTYPE]`; the name may itself contain ':' (TF names like `x:0`)."""
+    parts = text.rsplit(":", 2)
+    dtype_text = default_dtype
+    if len(parts) == 3 and not _looks_like_shape(parts[2]):
+        name, shape_text, dtype_text = parts
+    else:
+        name, _, shape_text = text.rpartition(":")
+    if not name or not shape_text:
+        raise BadInputError(f"input spec '{text}': expected NAME:SHAPE[:DTYPE], e.g. pixel_values:1x3x224x224")
+    try:
+        dtype = np.dtype(dtype_text)
+    except TypeError as exc:
+        raise BadInputError(f"input spec '{text}': unknown dtype '{dtype_text}'") from exc
+    dims = []
+    for dim in shape_text.split("x") if shape_text != "scalar" else []:
+        if not _DIM.match(dim):
+            raise BadInputError(f"input spec '{text}': dimension '{dim}' is neither a number nor a name")
+        dims.append(int(dim) if dim.isdigit() else (None if dim == "?" else dim))
+    return TensorSpec(name, tuple(dims), dtype)
+
+
+def _looks_like_shape(text: str) -> bool:
+    return text == "scalar" or all(_DIM.match(dim) for dim in text.split("x")) and not _is_dtype(text)
+
+
+def _is_dtype(text: str) -> bool:
+    try:
+        np.dtype(text)
+    except TypeError:
+        return False
+    return True
+
+
+def fix_shapes(model: ir.Model, by_input: Sequence[TensorSpec] = (), by_dim: Mapping[str, int] | None = None) -> bool:
+    """Make input dims static: whole inputs by name (`--fix-shape`), or named dims everywhere (a target's
+    `fix_dims`, e.g. {"batch": 1}). Returns whether anything changed; shapes downstream follow on the
+    next shape inference.
+    """
+    inputs = {value.name: value for value in model.graph.inputs}
+    unknown = [spec.name for spec in by_input if spec.name not in inputs]
+    if unknown:
+        raise BadInputError(f"--fix-shape names {unknown}, but the model's inputs are {sorted(inputs)}")
+    changed = False
+    for spec in by_input:
+        value = inputs[spec.name]
+        if value.shape is not None and len(value.shape) != len(spec.shape):
+            raise BadInputError(f"--fix-shape {spec.name}: rank {len(spec.shape)} but the input has rank {len(value.shape)}")
+        value.shape = ir.Shape(list(spec.shape))
+        changed = True
+    for value in model.graph.inputs:
+        if not by_dim or value.shape is None:
+            continue
+        dims = [by_dim.get(str(dim.value), dim) if isinstance(dim, ir.SymbolicDim) else dim for dim in value.shape]
+        if dims != list(value.shape):
+            value.shape = ir.Shape(dims)
+            changed = True
+    return changed
