@@ -8,9 +8,6 @@ cached, so later runs skip training. Needs the `demo` extra (scikit-learn, torch
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import shutil
 import tempfile
@@ -89,26 +86,13 @@ def _train(data: DigitsData, epochs: int = 40, seed: int = SEED) -> Any:
     return model.eval()
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Any:
-    """Silence the exporter's progress prints and its warnings about optional torchvision ops."""
-    loggers = [logging.getLogger(name) for name in ("torch", "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
 def _export(model: Any, path: Path) -> None:
     """ONNX through the dynamo exporter: dynamic batch, weights inside the file, opset 18 (its lowest)."""
     torch = _require("torch")
+    from edgec.frontends.torch_frontend import quiet_exporter
+
     example = (torch.zeros(1, 1, 8, 8),)
-    with _quiet_exporter():
+    with quiet_exporter():
         torch.onnx.export(model, example, str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=18, dynamo=True,
                           external_data=False)

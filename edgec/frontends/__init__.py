@@ -83,6 +83,40 @@ def _zip_members(path: Path) -> list[str]:
         return []
 
 
+_TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
+_TORCH_SAVE_HINT = ("save the model with torch.export.save(torch.export.export(model, args), 'model.pt2') or"
+                    " torch.jit.save(torch.jit.script(model), 'model.pt')")
+
+
+def _torch_archive_format(members: list[str]) -> str | None:
+    """Which PyTorch graph archive a zip's member names show, by content alone (any suffix).
+
+    `torch.export.save` writes `<root>/models/<name>.json` beside `<root>/archive_format` (torch >= 2.6;
+    before, a top-level `serialized_exported_program.json`); `torch.jit.save` writes `<root>/code/`
+    (the TorchScript source), `constants.pkl` and `data.pkl`; `torch.save` writes `<root>/data.pkl` and
+    `<root>/data/` only: weights, no graph.
+    """
+    inner = {member.partition("/")[2] for member in members}
+    if "serialized_exported_program.json" in members or any(
+        name.startswith("models/") and name.endswith(".json") and name.count("/") == 1 for name in inner
+    ):
+        return "torch-export"
+    if "constants.pkl" in inner and "data.pkl" in inner and any(name.startswith("code/") for name in inner):
+        return "torchscript"
+    return None
+
+
+def _not_a_torch_graph(path: Path, members: list[str], head: bytes) -> str:
+    """Why a `.pt`-like file that is no graph archive cannot be compiled, and how to save one."""
+    inner = {member.partition("/")[2] for member in members}
+    if "data.pkl" in inner or head[:1] == b"\x80":  # zip of torch.save, or a legacy / plain pickle
+        return (f"model: {path} looks like a pickled PyTorch object (torch.save, e.g. a state dict), which holds"
+                f" no graph; {_TORCH_SAVE_HINT}")
+    if members:  # e.g. an AOTInductor package (compiled code) or a torch.package archive
+        return f"model: {path} is a zip archive but holds no ExportedProgram or TorchScript graph; {_TORCH_SAVE_HINT}"
+    return f"model: {path} is not a PyTorch archive (neither zip nor pickle); {_TORCH_SAVE_HINT}"
+
+
 def detect_format(path: str | Path) -> str:
     """Recognise a model by path and content; raise with what edgec can read when nothing fits."""
     path = Path(path)
@@ -101,19 +135,12 @@ def detect_format(path: str | Path) -> str:
         return "keras"
     if suffix in onnx_frontend.SUFFIXES:
         return "onnx"
-    if suffix in (".pt2", ".pt", ".pth", ".ts"):
-        members = _zip_members(path)
-        if any(m.endswith("serialized_exported_program.json") or "/models/" in m for m in members) or (
-            suffix == ".pt2" and members
-        ):
-            return "torch-export"
-        if any("/code/" in m for m in members) and any(m.endswith("constants.pkl") for m in members):
-            return "torchscript"
-        raise BadInputError(
-            f"model: {path} looks like a pickled PyTorch object (torch.save, e.g. a state dict), which holds no"
-            " graph; save the model with torch.export.save(torch.export.export(model, args), 'model.pt2') or"
-            " torch.jit.save(torch.jit.script(model), 'model.pt')"
-        )
+    members = _zip_members(path)
+    torch_format = _torch_archive_format(members)
+    if torch_format:
+        return torch_format
+    if suffix in _TORCH_SUFFIXES:
+        raise BadInputError(_not_a_torch_graph(path, members, head))
     raise BadInputError(
         f"model: cannot tell the format of {path}; edgec reads {', '.join(FORMATS)} (force one with --from)"
     )

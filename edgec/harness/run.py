@@ -141,7 +141,8 @@ def _worker_main(conn: Connection, path: str, runtime_name: str, options: dict[s
             try:
                 if command == "load":
                     samples = args[0]
-                    cls = runtime_class(runtime_name)  # library import is not the model's cost
+                    cls = runtime_class(runtime_name)
+                    cls.preload()  # library import is not the model's cost
                     gc.collect()
                     rss_before = current_rss_mb()
                     t0 = time.perf_counter_ns()

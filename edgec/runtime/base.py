@@ -98,6 +98,13 @@ class Runtime(abc.ABC):
         """Whether this runtime's libraries are importable on this machine."""
         return True
 
+    @classmethod
+    def preload(cls) -> None:
+        """Import the runtime's libraries, so that timing a model's load excludes them.
+
+        Runtimes whose framework is imported lazily (TensorFlow, PyTorch) override this.
+        """
+
 
 def runtime_class(name: str) -> type[Runtime]:
     """Import and return the `Runtime` subclass for a runtime name, importing heavy libraries lazily."""
