@@ -74,10 +74,10 @@ def export_onnx_cached(cached: Path, build: Callable[[], Any], example: tuple[An
         return cached
     import torch
 
-    from edgec.demo import _quiet_exporter
+    from edgec.frontends.torch_frontend import quiet_exporter
 
     cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent) as staging, _quiet_exporter():
+    with tempfile.TemporaryDirectory(dir=cached.parent) as staging, quiet_exporter():
         staged = Path(staging) / cached.name
         torch.onnx.export(build(), example, str(staged), input_names=list(input_names),
                           output_names=list(output_names), opset_version=18, dynamo=True, external_data=False)
@@ -180,7 +180,8 @@ def fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]], left: Collection[str] = ("model",)) -> str:
+def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]],
+                   left: Collection[str] = ("model",)) -> str:
     """A markdown table: one line per row; columns named in `left` are left-aligned, numbers right."""
     return "\n".join([
         "| " + " | ".join(header for header, _ in columns) + " |",
@@ -195,7 +196,6 @@ def host_facts() -> dict[str, Any]:
 
     return {
         "machine": platform.machine(),
-        "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),

@@ -164,7 +164,8 @@ def minilm_encoder(vocab: int = 30522, hidden: int = 384, layers: int = 6, heads
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
-            x = self.norm(self.word(input_ids) + self.position(positions) + self.token_type(torch.zeros_like(input_ids)))
+            token_types = torch.zeros_like(input_ids)
+            x = self.norm(self.word(input_ids) + self.position(positions) + self.token_type(token_types))
             # Hugging Face's extended mask: 0 where attended, the most negative float where padded.
             mask_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
             for layer in self.layers:
@@ -263,20 +264,24 @@ def probe_latency_ms(path: Path, samples: Sequence[dict[str, np.ndarray]], threa
 def plan_runs(runs: int, warmup: int, latency_ms: float, budget_s: float) -> tuple[int, int]:
     """(runs, warmup) so the timed runs of both models fit `budget_s`, never below MIN_RUNS.
 
-    `runs' = clamp(floor(budget_s / (2 * latency)), MIN_RUNS, runs)` (two models per run), and the
-    warmup shrinks in the same proportion (at least 1). `budget_s <= 0` keeps `runs` and `warmup`.
-    Why: VGG19 takes ~0.5 s per inference on one thread, so 100 runs of it and its artifact alone
-    would take minutes; 20-30 runs of a 500 ms model already pin its median to a few percent.
+    `runs' = clamp(floor(budget_s / (2 * latency)), MIN_RUNS, runs)` (two models per run), rounded
+    down to whole harness rounds (`ROUND_RUNS`), and the warmup shrinks in the same proportion (at
+    least 1). `budget_s <= 0` keeps `runs` and `warmup`. Why: VGG19 takes ~0.5 s per inference on
+    one thread, so 100 runs of it and its artifact alone would take minutes; 20-30 runs of a 500 ms
+    model already pin its median to a few percent.
     """
+    from edgec.harness.run import ROUND_RUNS
+
     if budget_s <= 0 or latency_ms <= 0:
         return runs, warmup
-    fitted = max(MIN_RUNS, math.floor(budget_s * 1e3 / (2 * latency_ms)))
+    fitted = max(MIN_RUNS, math.floor(budget_s * 1e3 / (2 * latency_ms)) // ROUND_RUNS * ROUND_RUNS)
     if fitted >= runs:
         return runs, warmup
     return fitted, max(1, round(warmup * fitted / runs)) if warmup else 0
 
 
-def max_abs_diff(source: Sequence[dict[str, np.ndarray]], artifact: Sequence[dict[str, np.ndarray]]) -> tuple[float, float]:
+def max_abs_diff(source: Sequence[dict[str, np.ndarray]],
+                 artifact: Sequence[dict[str, np.ndarray]]) -> tuple[float, float]:
     """(max |source - artifact|, max |source|) over every sample and output, outputs matched by position.
 
     By position, not by name: a pass may rename a graph output's producer but never reorders the
@@ -318,11 +323,12 @@ def measure_pair(work: Workload, artifact: Path, threads: int, runs: int, warmup
 
 
 def ort_optimized_ops(path: Path, dump: Path) -> collections.Counter[str]:
-    """Operator counts of the graph ONNX Runtime actually runs for `path` (level EXTENDED), dumped to `dump`.
+    """Operator counts of the graph ONNX Runtime makes of `path` up to level EXTENDED, dumped to `dump`.
 
-    Why EXTENDED and not ALL: ALL adds NCHWc layout rewrites specific to this CPU, which ORT refuses
-    to serialize portably; EXTENDED holds every fusion (Conv+activation, GELU, LayerNorm, attention,
-    MatMul+Add) that can make one graph faster than the other, and the dump opens in Netron.
+    Why EXTENDED and not ALL: ALL adds NCHWc layout rewrites whose ops exist only in ORT's CPU
+    provider for this machine's vector width, so such a dump does not load elsewhere; EXTENDED holds
+    every fusion (Conv+activation, GELU, LayerNorm, attention, MatMul+Add) that can make one graph
+    faster than the other, and the dump opens in Netron.
     """
     import onnx
     import onnxruntime as ort
@@ -350,7 +356,7 @@ def explain(work: Workload, artifact: Path, dump_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 _COLUMNS: tuple[Column, ...] = (
-    ("model", lambda r: r["model"] if len(r["all_threads"]) == 1 else f"{r['model']} @ {r['threads']}t"),
+    ("model", lambda r: r["label"]),
     ("nodes source -> artifact", lambda r: f"{r['nodes']['source']} -> {r['nodes']['artifact']}"),
     ("compile s (pass s)", lambda r: f"{r['compile_s']:.2f} ({r['passes_s']:.2f})"),
     ("source p50 ms", lambda r: f"{r['source']['latency_ms']['p50']:.2f}"),
@@ -367,7 +373,7 @@ _PASS_COLUMNS: tuple[Column, ...] = (
     ("source nodes", lambda r: str(r["nodes"]["source"])),
     ("pass s", lambda r: f"{r['passes_s']:.3f}"),
     ("slowest pass", lambda r: f"{r['slowest_pass']} ({r['slowest_pass_s']:.3f} s)"),
-    ("runs", lambda r: str(r["runs"])),
+    ("timed runs", lambda r: "/".join(str(runs) for runs in r["runs_per_threads"])),
     ("max \\|source\\|", lambda r: f"{r['max_abs_source']:.1e}"),
 )
 
@@ -385,8 +391,21 @@ def small_graph_verdict(rows: Sequence[dict[str, Any]]) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The side-by-side table, the pass-time table, the small-graph verdict and any --explain diffs."""
-    lines = [markdown_table(_COLUMNS, rows), "", markdown_table(_PASS_COLUMNS, rows), "", small_graph_verdict(rows)]
-    for row in rows:
+    several_threads = len({row["threads"] for row in rows}) > 1
+    labelled = [{**row, "label": f"{row['model']} @ {row['threads']}t" if several_threads else row["model"]}
+                for row in rows]
+    per_model: dict[str, dict[str, Any]] = {}
+    for row in rows:  # compile facts are per model; runs differ per thread count
+        first = per_model.setdefault(row["model"], {**row, "runs_per_threads": []})
+        first["runs_per_threads"].append(row["runs"])
+    lines = [
+        markdown_table(_COLUMNS, labelled),
+        "",
+        markdown_table(_PASS_COLUMNS, list(per_model.values()), left=("model", "slowest pass")),
+        "",
+        small_graph_verdict(rows),
+    ]
+    for row in per_model.values():
         if "explain" in row:
             differ = ", ".join(f"{op} {a}->{b}" for op, (a, b) in row["explain"]["ops_differ"].items()) or "none"
             nodes = row["explain"]["ort_nodes"]
@@ -406,7 +425,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"comma-separated, from {', '.join(MODELS)}; 'light' = the 9 zoo models")
     parser.add_argument("--explain", type=Path, metavar="DIR",
-                        help="dump ORT's EXTENDED-optimized graphs of source and artifact into DIR and list the ops that differ")
+                        help="dump ORT's EXTENDED-optimized graphs of source and artifact into DIR "
+                             "and list the ops that differ")
     parser.add_argument("--json", type=Path, help="write the rows and host facts to this file")
     parser.add_argument("--cache-dir", type=Path, help="where exported models are cached (default: user cache)")
     args = parser.parse_args(argv)
@@ -444,20 +464,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs, warmup = plan_runs(args.runs, args.warmup, probe_latency_ms(work.source, work.samples, threads),
                                          args.budget_s)
                 measured = measure_pair(work, built["artifact_path"], threads, runs, warmup, say)
-                rows.append({"model": name, "threads": threads, "all_threads": args.threads, "runs": runs,
-                             "warmup": warmup, **built, **measured})
+                rows.append({"model": name, "threads": threads, "runs": runs, "warmup": warmup, **built, **measured})
     wall_s = time.perf_counter() - started
     print(markdown(rows))
     print(f"\nthreads {','.join(map(str, args.threads))}; batch 1; up to {args.runs} timed runs per model "
-          f"(see runs); ratios are source / artifact (above 1: the artifact is better); wall time {wall_s:.0f} s")
+          f"(see 'timed runs'); ratios are source / artifact (above 1: the artifact is better); "
+          f"wall time {wall_s:.0f} s")
     if args.json is not None:
         from edgec.artifact import write_text_atomic
 
-        for row in rows:
-            row.pop("all_threads")
-            row["artifact_path"] = str(row["artifact_path"])  # a temp dir, gone by now: where it was, for the record
+        # The artifact lived in a temp dir that is gone by now: leave its path out.
+        kept = [{key: value for key, value in row.items() if key != "artifact_path"} for row in rows]
         report = {"schema": "edgec.bench.fp32_passes/1", "host": host_facts(), "target": TARGET, "runs": args.runs,
-                  "warmup": args.warmup, "budget_s": args.budget_s, "wall_s": wall_s, "models": notes, "rows": rows}
+                  "warmup": args.warmup, "budget_s": args.budget_s, "wall_s": wall_s, "models": notes, "rows": kept}
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 

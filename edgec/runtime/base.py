@@ -54,24 +54,19 @@ class TensorSpec:
 
 
 class Runtime(abc.ABC):
-    """A loaded model that runs inferences; one instance per model file."""
+    """A loaded model that runs inferences; one instance per model file.
+
+    Subclasses set `inputs` and `outputs` (declaration order) when they load the model.
+    """
 
     name: ClassVar[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
     def __init__(self, path: str | Path, *, threads: int = 0, options: Mapping[str, Any] | None = None):
         self.path = Path(path)
         self.threads = threads
         self.options = dict(options or {})
-
-    @property
-    @abc.abstractmethod
-    def inputs(self) -> list[TensorSpec]:
-        """The model's inputs, in declaration order."""
-
-    @property
-    @abc.abstractmethod
-    def outputs(self) -> list[TensorSpec]:
-        """The model's outputs, in declaration order."""
 
     def infer(self, feeds: Feeds) -> Outputs:
         """Run one inference after checking that `feeds` match the model's inputs."""

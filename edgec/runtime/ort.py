@@ -65,22 +65,14 @@ class OrtRuntime(Runtime):
             self._session = ort.InferenceSession(str(self.path), so, providers=[provider])
         except Exception as exc:  # ORT raises its own opaque types for unreadable models
             raise BadInputError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
-        self._inputs = [self._spec(arg) for arg in self._session.get_inputs()]
-        self._outputs = [self._spec(arg) for arg in self._session.get_outputs()]
-        self._output_names = [spec.name for spec in self._outputs]
+        self.inputs = [self._spec(arg) for arg in self._session.get_inputs()]
+        self.outputs = [self._spec(arg) for arg in self._session.get_outputs()]
+        self._output_names = [spec.name for spec in self.outputs]
 
     @staticmethod
     def _spec(arg: Any) -> TensorSpec:
         shape = tuple(dim if isinstance(dim, int) else (dim or None) for dim in arg.shape)
         return TensorSpec(arg.name, shape, _ort_dtype(arg.type))
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
 
     def _infer(self, feeds: Feeds) -> Outputs:
         values = self._session.run(self._output_names, dict(feeds))

@@ -204,14 +204,7 @@ class TensorflowRuntime(Runtime):
         self._tf = _tensorflow()
         _set_threads(self._tf, threads)
         self._source = load_source(self.path)
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._source.inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._source.outputs
+        self.inputs, self.outputs = self._source.inputs, self._source.outputs
 
     def _infer(self, feeds: Feeds) -> Outputs:
         results = self._source.function(*(self._tf.constant(feeds[spec.name]) for spec in self._source.inputs))

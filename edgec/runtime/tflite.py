@@ -70,8 +70,8 @@ class TfliteRuntime(Runtime):
             by_index = {d["index"]: d for d in (*input_details, *output_details)}
             inputs = [(key, by_index[index]) for key, index in keys[0].items()]
             outputs = [(key, by_index[index]) for key, index in keys[1].items()]
-        self._inputs = [_spec(name, detail) for name, detail in inputs]
-        self._outputs = [_spec(name, detail) for name, detail in outputs]
+        self.inputs = [_spec(name, detail) for name, detail in inputs]
+        self.outputs = [_spec(name, detail) for name, detail in outputs]
         self._input_index = {name: detail["index"] for name, detail in inputs}
         self._output_index = {name: detail["index"] for name, detail in outputs}
         self._input_shape = {name: tuple(detail["shape"]) for name, detail in inputs}
@@ -88,14 +88,6 @@ class TfliteRuntime(Runtime):
         keys = ({key: d["index"] for key, d in runner.get_input_details().items()},
                 {key: d["index"] for key, d in runner.get_output_details().items()})
         return keys if (set(keys[0].values()), set(keys[1].values())) == (inputs, outputs) else None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
 
     def _infer(self, feeds: Feeds) -> Outputs:
         """Resize inputs whose shape changed (e.g. another batch size) before setting them: LiteRT

@@ -221,14 +221,7 @@ class TorchRuntime(Runtime):
         if threads > 0:
             self._torch.set_num_threads(threads)
         self._source = load_source(self.path)
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._source.inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._source.outputs)
+        self.inputs, self.outputs = list(self._source.inputs), list(self._source.outputs)
 
     def _infer(self, feeds: Feeds) -> Outputs:
         tensors = [self._torch.from_numpy(np.asarray(feeds[spec.name])) for spec in self._source.inputs]
