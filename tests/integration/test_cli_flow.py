@@ -186,3 +186,23 @@ def test_demo_end_to_end(tmp_path) -> None:
     assert "gate: PASS" in result.stdout
     assert (tmp_path / "demo" / "report.json").is_file()
     assert any((tmp_path / "cache").rglob("*.onnx"))
+
+
+def _input_dims(path: Path) -> list[int | str]:
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+
+
+def test_fix_shape_and_target_fix_dims(cli, tiny, tmp_path) -> None:
+    assert _input_dims(tiny.model) == ["N", 3, 8, 8]
+    out = tmp_path / "fixed"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out, "--fix-shape", "x:4x3x8x8").code == 0
+    assert _input_dims(out / "model.onnx") == [4, 3, 8, 8]
+    bad = cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", tmp_path / "bad", "--fix-shape", "y:4x3x8x8")
+    assert bad.code == 2 and "'x'" in bad.error_line or "['x']" in bad.error_line
+
+    board = tmp_path / "board.toml"
+    board.write_text('inherits = "cpu-x86-fp32"\n[options]\nfix_dims = {N = 1}\n')
+    out2 = tmp_path / "board"
+    assert cli("compile", tiny.model, "-t", board, "-o", out2).code == 0
+    assert _input_dims(out2 / "model.onnx") == [1, 3, 8, 8]
