@@ -13,6 +13,7 @@ time or memory, for libraries it never uses.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -200,3 +201,23 @@ def host_facts() -> dict[str, Any]:
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
     }
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, threads: str, runs: int, warmup: int) -> None:
+    """--threads/--runs/--warmup/--json/--cache-dir, shared by every suite."""
+    parser.add_argument("--threads", default=threads, help=f"comma-separated intra-op thread counts (default {threads})")
+    parser.add_argument("--runs", type=int, default=runs, help=f"timed inferences per variant (default {runs})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed inferences per variant first (default {warmup})")
+    parser.add_argument("--json", type=Path, help="write the rows and host facts to this file")
+    parser.add_argument("--cache-dir", type=Path, help="where exported models are cached (default: user cache)")
+
+
+def check_common_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, known: Collection[str]) -> None:
+    """Turn --threads into ints and reject unknown models or nonsensical counts (args.models: a list)."""
+    args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    unknown = sorted(set(args.models) - set(known))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(known)}")
+    if args.runs < 1 or args.warmup < 0 or not args.threads or min(args.threads) < 1:
+        parser.error("--runs must be >= 1, --warmup >= 0 and every thread count >= 1")
+

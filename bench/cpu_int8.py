@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchlib import (SEED, Column, Progress, default_cache_dir, fmt, host_facts, markdown_table, mobilenetv2_onnx,
+from benchlib import (SEED, Column, Progress, add_common_arguments, check_common_arguments, default_cache_dir, fmt, host_facts, markdown_table, mobilenetv2_onnx,
                       progress_printer, stopwatch)
 
 #: Random images MobileNetV2 is calibrated on, and (different ones) drift is measured on.
@@ -217,20 +217,11 @@ def host_info() -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts (default 1,2)")
-    parser.add_argument("--runs", type=int, default=200, help="timed inferences per variant per thread count")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed inferences per variant first")
+    add_common_arguments(parser, threads="1,2", runs=200, warmup=20)
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
-    parser.add_argument("--json", type=Path, help="write the rows and host facts to this file")
-    parser.add_argument("--cache-dir", type=Path, help="where exported models are cached (default: user cache)")
     args = parser.parse_args(argv)
-    args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(args.models) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
-    if args.runs < 1 or args.warmup < 0 or not args.threads or min(args.threads) < 1:
-        parser.error("--runs must be >= 1, --warmup >= 0 and every thread count >= 1")
+    check_common_arguments(parser, args, MODELS)
     return args
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchlib import (SEED, Column, Progress, default_cache_dir, host_facts, markdown_table, mobilenetv2_onnx,
+from benchlib import (SEED, Column, Progress, add_common_arguments, check_common_arguments, default_cache_dir, host_facts, markdown_table, mobilenetv2_onnx,
                       progress_printer, stopwatch)
 
 TARGET = "cpu-x86-fp32"
@@ -416,9 +416,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="1", help="comma-separated intra-op thread counts (default 1)")
-    parser.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed inferences per model first (default 10)")
+    add_common_arguments(parser, threads="1", runs=100, warmup=10)
     parser.add_argument("--budget-s", type=float, default=30.0,
                         help=f"cap each model's runs so its timed part takes about this long (min {MIN_RUNS} runs); "
                              "0 = always --runs (default 30)")
@@ -427,17 +425,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--explain", type=Path, metavar="DIR",
                         help="dump ORT's EXTENDED-optimized graphs of source and artifact into DIR "
                              "and list the ops that differ")
-    parser.add_argument("--json", type=Path, help="write the rows and host facts to this file")
-    parser.add_argument("--cache-dir", type=Path, help="where exported models are cached (default: user cache)")
     args = parser.parse_args(argv)
-    args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     args.models = list(dict.fromkeys(m for name in names for m in GROUPS.get(name, (name,))))
-    unknown = sorted(set(args.models) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)} or {', '.join(GROUPS)}")
-    if args.runs < 1 or args.warmup < 0 or not args.threads or min(args.threads) < 1:
-        parser.error("--runs must be >= 1, --warmup >= 0 and every thread count >= 1")
+    check_common_arguments(parser, args, MODELS)
     return args
 
 

@@ -36,14 +36,17 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_path(path: str | Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
+def sha256_path(*paths: str | Path) -> str:
+    """sha256 of one file, or of several files / directories together (names and contents, in order;
+    a directory's files sorted), e.g. an ONNX model with its external-data files."""
+    if len(paths) == 1 and Path(paths[0]).is_file():
+        return sha256_file(paths[0])
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(file)))
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            name = file.name if file == path else str(file.relative_to(path))
+            digest.update(name.encode() + b"\0" + bytes.fromhex(sha256_file(file)))
     return digest.hexdigest()
 
 
@@ -95,6 +98,8 @@ def write_artifact(
     output_dir = Path(output_dir)
     if output_dir.exists() and not force:
         raise BadInputError(f"output directory {output_dir} already exists; pass --force to replace it")
+    if output_dir.exists():
+        _check_replaceable(output_dir)
     parent = output_dir.resolve().parent
     if not parent.is_dir():
         raise BadInputError(f"cannot write {output_dir}: parent directory {parent} does not exist")
@@ -107,12 +112,13 @@ def write_artifact(
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if output_dir.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=parent))
-            os.replace(output_dir, retired / "old")
             try:
-                os.replace(staging, output_dir)
-            except BaseException:
-                os.replace(retired / "old", output_dir)  # put the previous artifact back
-                raise
+                os.replace(output_dir, retired / "old")
+                try:
+                    os.replace(staging, output_dir)
+                except BaseException:
+                    os.replace(retired / "old", output_dir)  # put the previous artifact back
+                    raise
             finally:
                 shutil.rmtree(retired, ignore_errors=True)
         else:
@@ -121,6 +127,15 @@ def write_artifact(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _check_replaceable(output_dir: Path) -> None:
+    """`--force` replaces an earlier artifact, never a directory of the user's own (or the one we are in)."""
+    if not (output_dir / MANIFEST).is_file():
+        raise BadInputError(f"--force replaces only an earlier edgec artifact; {output_dir} has no {MANIFEST}")
+    resolved = output_dir.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise BadInputError(f"cannot replace {output_dir}: it contains the current directory")
 
 
 def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:

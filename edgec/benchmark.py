@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from edgec.frontends import FORMATS, file_input_specs
 from edgec.harness.run import ModelRef, benchmark
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["bench", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
@@ -58,15 +61,19 @@ def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] 
     if manifest is None:
         return None
     source = manifest["source"]
+    path = artifact_dir / source["path"]  # an absolute path stays as it is; a kept copy is relative
     runtime = FORMATS[source.get("format", "onnx")].runtime
-    if runtime is None or baseline_from == "onnx" or (baseline_from is None and not runtime_class(runtime).is_available()):
-        path = artifact_dir / source["onnx"] if runtime is not None else Path(source["path"])
-        runtime = "onnxruntime"
-    else:
-        path = Path(source["path"])
+    kept_onnx = artifact_dir / source["onnx"] if source.get("onnx") else None
+    if runtime is not None and kept_onnx is not None and (
+        baseline_from == "onnx" or not path.exists()
+        or (baseline_from is None and not runtime_class(runtime).is_available())
+    ):
+        if baseline_from != "onnx":
+            logger.warning("baseline: using the imported float ONNX %s (the source %s cannot run here)", kept_onnx, path)
+        path, runtime = kept_onnx, None
     if not path.exists():
         raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
-    return ModelRef(path, runtime, {}, "baseline")
+    return ModelRef(path, runtime or "onnxruntime", {}, "baseline")
 
 
 def _default_threads(manifest: dict[str, Any] | None) -> int:

@@ -18,8 +18,8 @@ from onnx_ir.passes.common import TopologicalSortPass
 from edgec import __version__
 from edgec.artifact import MANIFEST_SCHEMA, sha256_file, sha256_path, size_on_disk, utc_now, versions, write_artifact
 from edgec.data import load_samples, random_samples
-from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError
-from edgec.frontends import ImportOptions, Imported, import_model, input_specs
+from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError, first_line
+from edgec.frontends import ImportOptions, Imported, import_model, input_specs, model_files
 from edgec.frontends.check import verify_import
 from edgec.frontends.specs import fix_shapes, parse_tensor_spec
 from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
@@ -31,7 +31,7 @@ from edgec.quant import qdq
 from edgec.quant.calibrator import calibrate
 from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds, TensorSpec
-from edgec.target import Target, load_target
+from edgec.target import Target, list_targets, load_target
 
 __all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
 
@@ -65,9 +65,10 @@ def _check_buildable(target: Target) -> None:
     ok, reason = target.runnable_here()
     if target.runtime != "onnxruntime":
         status = "" if ok else f" ({reason})"
+        buildable = ", ".join(t.name for t in list_targets() if (t.runtime, t.precision) in _BUILDS)
         raise RuntimeUnavailableError(
             f"target '{target.name}' needs the {target.runtime} runtime{status}; edgec {__version__} builds only "
-            "ONNX Runtime artifacts (cpu-x86-fp32, cpu-x86-int8, cpu-arm64-int8)"
+            f"ONNX Runtime artifacts ({buildable})"
         )
     if (target.runtime, target.precision) not in _BUILDS:
         raise TargetError(
@@ -136,6 +137,8 @@ def _import_source(
         raise BadInputError("compiling a Python model object needs example_inputs (a tuple of tensors)")
     from edgec.frontends.torch_frontend import save_module
 
+    if not isinstance(example_inputs, (tuple, list)):  # one tensor, not a sequence of its rows
+        example_inputs = (example_inputs,)
     path = save_module(model, tuple(example_inputs), workdir / "source.pt2")
     return path, import_model(path, fmt="torch-export", options=options)
 
@@ -157,7 +160,11 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     example_inputs: Sequence[Any] | None = None,
     progress: Progress | None = None,
 ) -> CompileResult:
-    """Compile `model` for `target` into an artifact directory (`model.onnx` + `manifest.json`).
+    """Compile `model` for `target` into an artifact directory.
+
+    The directory holds `model.onnx` and `manifest.json`, plus `calibration.json` (int8),
+    `source.onnx` (the imported float model, for non-ONNX sources) and `source.pt2` (an in-memory
+    module's only copy).
 
     Args:
         model: path of the source model (ONNX, .pt2, TorchScript, SavedModel dir, .keras, .tflite), or a
@@ -175,25 +182,29 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         fix_shape: make inputs static, `NAME:SHAPE` (targets that need static shapes).
         verify_import: run the source in its own framework and the imported ONNX on the same feeds,
             and stop when they differ beyond the target's `verify` tolerance.
+        example_inputs: for a `torch.nn.Module`, the tensors (or one tensor) to export it with.
         progress: receives one-line status messages.
     """
     say = progress or (lambda message: logger.info(message))
     target = target if isinstance(target, Target) else load_target(target)
     _check_buildable(target)
-    if output_dir is None and not isinstance(model, (str, os.PathLike)):
+    from_file = isinstance(model, (str, os.PathLike))
+    if output_dir is None and not from_file:
         raise BadInputError("compiling a Python model object needs output_dir")
-    output_dir = Path(output_dir) if output_dir is not None else Path(model).with_name(f"{Path(model).stem}-{target.name}")
+    output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(Path(model), target)
     if output_dir.exists() and not force:
         raise BadInputError(f"output directory {output_dir} already exists; pass --force to replace it")
     options = ImportOptions(tuple(_spec(s) for s in inputs), int(target.options.get("opset", 17)))
     with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
-        say(f"loading {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}")
+        say(f"loading {model if from_file else type(model).__name__}")
         source_path, imported = _import_source(model, example_inputs, source_format, options, Path(workdir))
         graph = imported.model
         fix_shapes(graph, [_spec(s) for s in fix_shape], target.options.get("fix_dims"))
         int8 = target.precision == "int8"
-        samples, calib_source = _calibration_samples(calib, graph, target) if int8 or calib is not None else ([], None)
-        if not int8 and calib is not None and not verify and imported.format.runtime is None:
+        uses_calib = int8 or verify or (verify_import and imported.format.runtime is not None)
+        needs_calib = int8 or (calib is not None and uses_calib)  # otherwise checks run on random feeds
+        samples, calib_source = _calibration_samples(calib, graph, target) if needs_calib else ([], None)
+        if calib is not None and not uses_calib:
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
         check = _check_import(source_path, imported, graph, target, samples, calib_source, say) if verify_import else None
         source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime else None
@@ -205,23 +216,22 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         try:
             onnx.checker.check_model(proto)
         except onnx.checker.ValidationError as exc:  # a bug in a pass, not user input: keep the cause
-            raise TargetError(f"edgec produced an invalid model (please report): {str(exc).splitlines()[0]}") from exc
+            raise TargetError(f"edgec produced an invalid model (please report): {first_line(exc)}") from exc
 
         def fill(staging: Path) -> dict[str, Any]:
             onnx.save_model(proto, staging / ARTIFACT_MODEL)
             if table is not None:
                 (staging / CALIBRATION_FILE).write_text(table.to_json() + "\n", encoding="utf-8")
-            kept_source = source_path
             if source_onnx is not None:
                 onnx.save_model(source_onnx, staging / SOURCE_ONNX)
-            if not isinstance(model, (str, os.PathLike)):  # the saved module is the only copy of the source
-                kept_source = output_dir / source_path.name
+            if not from_file:  # the saved module is the only copy of the source: keep it, by relative name
                 shutil.copyfile(source_path, staging / source_path.name)
             manifest = _manifest(target, source_path, staging / ARTIFACT_MODEL, records,
                                  (nodes_source, nodes_optimized, count_nodes(graph)), table, calib_source, quant_stats)
-            manifest["source"].update(path=str(kept_source.resolve()), format=imported.format.name,
-                                      import_seconds=round(imported.seconds, 3), import_verification=check,
-                                      onnx=SOURCE_ONNX if source_onnx is not None else None)
+            manifest["source"].update(format=imported.format.name, import_seconds=round(imported.seconds, 3),
+                                      import_verification=check, onnx=SOURCE_ONNX if source_onnx is not None else None)
+            if not from_file:
+                manifest["source"]["path"] = source_path.name
             manifest["verification"] = None if verifier is None else {
                 "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
                 "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
@@ -230,6 +240,12 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         say(f"writing {output_dir}")
         manifest = write_artifact(output_dir, fill, force=force)
     return CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest)
+
+
+def _default_output_dir(source: Path, target: Target) -> Path:
+    """`<model stem>-<target>` beside the model (a target name may hold '/', as in "rpi/4b")."""
+    source = source.resolve()
+    return source.parent / f"{source.stem or 'model'}-{target.name.replace('/', '_')}"
 
 
 def _spec(spec: TensorSpec | str) -> TensorSpec:
@@ -282,8 +298,8 @@ def _manifest(
         "edgec_version": __version__,
         "created_utc": utc_now(),
         "target": {"name": target.name, "source": target.source, "descriptor": target.to_dict()},
-        "source": {"path": str(source.resolve()), "format": "onnx", "sha256": sha256_path(source),
-                   "size_bytes": size_on_disk(source)},
+        "source": {"path": str(source.resolve()), "format": "onnx", "sha256": sha256_path(*model_files(source)),
+                   "size_bytes": sum(size_on_disk(path) for path in model_files(source))},
         "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": target.precision,
                      "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size},
         "passes": [record.to_dict() for record in records],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "first_line",
     "EdgecError",
     "BadInputError",
     "TargetError",
@@ -34,3 +35,16 @@ class VerificationError(EdgecError):
 
 class GateFailedError(EdgecError):
     """A release gate found a threshold violated."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its class name when it has none).
+
+    Library errors (ONNX Runtime, converters) run to pages; a user needs the first line, and an
+    empty message must not turn into an IndexError that hides the real error.
+    """
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+

@@ -1,9 +1,10 @@
 """Frontends bring a model into edgec's one intermediate form (ONNX, held as `onnx_ir.Model`).
 
-Each format has a frontend module with `detect(path) -> bool` and `convert(path, options) ->
-onnx.ModelProto`, and a `Runtime` that runs the *source* model in its own framework: import
-verification and the source-framework bench baseline both use that runtime, so "what the user
-trained" is always the reference. Framework imports happen only when their format is used.
+`detect_format` recognises a file by path and content; each non-ONNX format has a frontend module
+with `convert(path, fmt, options) -> onnx.ModelProto` and a `Runtime` that runs the *source* model
+in its own framework, with the same input and output names: import verification and the
+source-framework bench baseline both use that runtime, so "what the user trained" is always the
+reference. Framework imports happen only when their format is used.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from edgec.frontends import onnx_frontend
 from edgec.runtime.base import TensorSpec
 
 __all__ = ["FORMATS", "Format", "ImportOptions", "Imported", "detect_format", "import_model", "load_model",
-           "input_specs", "file_input_specs"]
+           "input_specs", "file_input_specs", "model_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ class Imported:
     model: ir.Model
     format: Format
     seconds: float
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _zip_members(path: Path) -> list[str]:
@@ -160,19 +160,30 @@ def _frontend(fmt: Format) -> Any:
 def import_model(path: str | Path, *, fmt: str | None = None, options: ImportOptions = ImportOptions()) -> Imported:
     """Convert a model file to the IR with the frontend for its (detected or forced) format."""
     path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"model: no such file {path}")
     name = fmt or detect_format(path)
     if name not in FORMATS:
         raise BadInputError(f"--from {name}: unknown format; choose one of {', '.join(FORMATS)}")
-    if not path.exists():
-        raise BadInputError(f"model: no such file {path}")
     format_ = FORMATS[name]
     started = time.perf_counter()
     if format_.name == "onnx":
+        if options.inputs:
+            raise BadInputError("--input declares inputs for formats without shapes; an ONNX model declares its own"
+                                " (use --fix-shape NAME:SHAPE to make one static)")
         model = onnx_frontend.load(path)
     else:
         proto = _frontend(format_).convert(path, name, options)
         model = ir.serde.deserialize_model(proto)
     return Imported(model, format_, time.perf_counter() - started)
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The files a model consists of: an `.onnx` file and its external-data files, else the path itself."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in onnx_frontend.SUFFIXES:
+        return [path, *onnx_frontend.external_data_files(path)]
+    return [path]
 
 
 def load_model(path: str | Path, *, fmt: str | None = None) -> ir.Model:

@@ -1,8 +1,8 @@
 """Import verification: the converted ONNX must compute what the source model computes in its framework.
 
 The source runs through its format's `Runtime` (PyTorch, TensorFlow, LiteRT) and the ONNX through ONNX
-Runtime, on the same feeds; outputs are compared in order (converters may rename them) within the
-target's `[verify]` tolerance, and the worst absolute error and per-sample cosine are recorded.
+Runtime, on the same feeds; the frontends give the ONNX the source runtime's output names and order,
+so outputs are compared position by position within the target's `[verify]` tolerance, and the worst absolute error and per-sample cosine are recorded.
 """
 
 from __future__ import annotations

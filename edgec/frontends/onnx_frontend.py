@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from edgec.errors import BadInputError
+from edgec.errors import BadInputError, first_line
 
-__all__ = ["load", "SUFFIXES"]
+__all__ = ["load", "SUFFIXES", "external_data_files"]
 
 SUFFIXES = (".onnx",)
 
@@ -24,12 +25,57 @@ def load(path: Path) -> ir.Model:
     except DecodeError as exc:
         raise BadInputError(f"model: {path} is not a valid ONNX file (truncated or another format)") from exc
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-        raise BadInputError(f"model: cannot read {path}: {str(exc).splitlines()[0]}") from exc
+        raise BadInputError(f"model: cannot read {path}: {first_line(exc)}") from exc
     if not proto.graph.node and not proto.graph.output:
         raise BadInputError(f"model: {path} holds no ONNX graph (empty or another format)")
     try:
         onnx.checker.check_model(proto, full_check=False)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise BadInputError(f"model: {path} is not a valid ONNX model: {first}") from exc
+        raise BadInputError(f"model: {path} is not a valid ONNX model: {first_line(exc)}") from exc
     return ir.serde.deserialize_model(proto)
+
+
+def _onnx_external_locations(model: Any) -> set[str]:
+    """Every `location` referenced by an external tensor of an ONNX model, subgraphs included."""
+    locations: set[str] = set()
+
+    def visit_tensor(tensor: Any) -> None:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                locations.add(entry.value)
+
+    def visit_nodes(nodes: Any) -> None:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    visit_tensor(attr.t)
+                for tensor in attr.tensors:
+                    visit_tensor(tensor)
+                if attr.HasField("g"):
+                    visit_graph(attr.g)
+                for graph in attr.graphs:
+                    visit_graph(graph)
+
+    def visit_graph(graph: Any) -> None:
+        for tensor in graph.initializer:
+            visit_tensor(tensor)
+        for sparse in graph.sparse_initializer:
+            visit_tensor(sparse.values)
+            visit_tensor(sparse.indices)
+        visit_nodes(graph.node)
+
+    visit_graph(model.graph)
+    for function in model.functions:
+        visit_nodes(function.node)
+    return locations
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The existing external-data files an `.onnx` file's tensors reference (each once, resolved beside
+    it); none for a file that cannot be parsed (loading it reports that)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a corrupt file has no side files to count
+        return []
+    files = {(path.parent / location).resolve() for location in _onnx_external_locations(model)}
+    return sorted(file for file in files if file.is_file() and file != path.resolve())

@@ -20,38 +20,29 @@ __all__ = ["parse_tensor_spec", "fix_shapes"]
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*|\?)$")
 
 
+#: dtypes `--input` accepts, by name (NumPy's one-letter codes would make 'x:0:b' a dtype).
+DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+
+
 def parse_tensor_spec(text: str, *, default_dtype: str = "float32") -> TensorSpec:
     """Parse `NAME:SHAPE[:DTYPE]`; the name may itself contain ':' (TF names like `x:0`)."""
-    parts = text.rsplit(":", 2)
+    head, _, last = text.rpartition(":")
     dtype_text = default_dtype
-    if len(parts) == 3 and not _looks_like_shape(parts[2]):
-        name, shape_text, dtype_text = parts
+    if last in DTYPES:
+        text_without_dtype, dtype_text = head, last
+        name, _, shape_text = text_without_dtype.rpartition(":")
     else:
-        name, _, shape_text = text.rpartition(":")
+        name, shape_text = head, last
     if not name or not shape_text:
-        raise BadInputError(f"input spec '{text}': expected NAME:SHAPE[:DTYPE], e.g. pixel_values:1x3x224x224")
-    try:
-        dtype = np.dtype(dtype_text)
-    except TypeError as exc:
-        raise BadInputError(f"input spec '{text}': unknown dtype '{dtype_text}'") from exc
+        raise BadInputError(f"input spec '{text}': expected NAME:SHAPE[:DTYPE], e.g. pixel_values:1x3x224x224"
+                            f" (DTYPE one of {', '.join(DTYPES)})")
     dims = []
     for dim in shape_text.split("x") if shape_text != "scalar" else []:
         if not _DIM.match(dim):
-            raise BadInputError(f"input spec '{text}': dimension '{dim}' is neither a number nor a name")
+            raise BadInputError(f"input spec '{text}': dimension '{dim}' is neither a number nor a name"
+                                f" (and '{last}' is not a dtype: {', '.join(DTYPES)})")
         dims.append(int(dim) if dim.isdigit() else (None if dim == "?" else dim))
-    return TensorSpec(name, tuple(dims), dtype)
-
-
-def _looks_like_shape(text: str) -> bool:
-    return text == "scalar" or all(_DIM.match(dim) for dim in text.split("x")) and not _is_dtype(text)
-
-
-def _is_dtype(text: str) -> bool:
-    try:
-        np.dtype(text)
-    except TypeError:
-        return False
-    return True
+    return TensorSpec(name, tuple(dims), np.dtype(dtype_text))
 
 
 def fix_shapes(model: ir.Model, by_input: Sequence[TensorSpec] = (), by_dim: Mapping[str, int] | None = None) -> bool:

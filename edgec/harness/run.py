@@ -53,6 +53,8 @@ from edgec.errors import BadInputError, EdgecError
 from edgec.harness.accuracy import drift
 from edgec.harness.latency import summarize
 from edgec.harness.memory import current_rss_mb, peak_rss_mb
+from edgec.artifact import size_on_disk
+from edgec.frontends import model_files
 from edgec.runtime.base import runtime_class
 
 __all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "ROUND_RUNS"]
@@ -265,41 +267,6 @@ class _Worker:
             self.process.close()
 
 
-def _onnx_external_locations(model: Any) -> set[str]:
-    """Every `location` referenced by an external tensor of an ONNX model, subgraphs included."""
-    locations: set[str] = set()
-
-    def visit_tensor(tensor: Any) -> None:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                locations.add(entry.value)
-
-    def visit_nodes(nodes: Any) -> None:
-        for node in nodes:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    visit_tensor(attr.t)
-                for tensor in attr.tensors:
-                    visit_tensor(tensor)
-                if attr.HasField("g"):
-                    visit_graph(attr.g)
-                for graph in attr.graphs:
-                    visit_graph(graph)
-
-    def visit_graph(graph: Any) -> None:
-        for tensor in graph.initializer:
-            visit_tensor(tensor)
-        for sparse in graph.sparse_initializer:
-            visit_tensor(sparse.values)
-            visit_tensor(sparse.indices)
-        visit_nodes(graph.node)
-
-    visit_graph(model.graph)
-    for function in model.functions:
-        visit_nodes(function.node)
-    return locations
-
-
 def model_size_bytes(path: str | Path) -> int:
     """Bytes a model occupies on disk: what a device has to store and ship.
 
@@ -320,26 +287,7 @@ def model_size_bytes(path: str | Path) -> int:
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"model not found: {path}")
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    size = path.stat().st_size
-    if path.suffix.lower() != ".onnx":
-        return size
-    import onnx  # lazily: only ONNX files need it
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # a corrupt file still has a size; the runtime reports the corruption
-        logger.debug("cannot parse %s for external data (%s); counting the file only", path, exc)
-        return size
-    seen = {path.resolve()}
-    for location in sorted(_onnx_external_locations(model)):
-        data = (path.parent / location).resolve()
-        if data in seen or not data.is_file():
-            continue
-        seen.add(data)
-        size += data.stat().st_size
-    return size
+    return sum(size_on_disk(file) for file in model_files(path))
 
 
 def _throughput(latencies_ns: Sequence[int]) -> float:

@@ -11,7 +11,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from edgec.errors import TargetError
+from edgec.errors import TargetError, first_line
 
 __all__ = ["UpgradeOpsetPass", "upgrade_opset"]
 
@@ -45,8 +45,7 @@ def upgrade_opset(model: ir.Model, opset: int) -> ir.Model:
     try:
         proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), opset)
     except Exception as exc:  # the converter raises bare RuntimeErrors for ops it cannot adapt
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TargetError(f"cannot convert the model from opset {current} to {opset}: {first}") from exc
+        raise TargetError(f"cannot convert the model from opset {current} to {opset}: {first_line(exc)}") from exc
     upgraded = ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(proto))
     if current < 7:
         _channel_slopes_for_prelu7(upgraded)

@@ -20,7 +20,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx_ir.passes import PassResult
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedError_
 
-from edgec.errors import VerificationError
+from edgec.errors import VerificationError, first_line
 from edgec.runtime.base import Feeds
 from edgec.runtime.ort import session_options
 
@@ -40,7 +40,7 @@ def run_model(model: ir.Model, samples: Sequence[Feeds], threads: int = 1) -> li
         session = ort.InferenceSession(proto.SerializeToString(), session_options(threads, "disable"),
                                        providers=["CPUExecutionProvider"])
     except NotImplementedError_ as exc:
-        logger.info("ONNX Runtime cannot run the model (%s); using onnx.reference", str(exc).splitlines()[0])
+        logger.info("ONNX Runtime cannot run the model (%s); using onnx.reference", first_line(exc))
         evaluator = ReferenceEvaluator(proto)
         names = set(evaluator.input_names)
         return [list(evaluator.run(None, {k: v for k, v in feeds.items() if k in names})) for feeds in samples]
@@ -92,7 +92,7 @@ class VerifyInstrument:
                 self._outputs = run_model(model, self.samples, self.threads)
             except Exception as exc:  # nothing to compare against: say so instead of an ORT traceback
                 raise VerificationError(f"cannot verify: ONNX Runtime cannot run the model before '{name}':"
-                                        f" {str(exc).strip().splitlines()[0]}") from exc
+                                        f" {first_line(exc)}") from exc
 
     def after_pass(self, name: str, result: PassResult) -> None:
         if not result.modified:
@@ -102,7 +102,7 @@ class VerifyInstrument:
             outputs = run_model(result.model, self.samples, self.threads)
         except Exception as exc:  # ORT rejects the rewritten graph: the pass broke it
             raise VerificationError(f"pass '{name}' produced a model ONNX Runtime cannot run:"
-                                    f" {str(exc).strip().splitlines()[0]}") from exc
+                                    f" {first_line(exc)}") from exc
         worst, problem = compare_outputs(self._outputs, outputs, names, self.rtol, self.atol)
         self.max_abs_diff[name] = max(worst, self.max_abs_diff.get(name, 0.0))
         if problem:

@@ -23,7 +23,8 @@ __all__ = ["Feeds", "Outputs", "TensorSpec", "Runtime", "runtime_class", "RUNTIM
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
 
-#: Runtime name (as written in target descriptors) -> module holding its `Runtime` subclass.
+#: Runtime name -> module holding its `Runtime` subclass: the runtimes targets name (onnxruntime,
+#: tensorrt, tflite) and the frameworks that run a non-ONNX source model (torch, tensorflow).
 RUNTIME_MODULES: dict[str, str] = {
     "onnxruntime": "edgec.runtime.ort",
     "tensorrt": "edgec.runtime.tensorrt",

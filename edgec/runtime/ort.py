@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgec.errors import BadInputError, RuntimeUnavailableError
+from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 
 __all__ = ["OrtRuntime", "RUNTIME", "session_options"]
@@ -64,7 +64,7 @@ class OrtRuntime(Runtime):
         try:
             self._session = ort.InferenceSession(str(self.path), so, providers=[provider])
         except Exception as exc:  # ORT raises its own opaque types for unreadable models
-            raise BadInputError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
+            raise BadInputError(f"ONNX Runtime cannot load {self.path}: {first_line(exc)}") from exc
         self.inputs = [self._spec(arg) for arg in self._session.get_inputs()]
         self.outputs = [self._spec(arg) for arg in self._session.get_outputs()]
         self._output_names = [spec.name for spec in self.outputs]

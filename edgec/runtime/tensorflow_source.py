@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.errors import BadInputError, RuntimeUnavailableError
+from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 
 __all__ = ["SourceFunction", "TensorflowRuntime", "RUNTIME", "load_source", "SERVING_SIGNATURE"]
@@ -111,7 +111,7 @@ def _load_savedmodel(tf: Any, path: Path) -> _Loaded:
     try:
         loaded = tf.saved_model.load(str(path))
     except (OSError, ValueError, tf.errors.OpError) as exc:
-        raise BadInputError(f"model: TensorFlow cannot load the SavedModel {path}: {str(exc).splitlines()[0]}") from exc
+        raise BadInputError(f"model: TensorFlow cannot load the SavedModel {path}: {first_line(exc)}") from exc
     signature = loaded.signatures.get(SERVING_SIGNATURE)
     if signature is None:
         others = f" (it has {sorted(loaded.signatures)})" if len(loaded.signatures) else ""
@@ -138,7 +138,7 @@ def _load_keras(tf: Any, path: Path) -> _Loaded:
     try:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
-        raise BadInputError(f"model: Keras cannot load {path}: {str(exc).splitlines()[0]}") from exc
+        raise BadInputError(f"model: Keras cannot load {path}: {first_line(exc)}") from exc
     try:
         inputs = list(model.inputs)
     except AttributeError as exc:  # unbuilt Sequential and subclassed models
@@ -167,7 +167,10 @@ def load_source(path: str | Path, declared: Sequence[TensorSpec] = ()) -> Source
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
     shapes = _override(names, [_dims(tf.TensorShape(spec.shape)) for spec in specs], declared, path)
     function = tf.function(call, input_signature=[tf.TensorSpec(shape, dtype) for shape, dtype in zip(shapes, dtypes)])
-    traced = function.get_concrete_function().outputs
+    try:
+        traced = function.get_concrete_function().outputs
+    except (TypeError, ValueError) as exc:  # e.g. --input x:2x5 for a model whose x is [None, 4]
+        raise BadInputError(f"model: {path} cannot be traced with the declared inputs: {first_line(exc)}") from exc
     if len(output_names) != len(traced):  # Keras output_names can disagree with nested (dict) outputs
         output_names = [f"output_{i}" for i in range(len(traced))]
     inputs = [TensorSpec(name, shape, np.dtype(dtype.as_numpy_dtype))

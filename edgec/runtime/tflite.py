@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.errors import BadInputError, RuntimeUnavailableError
+from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 
 __all__ = ["TfliteRuntime", "RUNTIME"]
@@ -57,7 +57,7 @@ class TfliteRuntime(Runtime):
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BadInputError(
-                f"model: {self.path} is not a valid TFLite model ({str(exc).splitlines()[0]});"
+                f"model: {self.path} is not a valid TFLite model ({first_line(exc)});"
                 " re-export it with tf.lite.TFLiteConverter"
             ) from exc
         input_details = self._interpreter.get_input_details()

@@ -206,3 +206,39 @@ def test_fix_shape_and_target_fix_dims(cli, tiny, tmp_path) -> None:
     out2 = tmp_path / "board"
     assert cli("compile", tiny.model, "-t", board, "-o", out2).code == 0
     assert _input_dims(out2 / "model.onnx") == [1, 3, 8, 8]
+
+
+def test_onnx_with_external_data_compiles_for_fp32_and_int8(cli, tiny, tmp_path, int8_target) -> None:
+    """Weights in a side file (as exporters write large models) are found, and the artifact is self-contained."""
+    source_dir = tmp_path / "external"
+    source_dir.mkdir()
+    model = onnx.load(tiny.model)
+    onnx.save_model(model, source_dir / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (source_dir / "weights.bin").stat().st_size > 0
+    x = np.load(tiny.calib)["x"]
+    for target, tolerance in (("cpu-x86-fp32", 1e-5), (int8_target, None)):
+        out = tmp_path / target
+        result = cli("compile", source_dir / "model.onnx", "-t", target, "--calib", tiny.calib, "-o", out)
+        assert result.code == 0, result.err
+        got, want = _ort_outputs(out / "model.onnx", x), _ort_outputs(tiny.model, x)
+        if tolerance is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=tolerance)
+        else:
+            cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+            assert cosine.min() >= INT8_MIN_COSINE
+
+
+def test_input_declarations_are_refused_for_onnx(cli, tiny, tmp_path) -> None:
+    result = cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", tmp_path / "out", "--input", "x:1x3x8x8")
+    assert result.code == 2 and "--fix-shape" in result.error_line
+
+
+def test_default_output_dir_for_a_relative_dot_path(cli, tiny, tmp_path, monkeypatch) -> None:
+    """`edgec compile .` (e.g. inside a SavedModel dir) must not crash on an empty name."""
+    from edgec.compiler import _default_output_dir
+
+    monkeypatch.chdir(tiny.model.parent)
+    target = load_target("cpu-x86-fp32")
+    assert _default_output_dir(Path("."), target) == tiny.model.parent.parent / f"{tiny.model.parent.name}-cpu-x86-fp32"
+    assert _default_output_dir(Path("tiny.onnx"), target) == tiny.model.parent / "tiny-cpu-x86-fp32"

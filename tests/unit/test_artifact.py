@@ -154,3 +154,23 @@ def test_sha256_file_and_versions(tmp_path: Path) -> None:
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
     found = versions()
     assert "python" in found and "numpy" in found and "onnx" in found
+
+
+def test_force_never_replaces_a_directory_that_is_not_an_artifact(tmp_path: Path) -> None:
+    """A user's own folder (their source model, their notes) is not edgec's to delete."""
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "model.onnx").write_text("the user's source")
+    with pytest.raises(BadInputError, match="only an earlier edgec artifact"):
+        write_artifact(mine, _fill(), force=True)
+    assert (mine / "model.onnx").read_text() == "the user's source"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
+def test_force_refuses_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "art"
+    write_artifact(out, _fill("v1"))
+    monkeypatch.chdir(out)
+    with pytest.raises(BadInputError, match="contains the current directory"):
+        write_artifact(Path("."), _fill("v2"), force=True)
+    assert read_manifest(out)["content"] == "v1"

@@ -216,11 +216,16 @@ def test_compile_a_module_object(tmp_path) -> None:
     result = edgec.compile(module, "cpu-x86-fp32", example_inputs=(torch.from_numpy(x),), output_dir=tmp_path / "out")
     assert module.training  # exported in eval mode, handed back as it was
     source = result.manifest["source"]
-    assert source["format"] == "torch-export" and Path(source["path"]).parent == result.output_dir
-    assert detect_format(source["path"]) == "torch-export"
+    assert source["format"] == "torch-export" and source["path"] == "source.pt2"  # kept inside, by relative name
+    assert detect_format(result.output_dir / source["path"]) == "torch-export"
     (actual,) = _onnx_outputs(result.model_path, {"image": x})
     (expected,) = _torch_outputs(module.eval(), x)
     np.testing.assert_allclose(actual, expected, rtol=FP32_RTOL, atol=FP32_ATOL)
+
+    moved = tmp_path / "moved"
+    result.output_dir.rename(moved)  # an artifact is self-contained: it can be benched wherever it goes
+    report = edgec.bench(moved, runs=2, warmup=0, threads=1)
+    assert report["baseline_model"] == str(moved / "source.pt2")
 
 
 def test_compile_an_untraceable_module_object(tmp_path) -> None:
@@ -399,3 +404,22 @@ def test_torch_is_imported_by_preload_not_by_the_module() -> None:
         "assert 'torch._export.serde.serialize' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def test_a_lone_example_tensor_keeps_its_batch_axis(tmp_path: Path) -> None:
+    module = torch.nn.Linear(4, 3)
+    result = edgec.compile(module, "cpu-x86-fp32", example_inputs=torch.randn(1, 4), output_dir=tmp_path / "out")
+    dims = onnx.load(result.model_path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 4]
+
+
+def test_bench_falls_back_to_the_kept_onnx_when_the_source_is_gone(tmp_path: Path) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    x = torch.randn(1, 4)
+    source = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(module.eval(), (x,)), source)
+    result = edgec.compile(source, "cpu-x86-fp32", output_dir=tmp_path / "out")
+    source.unlink()
+    report = edgec.bench(result.output_dir, runs=2, warmup=0, threads=1)
+    assert report["baseline_model"] == str(result.output_dir / "source.onnx")
+    assert report["drift"]["outputs"]
