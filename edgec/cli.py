@@ -184,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("compile", help="compile a model for a target into an artifact directory")
     p.add_argument("model", help="source model: .onnx, .pt2, TorchScript .pt, SavedModel dir, .keras or .tflite")
     p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
-    p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets; 'random' for latency-only work")
+    p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets, also the samples --verify and import checks run on;"
+                        " 'random' for latency-only work")
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output directory (default: <model>-<target> beside the model)")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--force", action="store_true", help="replace an earlier edgec artifact at the output path")
     p.add_argument("--passes", metavar="A,B,C", help="run these passes instead of the target's pipeline")
     p.add_argument("--skip-passes", metavar="A,B", help="remove these passes from the pipeline")
     p.add_argument("--verify", action="store_true",
