@@ -92,6 +92,12 @@ def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, 
     return load_samples(calib, specs, what="calibration data"), str(Path(calib).resolve())
 
 
+def _check_settings(target: Target) -> dict[str, Any]:
+    """Tolerances and threads for every numerical check against the source (per pass, import)."""
+    return {"rtol": float(target.verify["rtol"]), "atol": float(target.verify["atol"]),
+            "threads": int(target.options.get("threads", 0))}
+
+
 def _verification_feeds(model: ir.Model, samples: Sequence[Feeds], source: str | None) -> list[Feeds]:
     """At most VERIFY_SAMPLES of the calibration data, else seeded random feeds of the model's inputs."""
     if source not in (None, "random"):
@@ -226,12 +232,13 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                 onnx.save_model(source_onnx, staging / SOURCE_ONNX)
             if not from_file:  # the saved module is the only copy of the source: keep it, by relative name
                 shutil.copyfile(source_path, staging / source_path.name)
-            manifest = _manifest(target, source_path, staging / ARTIFACT_MODEL, records,
+            source = {
+                **_source_record(source_path, kept=not from_file),
+                "format": imported.format.name, "import_seconds": round(imported.seconds, 3),
+                "import_verification": check, "onnx": SOURCE_ONNX if source_onnx is not None else None,
+            }
+            manifest = _manifest(target, source, staging / ARTIFACT_MODEL, records,
                                  (nodes_source, nodes_optimized, count_nodes(graph)), table, calib_source, quant_stats)
-            manifest["source"].update(format=imported.format.name, import_seconds=round(imported.seconds, 3),
-                                      import_verification=check, onnx=SOURCE_ONNX if source_onnx is not None else None)
-            if not from_file:
-                manifest["source"]["path"] = source_path.name
             manifest["verification"] = None if verifier is None else {
                 "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
                 "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
@@ -259,8 +266,7 @@ def _check_import(source: Path, imported: Imported, graph: ir.Model, target: Tar
         return None
     feeds = _verification_feeds(graph, samples, calib_source)
     say(f"verifying the import against {imported.format.description} on {len(feeds)} samples")
-    return verify_import(source, imported.format, graph, feeds, rtol=float(target.verify["rtol"]),
-                         atol=float(target.verify["atol"]), threads=int(target.options.get("threads", 0)))
+    return verify_import(source, imported.format, graph, feeds, **_check_settings(target))
 
 
 def _optimize(graph: ir.Model, target: Target, passes: Sequence[str] | None, skip_passes: Sequence[str], verify: bool,
@@ -272,15 +278,22 @@ def _optimize(graph: ir.Model, target: Target, passes: Sequence[str] | None, ski
         graph = upgrade_opset(graph, _MIN_QDQ_OPSET)
     verifier = None
     if verify:
-        verifier = VerifyInstrument(_verification_feeds(graph, samples, calib_source), rtol=float(target.verify["rtol"]),
-                                    atol=float(target.verify["atol"]), threads=int(target.options.get("threads", 0)))
+        verifier = VerifyInstrument(_verification_feeds(graph, samples, calib_source), **_check_settings(target))
     graph, records = optimize(graph, names, [verifier] if verifier else (), target=target)
     return graph, records, verifier
 
 
+def _source_record(source: Path, *, kept: bool) -> dict[str, Any]:
+    """Where the source is (a copy kept in the artifact is named relative to it), its hash and size;
+    an ONNX source's external-data files count as part of it."""
+    files = model_files(source)
+    return {"path": source.name if kept else str(source.resolve()), "sha256": sha256_path(*files),
+            "size_bytes": sum(size_on_disk(path) for path in files)}
+
+
 def _manifest(
     target: Target,
-    source: Path,
+    source: dict[str, Any],
     artifact: Path,
     records: Sequence[Any],
     node_counts: tuple[int, int, int],
@@ -298,8 +311,7 @@ def _manifest(
         "edgec_version": __version__,
         "created_utc": utc_now(),
         "target": {"name": target.name, "source": target.source, "descriptor": target.to_dict()},
-        "source": {"path": str(source.resolve()), "format": "onnx", "sha256": sha256_path(*model_files(source)),
-                   "size_bytes": sum(size_on_disk(path) for path in model_files(source))},
+        "source": source,
         "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": target.precision,
                      "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size},
         "passes": [record.to_dict() for record in records],

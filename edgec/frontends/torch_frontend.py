@@ -33,7 +33,7 @@ from edgec.data import random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import ImportOptions
 from edgec.runtime.base import TensorSpec
-from edgec.runtime.torch_source import TorchSource, first_line, load_source, require_torch
+from edgec.runtime.torch_source import TorchSource, load_source, require_torch, torch_error_line
 
 __all__ = ["convert", "save_module", "quiet_exporter", "DYNAMO_MIN_OPSET"]
 
@@ -102,7 +102,7 @@ def _exporting(path: Path) -> Iterator[None]:
         with quiet_exporter():
             yield
     except Exception as exc:  # the exporters raise assorted types for ops or constructs they cannot convert
-        raise BadInputError(f"model: torch.onnx.export cannot convert {path}: {first_line(exc)}") from exc
+        raise BadInputError(f"model: torch.onnx.export cannot convert {path}: {torch_error_line(exc)}") from exc
 
 
 def _declared_inputs(source: TorchSource, declared: Sequence[TensorSpec]) -> list[TensorSpec]:
@@ -176,7 +176,7 @@ def save_module(module: Any, example_inputs: tuple[Any, ...], path: str | os.Pat
         with quiet_exporter():
             program = torch.export.export(module, tuple(example_inputs))
     except Exception as exc:  # torch.export raises assorted types for code it cannot trace
-        raise BadInputError(f"torch.export.export cannot export {type(module).__name__}: {first_line(exc)}") from exc
+        raise BadInputError(f"torch.export.export cannot export {type(module).__name__}: {torch_error_line(exc)}") from exc
     finally:
         for submodule, training in modes.items():
             submodule.training = training

@@ -15,14 +15,13 @@ import logging
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 from onnx_ir.passes import PassResult
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedError_
 
 from edgec.errors import VerificationError, first_line
 from edgec.runtime.base import Feeds
-from edgec.runtime.ort import session_options
+from edgec.runtime.ort import cpu_session
 
 __all__ = ["VerifyInstrument", "run_model", "compare_outputs"]
 
@@ -37,8 +36,7 @@ def run_model(model: ir.Model, samples: Sequence[Feeds], threads: int = 1) -> li
     """
     proto = ir.serde.serialize_model(model)
     try:
-        session = ort.InferenceSession(proto.SerializeToString(), session_options(threads, "disable"),
-                                       providers=["CPUExecutionProvider"])
+        session = cpu_session(proto, threads, "disable")
     except NotImplementedError_ as exc:
         logger.info("ONNX Runtime cannot run the model (%s); using onnx.reference", first_line(exc))
         evaluator = ReferenceEvaluator(proto)

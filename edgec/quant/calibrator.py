@@ -16,7 +16,7 @@ import onnxruntime as ort
 from edgec.quant.observers import make_observer
 from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
-from edgec.runtime.ort import session_options
+from edgec.runtime.ort import cpu_session
 
 __all__ = ["calibrate"]
 
@@ -33,7 +33,7 @@ def _observing_session(model: ir.Model, tensors: Sequence[str], threads: int) ->
         dtype = values[name].dtype
         elem_type = dtype.value if dtype is not None else onnx.TensorProto.FLOAT
         proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
-    return ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    return cpu_session(proto, threads)
 
 
 def calibrate(

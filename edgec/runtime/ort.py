@@ -13,7 +13,7 @@ import onnxruntime as ort
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 
-__all__ = ["OrtRuntime", "RUNTIME", "session_options"]
+__all__ = ["OrtRuntime", "RUNTIME", "session_options", "cpu_session"]
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -46,6 +46,12 @@ def session_options(threads: int, optimization: str = "all") -> ort.SessionOptio
     so.graph_optimization_level = _OPT_LEVELS[optimization]
     so.log_severity_level = 3
     return so
+
+
+def cpu_session(model: onnx.ModelProto, threads: int, optimization: str = "all") -> ort.InferenceSession:
+    """A CPU session over an in-memory model (calibration, verification), with edgec's session options."""
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads, optimization),
+                                providers=["CPUExecutionProvider"])
 
 
 class OrtRuntime(Runtime):

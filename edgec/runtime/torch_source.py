@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from edgec import errors
 from edgec.errors import BadInputError
 from edgec.frontends import detect_format
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 
-__all__ = ["TorchRuntime", "RUNTIME", "TorchSource", "load_source", "require_torch", "first_line", "TORCH_FORMATS"]
+__all__ = ["TorchRuntime", "RUNTIME", "TorchSource", "load_source", "require_torch", "torch_error_line", "TORCH_FORMATS"]
 
 #: The `edgec.frontends.FORMATS` this runtime runs.
 TORCH_FORMATS = ("torch-export", "torchscript")
@@ -120,7 +121,7 @@ def _exported_source(path: Path) -> TorchSource:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # torch raises assorted types for foreign, truncated or newer-version archives
-        raise BadInputError(f"model: torch.export.load cannot read {path}: {first_line(exc)}") from exc
+        raise BadInputError(f"model: torch.export.load cannot read {path}: {torch_error_line(exc)}") from exc
     nodes = {node.name: node for node in program.graph.nodes}
     inputs = []
     for spec in program.graph_signature.input_specs:
@@ -162,7 +163,7 @@ def _torchscript_source(path: Path) -> TorchSource:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch.jit raises RuntimeError with C++ context for unreadable archives
-        raise BadInputError(f"model: torch.jit.load cannot read {path}: {first_line(exc)}") from exc
+        raise BadInputError(f"model: torch.jit.load cannot read {path}: {torch_error_line(exc)}") from exc
     module.eval()  # compiled for inference: dropout off, batch norm on its running statistics
     schema = module.forward.schema
     arguments = schema.arguments[1:]  # the first is the module itself
@@ -183,7 +184,7 @@ def _torchscript_source(path: Path) -> TorchSource:
     return TorchSource("torchscript", module, inputs, tuple(_UntypedSpec(name) for name in names), forward)
 
 
-def first_line(exc: BaseException) -> str:
+def torch_error_line(exc: BaseException) -> str:
     """One line on why PyTorch failed: the first line of the innermost explicit cause's message.
 
     PyTorch's messages run to pages of C++ context, and the dynamo exporter wraps the useful error
@@ -191,8 +192,7 @@ def first_line(exc: BaseException) -> str:
     """
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return (message.splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"\x1b\[[0-9;]*m", "", errors.first_line(exc))
 
 
 def load_source(path: str | Path, fmt: str | None = None) -> TorchSource:
