@@ -121,6 +121,7 @@ def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source:
             progress(f"  calibration {done}/{total}")
 
     table = calibrate(model, tensors, samples, calibrator=scheme.calibrator, percentile=scheme.percentile,
+                      levels=256, symmetric=scheme.activations.symmetric,
                       source="random" if source == "random" else "data",
                       threads=int(target.options.get("threads", 0)), progress=report)
     stats = qdq.apply(model, quant_plan, table, scheme)

@@ -40,6 +40,7 @@ __all__ = [
     "builtin_targets_dir",
     "list_targets",
     "load_target",
+    "override_target",
     "host_target",
     "host_cpu_flags",
     "device_mismatch",
@@ -59,6 +60,8 @@ DEFAULT_PASSES: tuple[str, ...] = (
 DEFAULT_QUANT_OPS: tuple[str, ...] = (
     "Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat",
 )  # fmt: skip
+#: Precisions that carry a quant scheme: "auto" compiles int8 and keeps it only where it is faster.
+_QUANTIZED_PRECISIONS = ("int8", "auto")
 _DEFAULT_VERIFY = {"rtol": 1e-3, "atol": 1e-4}
 
 #: Runtime name -> the Python package it needs, probed with find_spec (never imported here).
@@ -103,6 +106,17 @@ class QuantScheme:
         calibrator: how activation ranges are chosen ("minmax", "percentile", "entropy", "mse").
         percentile: the clipping percentile for the "percentile" calibrator, in (50, 100].
         ops: ONNX op types whose inputs get Q/DQ pairs.
+        dynamic_ops: op types (MatMul, Gemm) whose activations are quantized at run time per call
+            (DynamicQuantizeLinear + MatMulInteger) instead of from calibrated ranges; their weights
+            follow `weights`. Transformers keep far more accuracy this way (no calibrated range has
+            to cover every sentence's outliers).
+        smoothquant_alpha: SmoothQuant migration strength in [0, 1]; 0 disables it. Per input
+            channel, activations are divided and weights multiplied by max|x|^a / max|w|^(1-a), so
+            outlier channels stop dominating the activation scale.
+        bias_correction: shift each quantized Conv/Gemm/MatMul bias by the mean output error its
+            weight quantization causes on the calibration data.
+        keep_float: op types or node names never quantized (Softmax, LayerNorm... are never
+            quantized anyway; this is for ops in `ops`, e.g. residual "Add").
     """
 
     weights: TensorQuant
@@ -110,6 +124,10 @@ class QuantScheme:
     calibrator: str = "minmax"
     percentile: float = 99.99
     ops: tuple[str, ...] = DEFAULT_QUANT_OPS
+    dynamic_ops: tuple[str, ...] = ()
+    smoothquant_alpha: float = 0.0
+    bias_correction: bool = False
+    keep_float: tuple[str, ...] = ()
 
 
 class _FrozenMap(Mapping[str, Any]):
@@ -144,7 +162,7 @@ class Target:
         description: one human line, shown by `edgec targets`.
         runtime: "onnxruntime", "tensorrt" or "tflite".
         precision: "fp32", "fp16", "int8" or "auto".
-        quant: the int8 recipe; set exactly when `precision == "int8"`.
+        quant: the int8 recipe; set exactly when precision is "int8" or "auto" (int8 if it pays).
         passes: graph pass names, in the order the pipeline should consider them.
         options: runtime options (provider, threads, graph_optimization, opset, free-form extras).
         device: facts about the device (arch, isa, memory_mb, gpu, free-form extras).
@@ -231,7 +249,20 @@ def load_target(name_or_path: str | os.PathLike[str]) -> Target:
     """
     path = _locate(name_or_path, base=Path.cwd(), referrer=None)
     merged = _resolve(path, chain=())
-    return _build(merged, path)
+    return _build(merged, _label(path), path.stem)
+
+
+def override_target(target: Target, overrides: Mapping[str, Any]) -> Target:
+    """`target` with `overrides` (a partial descriptor, e.g. from `--set quant.calibrator=mse`) deep-merged over it.
+
+    The result is validated like a file, and its `source` says it was overridden, so a manifest
+    records what was really built.
+    """
+    if not overrides:
+        return target
+    _check(overrides, _SCHEMA, "override", prefix="", complete=False)
+    base = {key: value for key, value in target.to_dict().items() if key != "source" and value is not None}
+    return _build(_deep_merge(base, overrides), f"{target.source} (overridden)", target.name)
 
 
 def _builtin_names() -> list[str]:
@@ -342,6 +373,7 @@ _NUMBER = _Field("a number", _is_number)
 _NON_NEGATIVE = _Field("a number >= 0", lambda v: _is_number(v) and v >= 0)
 _THREADS = _Field("an integer >= 0 (0 = runtime default)", lambda v: _is_int(v) and v >= 0)
 _POSITIVE_INT = _Field("an integer >= 1", lambda v: _is_int(v) and v >= 1)
+_UNIT_INTERVAL = _Field("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1)
 _PERCENTILE = _Field("a number in (50, 100]", lambda v: _is_number(v) and 50 < v <= 100)
 
 _TENSOR_QUANT = _Table(
@@ -374,6 +406,10 @@ _SCHEMA = _Table(
                 "calibrator": _enum("minmax", "percentile", "entropy", "mse"),
                 "percentile": _PERCENTILE,
                 "ops": _STR_LIST,
+                "dynamic_ops": _STR_LIST,
+                "smoothquant_alpha": _UNIT_INTERVAL,
+                "bias_correction": _BOOL,
+                "keep_float": _STR_LIST,
             },
             required=("weights", "activations"),
         ),
@@ -424,28 +460,31 @@ def _check(data: Mapping[str, Any], table: _Table, label: str, prefix: str, comp
                 )
 
 
-def _build(merged: dict[str, Any], path: Path) -> Target:
+def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:
     """Check the merged descriptor completely, fill defaults and freeze it into a `Target`."""
-    label = _label(path)
     quant_table = merged.get("quant")
-    if merged.get("precision") == "int8" and quant_table is None:
+    if merged.get("precision") in _QUANTIZED_PRECISIONS and quant_table is None:
         raise TargetError(
             f"{label}: precision 'int8' needs a [quant] table with weights and activations; add one"
         )
     _check(merged, _SCHEMA, label, prefix="", complete=True)
     quant = None
-    if merged["precision"] == "int8":
+    if merged["precision"] in _QUANTIZED_PRECISIONS:
         quant = QuantScheme(
             weights=TensorQuant(**quant_table["weights"]),
             activations=TensorQuant(**quant_table["activations"]),
             calibrator=quant_table.get("calibrator", "minmax"),
             percentile=float(quant_table.get("percentile", 99.99)),
             ops=tuple(quant_table.get("ops", DEFAULT_QUANT_OPS)),
+            dynamic_ops=tuple(quant_table.get("dynamic_ops", ())),
+            smoothquant_alpha=float(quant_table.get("smoothquant_alpha", 0.0)),
+            bias_correction=bool(quant_table.get("bias_correction", False)),
+            keep_float=tuple(quant_table.get("keep_float", ())),
         )
     elif quant_table is not None:
         logger.debug("%s: [quant] ignored because precision is %s", label, merged["precision"])
     return Target(
-        name=merged.get("name", path.stem),
+        name=merged.get("name", default_name),
         description=merged.get("description", ""),
         runtime=merged["runtime"],
         precision=merged["precision"],

@@ -7,18 +7,21 @@ variable-length samples need no padding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from edgec.quant.observers import make_observer
+from edgec.quant.observers import Observer, make_observer
 from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
 from edgec.runtime.ort import cpu_session
 
-__all__ = ["calibrate"]
+__all__ = ["calibrate", "observe", "Progress"]
+
+#: Called with (samples done, samples total) after each sample.
+Progress = Callable[[int, int], None]
 
 
 def _observing_session(model: ir.Model, tensors: Sequence[str], threads: int) -> ort.InferenceSession:
@@ -36,6 +39,26 @@ def _observing_session(model: ir.Model, tensors: Sequence[str], threads: int) ->
     return cpu_session(proto, threads)
 
 
+def observe(
+    model: ir.Model,
+    observers: Mapping[str, Observer],
+    samples: Sequence[Feeds],
+    *,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> None:
+    """Run `model` on every sample, one at a time, feeding each observed tensor to its observer."""
+    if not observers:
+        return
+    session = _observing_session(model, list(observers), threads)
+    names = list(observers)
+    for index, feeds in enumerate(samples):
+        for name, value in zip(names, session.run(names, dict(feeds))):
+            observers[name].update(value)
+        if progress:
+            progress(index + 1, len(samples))
+
+
 def calibrate(
     model: ir.Model,
     tensors: Sequence[str],
@@ -43,21 +66,19 @@ def calibrate(
     *,
     calibrator: str,
     percentile: float = 99.99,
+    levels: int = 256,
+    symmetric: bool = False,
     source: str = "data",
     threads: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> CalibrationTable:
-    """Observe `tensors` over `samples` and return their calibrated ranges."""
-    observers = {name: make_observer(calibrator, percentile) for name in tensors}
+    """Observe `tensors` over `samples` and return their calibrated ranges.
+
+    `levels` and `symmetric` describe the integer grid the ranges will be quantized to; the
+    entropy and MSE calibrators search the range that loses least on that grid.
+    """
+    observers = {name: make_observer(calibrator, percentile, levels=levels, symmetric=symmetric) for name in tensors}
+    observe(model, observers, samples, threads=threads, progress=progress)
     table = CalibrationTable(calibrator, len(samples), source)
-    if not tensors:
-        return table
-    session = _observing_session(model, tensors, threads)
-    names = list(tensors)
-    for index, feeds in enumerate(samples):
-        for name, value in zip(names, session.run(names, dict(feeds))):
-            observers[name].update(value)
-        if progress:
-            progress(index + 1, len(samples))
     table.ranges = {name: observer.range() for name, observer in observers.items()}
     return table

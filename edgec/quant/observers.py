@@ -12,7 +12,8 @@ import numpy as np
 
 from edgec.errors import TargetError
 
-__all__ = ["Observer", "MinMaxObserver", "StreamingHistogram", "PercentileObserver", "make_observer", "OBSERVERS"]
+__all__ = ["Observer", "MinMaxObserver", "StreamingHistogram", "PercentileObserver", "ChannelStatsObserver",
+           "make_observer", "OBSERVERS"]
 
 
 class Observer(Protocol):
@@ -117,8 +118,41 @@ class PercentileObserver:
 OBSERVERS = {"minmax": MinMaxObserver, "percentile": PercentileObserver}
 
 
-def make_observer(calibrator: str, percentile: float = 99.99) -> Observer:
-    """A fresh observer for the named calibrator."""
+class ChannelStatsObserver:
+    """Per-channel mean and maximum |x| along `axis` (the last by default), over every sample.
+
+    SmoothQuant needs each input channel's peak magnitude and bias correction each input channel's
+    mean; both are a few floats per channel, whatever the number of samples.
+    """
+
+    def __init__(self, axis: int = -1) -> None:
+        self.axis = axis
+        self.count = 0
+        self.sum: np.ndarray | None = None
+        self.absmax: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.moveaxis(np.asarray(x, dtype=np.float64), self.axis, -1)
+        rows = x.reshape(-1, x.shape[-1])
+        rows = np.where(np.isfinite(rows), rows, 0.0)
+        if self.sum is None:
+            self.sum = np.zeros(rows.shape[1])
+            self.absmax = np.zeros(rows.shape[1])
+        self.sum += rows.sum(axis=0)
+        self.absmax = np.maximum(self.absmax, np.abs(rows).max(axis=0, initial=0.0))
+        self.count += rows.shape[0]
+
+    def mean(self) -> np.ndarray:
+        """Per-channel mean (zeros before any update with data)."""
+        return np.zeros(0) if self.sum is None else self.sum / max(self.count, 1)
+
+    def max_abs(self) -> np.ndarray:
+        """Per-channel maximum magnitude."""
+        return np.zeros(0) if self.absmax is None else self.absmax
+
+
+def make_observer(calibrator: str, percentile: float = 99.99, *, levels: int = 256, symmetric: bool = False) -> Observer:
+    """A fresh observer for the named calibrator; `levels` and `symmetric` describe the target grid."""
     if calibrator == "percentile":
         return PercentileObserver(percentile)
     if calibrator == "minmax":
