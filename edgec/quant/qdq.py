@@ -38,7 +38,7 @@ from edgec.quant.table import CalibrationTable
 if TYPE_CHECKING:
     from edgec.target import QuantScheme, TensorQuant
 
-__all__ = ["QuantPlan", "plan", "apply", "SUPPORTED_OPS"]
+__all__ = ["QuantPlan", "plan", "apply", "weight_axis", "SUPPORTED_OPS"]
 
 #: Ops edgec knows how to quantize, mapped to the input slots holding float activations.
 _ACTIVATION_SLOTS: dict[str, tuple[int, ...] | None] = {
@@ -75,7 +75,7 @@ def _activation_slots(node: ir.Node) -> list[int]:
     return [i for i in indices if i < len(node.inputs) and node.inputs[i] is not None]
 
 
-def _weight_axis(node: ir.Node, weight: np.ndarray, per_channel: bool) -> int | None:
+def weight_axis(node: ir.Node, weight: np.ndarray, per_channel: bool) -> int | None:
     """Output-channel axis of a Conv/Gemm/MatMul weight, or None for per-tensor quantization."""
     if not per_channel or weight.ndim < 2:
         return None
@@ -307,7 +307,7 @@ def _quantize_weight_and_bias(
 ) -> None:
     """int8 weight (+ int32 bias for Conv/Gemm when its layout allows) behind DequantizeLinear."""
     weight = node.inputs[1].const_value.numpy()
-    axis = _weight_axis(node, weight, per_channel)
+    axis = weight_axis(node, weight, per_channel)
     w_params = weight_qparams(weight, weights.dtype, weights.symmetric, axis, weights.reduce_range)
     rewriter.constant_input(node, 1, w_params, "quantized")
     bias = _constant(node.inputs[2]) if len(node.inputs) > 2 else None
