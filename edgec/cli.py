@@ -1,6 +1,6 @@
 """`edgec` command line: argument parsing, printing and exit codes only; every command calls the API.
 
-Exit codes: 0 success, 1 a release gate failed, 2 bad input or usage (one-line message, no traceback
+Exit codes: 0 success, 1 a release gate failed or no int8 model met the accuracy budget, 2 bad input or usage (one-line message, no traceback
 unless --verbose), 130 interrupted.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec import __version__
-from edgec.errors import EdgecError
+from edgec.errors import AccuracyBudgetError, EdgecError
 
 __all__ = ["main", "build_parser"]
 
@@ -32,13 +32,27 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _overrides(texts: Sequence[str]) -> dict[str, Any]:
+    from edgec.target import merge_overrides, parse_override
+
+    return merge_overrides([parse_override(text) for text in texts])
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from edgec.compiler import compile as compile_model
 
     result = compile_model(args.model, args.target, calib=args.calib, output_dir=args.output, force=args.force,
                            passes=_names(args.passes), skip_passes=_names(args.skip_passes) or (), verify=args.verify,
                            source_format=args.source_format, inputs=args.input, fix_shape=args.fix_shape,
-                           verify_import=not args.no_verify_import, progress=_say)
+                           verify_import=not args.no_verify_import, precision=args.precision,
+                           calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
+                           report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
+                           labels=args.labels, eval_data=args.eval, progress=_say)
+    _print_compile(args, result)
+    return EXIT_OK
+
+
+def _print_compile(args: argparse.Namespace, result: Any) -> None:
     manifest = result.manifest
     nodes = manifest["nodes"]
     print(f"compiled {args.model} for {manifest['target']['name']} -> {result.output_dir}")
@@ -54,9 +68,26 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if manifest["quantization"]:
         quantized = ", ".join(f"{op} x{n}" for op, n in manifest["quantization"]["quantized_nodes"].items())
         calibration = manifest["calibration"]
-        print(f"  int8: {quantized}; calibrated {calibration['tensors']} tensors on {calibration['samples']}"
+        quant = manifest["quantization"]
+        dynamic = ", ".join(f"{op} x{n}" for op, n in quant.get("dynamic", {}).get("dynamic_nodes", {}).items())
+        print(f"  int8: {quantized or 'no static nodes'}" + (f"; dynamic: {dynamic}" if dynamic else "")
+              + f"; calibrated {calibration['tensors']} tensors on {calibration['samples']}"
               f" {calibration['source']} samples ({calibration['calibrator']})")
-    return EXIT_OK
+        fallback = quant.get("fallback")
+        if fallback:
+            evaluation = fallback["evaluation"]
+            print(f"  accuracy budget {'met' if fallback['met'] else 'NOT met'}: {len(fallback['kept_float'])} node(s) kept"
+                  f" float, min cosine {evaluation['min_cosine']:.6f}"
+                  + (f", accuracy drop {evaluation['accuracy_drop_pp']:.2f} pp" if evaluation["accuracy_drop_pp"] is not None else ""))
+            print("  latency p50 (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in fallback["latency_ms"].items()))
+            if fallback["kept_float"]:
+                print(f"  kept float: {', '.join(fallback['kept_float'])}")
+        if quant.get("auto"):
+            auto = quant["auto"]
+            print(f"  precision auto: int8 {auto['speedup']:.2f}x fp32 -> {auto['chosen']}")
+    if result.worst_layers:
+        print(f"  most sensitive layers (report: {result.output_dir / 'sensitivity.json'}):")
+        print("    " + result.worst_layers.replace("\n", "\n    "))
 
 
 def _format_bench(report: dict[str, Any]) -> str:
@@ -199,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make an input's shape static, e.g. input_ids:1x128 (repeatable)")
     p.add_argument("--no-verify-import", action="store_true",
                    help="skip comparing the imported ONNX with the source model run in its own framework")
+    q = p.add_argument_group("int8 options")
+    q.add_argument("--precision", choices=["fp32", "int8", "auto"],
+                   help="override the target's precision; 'auto' keeps int8 only where it is measurably faster than fp32 here")
+    q.add_argument("--calibrator", choices=["minmax", "percentile", "entropy", "mse"], help="override the target's calibrator")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a target descriptor key, e.g. quant.dynamic_ops='[\"MatMul\"]' or quant.smoothquant_alpha=0.5 (repeatable)")
+    q.add_argument("--keep-float", metavar="A,B", help="node names or op types never quantized, e.g. Add or a node name from the report")
+    q.add_argument("--report", action="store_true",
+                   help="write sensitivity.json (each quantized layer's error alone and cumulative) and print the worst ten")
+    q.add_argument("--max-accuracy-drop", type=float, metavar="PP",
+                   help="keep the most sensitive layers float until top-1 accuracy drops at most PP points (needs --labels)")
+    q.add_argument("--min-cosine", type=float, metavar="F",
+                   help="keep the most sensitive layers float until every sample's output cosine to fp32 is >= F")
+    q.add_argument("--labels", metavar="L.npy", help="integer class per evaluation sample, for --max-accuracy-drop")
+    q.add_argument("--eval", metavar="DATA.npz", help="samples the budget and --report are measured on (default: --calib)")
     p.set_defaults(func=_cmd_compile)
 
     p = commands.add_parser("bench", help="measure an artifact against its float baseline")
@@ -249,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except AccuracyBudgetError as exc:  # the artifact was written; like a failed gate, not bad usage
+        print(f"edgec: error: {exc}", file=sys.stderr)
+        return EXIT_GATE_FAILED
     except EdgecError as exc:
         if args.verbose:
             traceback.print_exc()

@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,21 +17,19 @@ from onnx_ir.passes.common import TopologicalSortPass
 
 from edgec import __version__
 from edgec.artifact import MANIFEST_SCHEMA, sha256_file, sha256_path, size_on_disk, utc_now, versions, write_artifact
-from edgec.data import load_samples, random_samples
-from edgec.errors import BadInputError, RuntimeUnavailableError, TargetError, first_line
+from edgec.data import load_labels, load_samples, random_samples
+from edgec.errors import AccuracyBudgetError, BadInputError, RuntimeUnavailableError, TargetError, first_line
 from edgec.frontends import ImportOptions, Imported, import_model, input_specs, model_files
 from edgec.frontends.check import verify_import
 from edgec.frontends.specs import fix_shapes, parse_tensor_spec
-from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
 from edgec.passes.manager import PassRecord, count_nodes
 from edgec.passes.opset import upgrade_opset
 from edgec.passes.pipeline import optimize
 from edgec.passes.verify import VerifyInstrument
-from edgec.quant import qdq
-from edgec.quant.calibrator import calibrate
-from edgec.quant.table import CalibrationTable
+from edgec.int8 import Int8Request, Int8Result, quantize
+from edgec.quant.fallback import Budget
 from edgec.runtime.base import Feeds, TensorSpec
-from edgec.target import Target, list_targets, load_target
+from edgec.target import Target, list_targets, load_target, override_target
 
 __all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
 
@@ -41,6 +39,7 @@ ARTIFACT_MODEL = "model.onnx"
 #: The imported float model, kept for non-ONNX sources: a bench baseline where the framework is absent.
 SOURCE_ONNX = "source.onnx"
 CALIBRATION_FILE = "calibration.json"
+SENSITIVITY_FILE = "sensitivity.json"
 #: Samples drawn for `calib="random"` (latency-only work: the scales mean nothing for accuracy).
 RANDOM_CALIBRATION_SAMPLES = 16
 #: Samples each pass is verified on (`verify=True`): enough to catch a broken rewrite, cheap per pass.
@@ -48,7 +47,7 @@ VERIFY_SAMPLES = 8
 #: Per-axis QuantizeLinear/DequantizeLinear need opset 13.
 _MIN_QDQ_OPSET = 13
 #: (runtime, precision) pairs this version builds.
-_BUILDS = {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+_BUILDS = {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "auto")}
 
 Progress = Callable[[str], None]
 
@@ -58,6 +57,8 @@ class CompileResult:
     output_dir: Path
     model_path: Path
     manifest: dict[str, Any]
+    #: with `report` or a budget: the ten most harmful quantized layers, as a table
+    worst_layers: str | None = None
 
 
 def _check_buildable(target: Target) -> None:
@@ -73,7 +74,7 @@ def _check_buildable(target: Target) -> None:
     if (target.runtime, target.precision) not in _BUILDS:
         raise TargetError(
             f"target '{target.name}': precision '{target.precision}' for onnxruntime is not implemented in edgec "
-            f"{__version__} (supported: fp32, int8)"
+            f"{__version__} (supported: fp32, int8, auto)"
         )
     provider = target.options.get("provider", "CPUExecutionProvider")
     if provider != "CPUExecutionProvider" and not ok:
@@ -83,7 +84,7 @@ def _check_buildable(target: Target) -> None:
 def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target) -> tuple[list[Feeds], str]:
     if calib is None:
         raise BadInputError(
-            f"target '{target.name}' is int8 and needs calibration data: pass --calib DATA.npz"
+            f"target '{target.name}' is {target.precision} and needs calibration data: pass --calib DATA.npz"
             " (or --calib random for latency-only work)"
         )
     specs = input_specs(model)
@@ -103,31 +104,6 @@ def _verification_feeds(model: ir.Model, samples: Sequence[Feeds], source: str |
     if source not in (None, "random"):
         return list(samples[:VERIFY_SAMPLES])
     return random_samples(input_specs(model), VERIFY_SAMPLES)
-
-
-def _quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: str, progress: Progress) -> tuple[CalibrationTable, dict[str, Any]]:
-    scheme = target.quant
-    assert scheme is not None, "int8 targets always carry a quant scheme (validated by edgec.target)"
-    if scheme.activations.granularity != "per_tensor":
-        raise TargetError(f"target '{target.name}': per-channel activation quantization is not supported")
-    InferShapesPass()(model)  # the planner quantizes only values whose float type is known
-    quant_plan = qdq.plan(model, scheme.ops, asymmetric_activations=not scheme.activations.symmetric)
-    tensors = quant_plan.calibration_tensors
-    progress(f"calibrating {len(tensors)} tensors on {len(samples)} samples ({scheme.calibrator})")
-    step = max(1, len(samples) // 10)
-
-    def report(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            progress(f"  calibration {done}/{total}")
-
-    table = calibrate(model, tensors, samples, calibrator=scheme.calibrator, percentile=scheme.percentile,
-                      levels=256, symmetric=scheme.activations.symmetric,
-                      source="random" if source == "random" else "data",
-                      threads=int(target.options.get("threads", 0)), progress=report)
-    stats = qdq.apply(model, quant_plan, table, scheme)
-    RemoveUnusedPass()(model)
-    TopologicalSortPass()(model)
-    return table, stats
 
 
 def _import_source(
@@ -165,6 +141,15 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     fix_shape: Sequence[TensorSpec | str] = (),
     verify_import: bool = True,
     example_inputs: Sequence[Any] | None = None,
+    precision: str | None = None,
+    calibrator: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    keep_float: Sequence[str] = (),
+    report: bool = False,
+    max_accuracy_drop: float | None = None,
+    min_cosine: float | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory.
@@ -190,11 +175,28 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         verify_import: run the source in its own framework and the imported ONNX on the same feeds,
             and stop when they differ beyond the target's `verify` tolerance.
         example_inputs: for a `torch.nn.Module`, the tensors (or one tensor) to export it with.
+        precision: override the target's precision: "fp32", "int8", or "auto" (int8 only where it
+            is measurably faster than fp32 here).
+        calibrator: override the target's calibrator ("minmax", "percentile", "entropy", "mse").
+        overrides: a partial target descriptor merged over the target (e.g. {"quant": {"dynamic_ops": ["MatMul"]}}).
+        keep_float: node names or op types never quantized (added to the target's `quant.keep_float`).
+        report: write `sensitivity.json` (per-layer quantization error, alone and cumulative).
+        max_accuracy_drop: accuracy budget in percentage points of top-1 accuracy (needs `labels`);
+            the most sensitive nodes are kept float until it holds.
+        min_cosine: accuracy budget as the minimum output cosine to the float model on every sample.
+        labels: `.npy` integer class per evaluation sample.
+        eval_data: `.npz` samples the budget and the report are measured on (default: `calib`).
         progress: receives one-line status messages.
+
+    Raises:
+        AccuracyBudgetError: no int8 model met the budget; the best attempt was still written.
     """
     say = progress or (lambda message: logger.info(message))
     target = target if isinstance(target, Target) else load_target(target)
+    target = override_target(target, _target_overrides(target, overrides, precision, calibrator, keep_float))
     _check_buildable(target)
+    budget = Budget(max_accuracy_drop, min_cosine)
+    _check_budget_args(target, budget, labels, report)
     from_file = isinstance(model, (str, os.PathLike))
     if output_dir is None and not from_file:
         raise BadInputError("compiling a Python model object needs output_dir")
@@ -207,7 +209,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         source_path, imported = _import_source(model, example_inputs, source_format, options, Path(workdir))
         graph = imported.model
         fix_shapes(graph, [_spec(s) for s in fix_shape], target.options.get("fix_dims"))
-        int8 = target.precision == "int8"
+        int8 = target.precision in ("int8", "auto")
         uses_calib = int8 or verify or (verify_import and imported.format.runtime is not None)
         needs_calib = int8 or (calib is not None and uses_calib)  # otherwise checks run on random feeds
         samples, calib_source = _calibration_samples(calib, graph, target) if needs_calib else ([], None)
@@ -218,7 +220,11 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         nodes_source = count_nodes(graph)
         graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
         nodes_optimized = count_nodes(graph)
-        table, quant_stats = _quantize(graph, target, samples, calib_source, say) if int8 else (None, None)
+        quantized = None
+        if int8:
+            request = _int8_request(graph, budget, report, eval_data, labels, samples, calib_source)
+            quantized = quantize(graph, target, samples, calib_source, request, say)
+            graph = quantized.model
         proto = ir.serde.serialize_model(graph)
         try:
             onnx.checker.check_model(proto)
@@ -227,8 +233,10 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
 
         def fill(staging: Path) -> dict[str, Any]:
             onnx.save_model(proto, staging / ARTIFACT_MODEL)
-            if table is not None:
-                (staging / CALIBRATION_FILE).write_text(table.to_json() + "\n", encoding="utf-8")
+            if quantized is not None:
+                (staging / CALIBRATION_FILE).write_text(quantized.table.to_json() + "\n", encoding="utf-8")
+                if quantized.report_json is not None:
+                    (staging / SENSITIVITY_FILE).write_text(quantized.report_json + "\n", encoding="utf-8")
             if source_onnx is not None:
                 onnx.save_model(source_onnx, staging / SOURCE_ONNX)
             if not from_file:  # the saved module is the only copy of the source: keep it, by relative name
@@ -239,7 +247,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                 "import_verification": check, "onnx": SOURCE_ONNX if source_onnx is not None else None,
             }
             manifest = _manifest(target, source, staging / ARTIFACT_MODEL, records,
-                                 (nodes_source, nodes_optimized, count_nodes(graph)), table, calib_source, quant_stats)
+                                 (nodes_source, nodes_optimized, count_nodes(graph)), quantized, calib_source)
             manifest["verification"] = None if verifier is None else {
                 "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
                 "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
@@ -247,7 +255,53 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
 
         say(f"writing {output_dir}")
         manifest = write_artifact(output_dir, fill, force=force)
-    return CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest)
+    result = CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest,
+                           quantized.worst_layers if quantized is not None else None)
+    if quantized is not None and quantized.budget_missed:
+        raise AccuracyBudgetError(f"{quantized.budget_missed}; the best attempt and its report are in {output_dir}")
+    return result
+
+
+def _target_overrides(target: Target, overrides: Mapping[str, Any] | None, precision: str | None,
+                      calibrator: str | None, keep_float: Sequence[str]) -> dict[str, Any]:
+    """The descriptor keys the compile options change, merged over `overrides`."""
+    merged: dict[str, Any] = {key: dict(value) if isinstance(value, Mapping) else value
+                              for key, value in (overrides or {}).items()}
+    if precision is not None:
+        merged["precision"] = precision
+    quant = dict(merged.get("quant", {}))
+    if calibrator is not None:
+        quant["calibrator"] = calibrator
+    if keep_float:
+        current = quant.get("keep_float", target.quant.keep_float if target.quant else ())
+        quant["keep_float"] = [*current, *keep_float]
+    if quant:
+        merged["quant"] = quant
+    return merged
+
+
+def _check_budget_args(target: Target, budget: Budget, labels: Any, report: bool) -> None:
+    if (budget or report) and target.precision == "fp32":
+        raise BadInputError(f"target '{target.name}' is fp32: accuracy budgets and --report apply to int8 targets")
+    if budget.max_accuracy_drop_pp is not None and labels is None:
+        raise BadInputError("--max-accuracy-drop needs --labels (one integer class per evaluation sample)")
+    if budget.max_accuracy_drop_pp is not None and budget.max_accuracy_drop_pp < 0:
+        raise BadInputError(f"--max-accuracy-drop must be >= 0, got {budget.max_accuracy_drop_pp}")
+    if budget.min_cosine is not None and not -1.0 <= budget.min_cosine <= 1.0:
+        raise BadInputError(f"--min-cosine must be in [-1, 1], got {budget.min_cosine}")
+
+
+def _int8_request(model: ir.Model, budget: Budget, report: bool, eval_data: Any, labels: Any,
+                  samples: Sequence[Feeds], calib_source: str | None) -> Int8Request:
+    """Evaluation samples and labels for the budget and the report, checked against each other."""
+    eval_samples = None
+    if eval_data is not None:
+        eval_samples = load_samples(eval_data, input_specs(model), what="evaluation data")
+    elif (budget or report) and calib_source == "random":
+        raise BadInputError("accuracy budgets and --report need real data: give --calib DATA.npz or --eval DATA.npz")
+    count = len(eval_samples if eval_samples is not None else samples)
+    label_array = load_labels(labels, count) if labels is not None else None
+    return Int8Request(budget, eval_samples, label_array, report)
 
 
 def _default_output_dir(source: Path, target: Target) -> Path:
@@ -275,7 +329,7 @@ def _optimize(graph: ir.Model, target: Target, passes: Sequence[str] | None, ski
               ) -> tuple[ir.Model, list[PassRecord], VerifyInstrument | None]:
     names = [name for name in (passes if passes is not None else target.passes) if name not in set(skip_passes)]
     say(f"optimizing: {', '.join(names) or 'no passes'}" + (" (verifying each pass)" if verify else ""))
-    if target.precision == "int8":
+    if target.precision in ("int8", "auto"):
         graph = upgrade_opset(graph, _MIN_QDQ_OPSET)
     verifier = None
     if verify:
@@ -298,13 +352,12 @@ def _manifest(
     artifact: Path,
     records: Sequence[Any],
     node_counts: tuple[int, int, int],
-    table: CalibrationTable | None,
+    quantized: Int8Result | None,
     calib_source: str | None,
-    quant_stats: dict[str, Any] | None,
 ) -> dict[str, Any]:
     calibration = None
-    if table is not None:
-        calibration = {**table.summary(), "data": calib_source, "file": CALIBRATION_FILE}
+    if quantized is not None:
+        calibration = {**quantized.table.summary(), "data": calib_source, "file": CALIBRATION_FILE}
         if calib_source != "random":
             calibration["data_sha256"] = sha256_file(calib_source)
     return {
@@ -313,11 +366,12 @@ def _manifest(
         "created_utc": utc_now(),
         "target": {"name": target.name, "source": target.source, "descriptor": target.to_dict()},
         "source": source,
-        "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": target.precision,
+        "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": quantized.precision if quantized is not None else target.precision,
                      "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size},
         "passes": [record.to_dict() for record in records],
         "nodes": dict(zip(("source", "optimized", "artifact"), node_counts)),
         "calibration": calibration,
-        "quantization": quant_stats,
+        "quantization": None if quantized is None else {**quantized.stats, "precision": quantized.precision,
+                                                         "sensitivity": SENSITIVITY_FILE if quantized.report_json else None},
         "versions": versions(),
     }

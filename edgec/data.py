@@ -1,16 +1,28 @@
 """Datasets for calibration, benchmarking and accuracy: `.npz` files keyed by input name.
 
-Format: one array per model input, first axis = samples. An array may either keep the model's
-batch axis (rank equal to the input's rank; each sample is a slice of the model's fixed batch size,
-`x[i:i+1]` when the batch is dynamic) or omit it (rank one more than the input's rank; each `x[i]`
-is a complete input). Labels are a
-`.npy` of integer class ids, one per sample.
+Each model input is stored in one of two forms (inputs of one file may use different forms):
+
+* stacked, key `NAME`: one array, first axis = samples. It may either keep the model's batch axis
+  (rank equal to the input's rank; each sample is a slice of the model's fixed batch size,
+  `x[i:i+1]` when the batch is dynamic) or omit it (rank one more than the input's rank; each `x[i]`
+  is a complete input).
+* ragged, keys `NAME/0`, `NAME/1`, ... `NAME/<N-1>`: one array per sample, each a complete input with
+  or without the model's batch axis (a missing batch axis becomes a batch of 1). This is the form for
+  samples whose dynamic dims differ, such as token sequences of different lengths: padding them to a
+  common length would feed pad tokens into int8 calibration and skew the activation ranges.
+
+Every input must have the same number of samples. `save_samples` writes either form, whichever the
+shapes allow. Labels are a `.npy` of integer class ids, one per sample.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +30,7 @@ import numpy as np
 from edgec.errors import BadInputError
 from edgec.runtime.base import Feeds, TensorSpec
 
-__all__ = ["load_samples", "random_samples", "load_labels", "DYNAMIC_DIM_DEFAULT"]
+__all__ = ["load_samples", "save_samples", "random_samples", "load_labels", "DYNAMIC_DIM_DEFAULT"]
 
 #: Size given to a dynamic non-batch dimension when random feeds are made (e.g. a sequence length).
 DYNAMIC_DIM_DEFAULT = 8
@@ -41,17 +53,30 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise BadInputError(f"{what}: cannot read {path} as .npz ({exc})") from exc
 
 
-def _split(name: str, array: np.ndarray, spec: TensorSpec, what: str) -> list[np.ndarray]:
-    """Cut one input's array into per-sample feeds, checking dtype, rank, shape and finiteness."""
-    if array.size == 0 or array.ndim == 0:
-        raise BadInputError(f"{what}: input '{name}' is empty (shape {list(array.shape)})")
+#: A ragged key's sample index: a decimal without leading zeros, so each index has one spelling.
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+#: How many unknown keys an error message names before it summarizes the rest.
+_KEYS_SHOWN = 6
+
+
+def _check_values(array: np.ndarray, spec: TensorSpec, subject: str, what: str) -> None:
+    """Refuse an empty, mistyped or non-finite array: checks that hold whichever form stores it."""
+    if array.size == 0:
+        raise BadInputError(f"{what}: {subject} is empty (shape {list(array.shape)})")
     if array.dtype != spec.dtype:
         raise BadInputError(
-            f"{what}: input '{name}' has dtype {array.dtype} but the model expects {spec.dtype}"
+            f"{what}: {subject} has dtype {array.dtype} but the model expects {spec.dtype}"
             f" (save it with .astype(np.{spec.dtype}))"
         )
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise BadInputError(f"{what}: input '{name}' contains NaN or infinite values")
+        raise BadInputError(f"{what}: {subject} contains NaN or infinite values")
+
+
+def _split(name: str, array: np.ndarray, spec: TensorSpec, what: str) -> list[np.ndarray]:
+    """Cut one input's stacked array into per-sample feeds, checking dtype, rank, shape and finiteness."""
+    if array.ndim == 0:
+        raise BadInputError(f"{what}: input '{name}' is a scalar; put its samples on a leading axis")
+    _check_values(array, spec, f"input '{name}'", what)
     rank = len(spec.shape)
     if array.ndim == rank:
         batch = spec.shape[0] if rank and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
@@ -73,23 +98,131 @@ def _split(name: str, array: np.ndarray, spec: TensorSpec, what: str) -> list[np
     return samples
 
 
+def _ragged_sample(spec: TensorSpec, index: int, array: np.ndarray, what: str) -> np.ndarray:
+    """Check one sample alone (its dynamic dims may differ from the others') and add a missing batch axis."""
+    subject = f"input '{spec.name}' sample {index} (key '{spec.name}/{index}')"
+    _check_values(array, spec, subject, what)
+    if array.ndim == len(spec.shape) - 1:
+        array = array[np.newaxis]
+    problem = spec.accepts(array)
+    if problem:
+        raise BadInputError(f"{what}: {subject} has {problem}")
+    return array
+
+
+def _ragged(spec: TensorSpec, parts: dict[int, np.ndarray], what: str) -> list[np.ndarray]:
+    """Order one input's `NAME/INDEX` arrays by index, refusing gaps so that no sample is silently lost."""
+    gaps = [i for i in range(len(parts)) if i not in parts]
+    if gaps:
+        raise BadInputError(
+            f"{what}: input '{spec.name}' has {len(parts)} per-sample keys up to '{spec.name}/{max(parts)}'"
+            f" but lacks '{spec.name}/{gaps[0]}'; number the samples 0..N-1 without gaps"
+        )
+    return [_ragged_sample(spec, i, parts[i], what) for i in range(len(parts))]
+
+
+def _owner(key: str, names: Collection[str]) -> tuple[str, int | None] | None:
+    """The input a key belongs to and its sample index (None when stacked), or None for an unknown key.
+
+    An exact input name wins, so an input whose own name ends in `/<digits>` is still read stacked.
+    """
+    if key in names:
+        return key, None
+    name, _, index = key.rpartition("/")
+    if name in names and _INDEX.fullmatch(index):
+        return name, int(index)
+    return None
+
+
+@dataclass
+class _Stored:
+    """How one input was saved: a stacked array, or ragged arrays by sample index (at most one in a valid file)."""
+
+    stacked: np.ndarray | None = None
+    ragged: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def _group(arrays: Mapping[str, np.ndarray], expected: Sequence[str], what: str) -> dict[str, _Stored]:
+    """Sort the archive's keys by the input they belong to, refusing unknown keys and inputs without any."""
+    grouped = {name: _Stored() for name in expected}
+    unknown = []
+    for key, array in arrays.items():
+        owner = _owner(key, grouped)
+        if owner is None:
+            unknown.append(key)
+        elif owner[1] is None:
+            grouped[owner[0]].stacked = array
+        else:
+            grouped[owner[0]].ragged[owner[1]] = array
+    missing = [name for name, stored in grouped.items() if stored.stacked is None and not stored.ragged]
+    if missing or unknown:
+        unknown.sort()
+        more = len(unknown) - _KEYS_SHOWN
+        shown = f"{unknown[:_KEYS_SHOWN]}" + (f" and {more} more" if more > 0 else "")
+        raise BadInputError(
+            f"{what}: keys do not match the model's inputs {list(expected)}: missing {missing}, unexpected {shown}"
+            " (use NAME for stacked samples or NAME/0, NAME/1, ... for one array per sample)"
+        )
+    return grouped
+
+
+def _samples_of(spec: TensorSpec, stored: _Stored, what: str) -> list[np.ndarray]:
+    """One input's per-sample feeds from whichever form it was saved in."""
+    if stored.stacked is None:
+        return _ragged(spec, stored.ragged, what)
+    if stored.ragged:
+        raise BadInputError(
+            f"{what}: input '{spec.name}' is given both stacked (key '{spec.name}') and per sample"
+            f" (keys '{spec.name}/INDEX'); keep one form"
+        )
+    return _split(spec.name, stored.stacked, spec, what)
+
+
 def load_samples(path: str | Path, inputs: Sequence[TensorSpec], *, what: str = "data") -> list[dict[str, np.ndarray]]:
     """Load a `.npz` dataset and return one feed dict per sample, validated against `inputs`."""
-    arrays = _read_npz(Path(path), what)
     expected = [spec.name for spec in inputs]
-    missing = [n for n in expected if n not in arrays]
-    extra = [n for n in arrays if n not in expected]
-    if missing or extra:
-        raise BadInputError(
-            f"{what}: keys {sorted(arrays)} do not match the model's inputs {expected}"
-            f" (missing {missing}, unexpected {extra})"
-        )
-    per_input = {spec.name: _split(spec.name, arrays[spec.name], spec, what) for spec in inputs}
+    grouped = _group(_read_npz(Path(path), what), expected, what)
+    per_input = {spec.name: _samples_of(spec, grouped[spec.name], what) for spec in inputs}
     counts = {name: len(samples) for name, samples in per_input.items()}
     if len(set(counts.values())) != 1:
         raise BadInputError(f"{what}: inputs have different sample counts {counts}")
     count = next(iter(counts.values()))
     return [{name: per_input[name][i] for name in expected} for i in range(count)]
+
+
+def _input_arrays(name: str, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """One input's archive entries: stacked when every sample has the same shape, ragged otherwise."""
+    dtypes = {str(array.dtype) for array in arrays}
+    if len(dtypes) > 1:
+        # np.stack would silently promote them, feeding the model a dtype nobody saved
+        raise ValueError(f"input '{name}' has samples of different dtypes {sorted(dtypes)}")
+    if len({array.shape for array in arrays}) == 1:
+        return {name: np.stack(arrays)}
+    return {f"{name}/{i}": array for i, array in enumerate(arrays)}
+
+
+def save_samples(path: str | Path, samples: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Write feeds as a dataset `load_samples` reads back, the stacked form where shapes allow.
+
+    Why atomic (a temp file in the same directory, then a rename): an interrupted write must never
+    leave a truncated archive that a later run would take for the dataset.
+    """
+    if not samples:
+        raise ValueError("save_samples needs at least one sample")
+    names = list(samples[0])
+    for index, sample in enumerate(samples):
+        if set(sample) != set(names):
+            raise ValueError(f"sample {index} has inputs {sorted(sample)} but sample 0 has {sorted(names)}")
+    entries: dict[str, np.ndarray] = {}
+    for name in names:
+        entries.update(_input_arrays(name, [np.asarray(sample[name]) for sample in samples]))
+    path = Path(path)
+    # a file created in a temp dir (not by mkstemp) gets the usual umask permissions, not 0600
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as staging:
+        staged = Path(staging) / path.name
+        with staged.open("wb") as file:  # a file object, so np.savez does not append ".npz" to the name
+            np.savez(file, **entries)
+        os.replace(staged, path)
 
 
 def _random_array(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI prints their message and exits 2; anything else is a bug."""
+"""Errors a user can cause. The CLI prints their message and exits 2 (1 for a missed accuracy budget);
+anything else is a bug."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ __all__ = [
     "RuntimeUnavailableError",
     "VerificationError",
     "GateFailedError",
+    "AccuracyBudgetError",
 ]
 
 
@@ -35,6 +37,10 @@ class VerificationError(EdgecError):
 
 class GateFailedError(EdgecError):
     """A release gate found a threshold violated."""
+
+
+class AccuracyBudgetError(EdgecError):
+    """No int8 model met the accuracy budget; the best attempt and its report were still written."""
 
 
 def first_line(exc: BaseException) -> str:

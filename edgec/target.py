@@ -41,6 +41,8 @@ __all__ = [
     "list_targets",
     "load_target",
     "override_target",
+    "parse_override",
+    "merge_overrides",
     "host_target",
     "host_cpu_flags",
     "device_mismatch",
@@ -458,6 +460,32 @@ def _check(data: Mapping[str, Any], table: _Table, label: str, prefix: str, comp
                 raise TargetError(
                     f"{label}: missing required key '{prefix}{key}'; add it or inherit a target that sets it"
                 )
+
+
+def merge_overrides(overrides: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several partial descriptors deep-merged in order (a later key wins)."""
+    merged: dict[str, Any] = {}
+    for override in overrides:
+        merged = _deep_merge(merged, override)
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`KEY.PATH=VALUE` (VALUE in TOML syntax; a bare word is a string) as a nested partial descriptor.
+
+    `quant.calibrator=mse` -> {"quant": {"calibrator": "mse"}}; `quant.dynamic_ops=["MatMul"]` gives a list.
+    """
+    key, sep, raw = text.partition("=")
+    parts = [part.strip() for part in key.split(".")]
+    if not sep or not all(parts):
+        raise TargetError(f"override '{text}' must look like KEY=VALUE, e.g. quant.calibrator=mse")
+    try:
+        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    for part in reversed(parts):
+        value = {part: value}
+    return value
 
 
 def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:

@@ -18,13 +18,13 @@ from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
 from edgec.runtime.ort import cpu_session
 
-__all__ = ["calibrate", "observe", "Progress"]
+__all__ = ["calibrate", "observe", "observing_session", "Progress"]
 
 #: Called with (samples done, samples total) after each sample.
 Progress = Callable[[int, int], None]
 
 
-def _observing_session(model: ir.Model, tensors: Sequence[str], threads: int) -> ort.InferenceSession:
+def observing_session(model: ir.Model, tensors: Sequence[str], threads: int) -> ort.InferenceSession:
     """An ORT session over a copy of `model` whose outputs also include every tensor in `tensors`."""
     proto = ir.serde.serialize_model(model)
     values = {v.name: v for node in model.graph for v in node.outputs}
@@ -50,7 +50,7 @@ def observe(
     """Run `model` on every sample, one at a time, feeding each observed tensor to its observer."""
     if not observers:
         return
-    session = _observing_session(model, list(observers), threads)
+    session = observing_session(model, list(observers), threads)
     names = list(observers)
     for index, feeds in enumerate(samples):
         for name, value in zip(names, session.run(names, dict(feeds))):

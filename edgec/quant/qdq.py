@@ -23,7 +23,7 @@ ops) that ONNX Runtime fuses into integer kernels and TensorRT builds int8 engin
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,7 +38,7 @@ from edgec.quant.table import CalibrationTable
 if TYPE_CHECKING:
     from edgec.target import QuantScheme, TensorQuant
 
-__all__ = ["QuantPlan", "plan", "apply", "weight_axis", "SUPPORTED_OPS"]
+__all__ = ["QuantPlan", "plan", "apply", "is_kept_float", "weight_axis", "SUPPORTED_OPS"]
 
 #: Ops edgec knows how to quantize, mapped to the input slots holding float activations.
 _ACTIVATION_SLOTS: dict[str, tuple[int, ...] | None] = {
@@ -55,6 +55,10 @@ _SCALE_SHARING = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Ma
 #: The only ops quantized inside a fused group: the kernel's int8 matrix product.
 _GROUP_QUANTIZED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 SUPPORTED_OPS = frozenset(_ACTIVATION_SLOTS) | {"MaxPool"}
+#: Quantized ops whose integer kernels can write a float output directly (ORT's QGemm, MatMulIntegerToFloat):
+#: their output is quantized only when an integer kernel reads it. Requantizing a MatMul output that only
+#: float ops read (BERT's FFN output with its outlier channels, logits) adds error and saves nothing.
+_FLOAT_OUTPUT_OPS = frozenset({"Gemm", "MatMul"})
 
 
 def _is_float(value: ir.Value | None) -> bool:
@@ -102,6 +106,11 @@ def _is_relu_like(node: ir.Node) -> bool:
     return floor is not None and floor.size == 1 and float(floor) == 0.0 and constant_ceiling
 
 
+def _feeds_integer_kernel(value: ir.Value, quantized: set[ir.Node]) -> bool:
+    """Whether a quantized node or a scale-sharing op reads `value` (so its Q/DQ enables a fused kernel)."""
+    return any(use.node in quantized or use.node.op_type in _SCALE_SHARING for use in value.uses())
+
+
 @dataclass
 class QuantPlan:
     """Which values get Q/DQ and where each one's range comes from."""
@@ -121,8 +130,17 @@ class QuantPlan:
         return list(dict.fromkeys(self.range_of[v] for v in self.activations if v not in self.shares))
 
 
-def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> QuantPlan:
-    """Choose quantized nodes and activations for `ops`; the graph is not changed."""
+def is_kept_float(node: ir.Node, keep_float: Collection[str]) -> bool:
+    """True when `keep_float` names the node or its op type."""
+    return node.name in keep_float or node.op_type in keep_float
+
+
+def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool, keep_float: Collection[str] = ()) -> QuantPlan:
+    """Choose quantized nodes and activations for `ops`; the graph is not changed.
+
+    `keep_float` holds node names or op types that stay float whatever `ops` says (accuracy
+    fallback, fragile ops, nodes another quantizer handles).
+    """
     unsupported = sorted(set(ops) - SUPPORTED_OPS)
     if unsupported:
         raise TargetError(f"cannot quantize op type(s) {unsupported}; supported: {sorted(SUPPORTED_OPS)}")
@@ -137,8 +155,11 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> Q
         result.range_of.setdefault(value, range_name)
 
     groups = fusion_groups(model.graph)
+    float_output_candidates: list[ir.Value] = []
     for node in model.graph:
         if node.domain not in ("", "ai.onnx") or node.op_type not in wanted or node.op_type == "MaxPool":
+            continue
+        if is_kept_float(node, keep_float):
             continue
         group = fusion_group(node)
         if group is not None and node.op_type not in _GROUP_QUANTIZED_OPS:
@@ -162,11 +183,19 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool) -> Q
             for value in group_outputs(groups[group]):  # where the fused kernel ends
                 if _is_float(value):
                     mark(value, value.name)
+        elif node.op_type in _FLOAT_OUTPUT_OPS:
+            float_output_candidates.append(output)
         else:
+            mark(output, output.name)
+    quantized = set(result.quantized_nodes)
+    for output in float_output_candidates:
+        if _feeds_integer_kernel(output, quantized):
             mark(output, output.name)
 
     for node in model.graph:  # graph order: a chain of shape-only ops shares one root's parameters
         if node.op_type not in _SCALE_SHARING or (node.op_type == "MaxPool" and "MaxPool" not in wanted):
+            continue
+        if is_kept_float(node, keep_float):
             continue
         source, output = folded_into.get(node.inputs[0], node.inputs[0]), node.outputs[0]
         extra_outputs_used = any(out.uses() or out.is_graph_output() for out in node.outputs[1:])
@@ -268,12 +297,12 @@ def apply(model: ir.Model, quant_plan: QuantPlan, table: CalibrationTable, schem
     if missing:
         raise TargetError(f"calibration table has no range for {missing[:5]}")
     params: dict[ir.Value, QParams] = {}
-    for value in quant_plan.activations:
-        if value in quant_plan.shares:
-            params[value] = params[quant_plan.shares[value]]
-        else:
+    for value in quant_plan.activations:  # roots first: a shared value may be listed before its root
+        if value not in quant_plan.shares:
             lo, hi = table.ranges[quant_plan.range_of[value]]
             params[value] = qparams_from_range(lo, hi, acts.dtype, acts.symmetric)
+    for value, root in quant_plan.shares.items():
+        params[value] = params[root]
 
     graph = model.graph
     rewriter = _Rewriter(graph)

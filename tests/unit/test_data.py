@@ -1,4 +1,4 @@
-"""Tests for edgec.data: .npz datasets (both layouts), every user error, seeded random feeds, labels."""
+"""Tests for edgec.data: .npz datasets (stacked and ragged), every user error, the writer, random feeds, labels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.data import DYNAMIC_DIM_DEFAULT, load_labels, load_samples, random_samples
+from edgec.data import DYNAMIC_DIM_DEFAULT, load_labels, load_samples, random_samples, save_samples
 from edgec.errors import BadInputError
 from edgec.runtime.base import TensorSpec
 
@@ -162,6 +162,185 @@ def test_different_sample_counts(tmp_path: Path) -> None:
 def test_default_label_is_data(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match=r"^data: "):
         load_samples(tmp_path / "missing.npz", [IMAGE])
+
+
+# --------------------------------------------------------------------------------------------
+# load_samples: the ragged form (NAME/INDEX, one array per sample)
+# --------------------------------------------------------------------------------------------
+
+MASK = TensorSpec("mask", ("batch", "seq"), I64)
+
+
+def _sequences(lengths: list[int], batch_axis: bool = True) -> list[np.ndarray]:
+    shape = (lambda n: (1, n)) if batch_axis else (lambda n: (n,))
+    return [np.arange(n, dtype=np.int64).reshape(shape(n)) + 100 * i for i, n in enumerate(lengths)]
+
+
+def test_ragged_samples_keep_their_own_lengths(tmp_path: Path) -> None:
+    tokens = _sequences([3, 1, 5])
+    arrays = {f"tokens/{i}": t for i, t in enumerate(tokens)}
+    arrays |= {f"mask/{i}": np.ones_like(t) for i, t in enumerate(tokens)}
+    samples = load_samples(_npz(tmp_path, **arrays), [TOKENS, MASK])
+    assert [list(feed) for feed in samples] == [["tokens", "mask"]] * 3
+    for feed, expected in zip(samples, tokens):
+        np.testing.assert_array_equal(feed["tokens"], expected)
+        assert feed["mask"].shape == expected.shape
+
+
+def test_ragged_samples_without_batch_axis_get_one(tmp_path: Path) -> None:
+    tokens = _sequences([2, 4], batch_axis=False)
+    samples = load_samples(_npz(tmp_path, **{f"tokens/{i}": t for i, t in enumerate(tokens)}), [TOKENS])
+    assert [feed["tokens"].shape for feed in samples] == [(1, 2), (1, 4)]
+    np.testing.assert_array_equal(samples[1]["tokens"][0], tokens[1])
+
+
+def test_ragged_indices_are_numeric_not_lexical(tmp_path: Path) -> None:
+    tokens = _sequences(list(range(1, 13)))
+    samples = load_samples(_npz(tmp_path, **{f"tokens/{i}": t for i, t in enumerate(tokens)}), [TOKENS])
+    assert [feed["tokens"].shape[1] for feed in samples] == list(range(1, 13))
+
+
+def test_one_input_stacked_another_ragged(tmp_path: Path) -> None:
+    image = np.zeros((2, 1, 3, 4, 4), np.float32)
+    tokens = _sequences([2, 3])
+    path = _npz(tmp_path, image=image, **{f"tokens/{i}": t for i, t in enumerate(tokens)})
+    samples = load_samples(path, [IMAGE, TOKENS])
+    assert [feed["image"].shape for feed in samples] == [(1, 3, 4, 4)] * 2
+    assert [feed["tokens"].shape for feed in samples] == [(1, 2), (1, 3)]
+
+
+def test_input_name_with_a_slash(tmp_path: Path) -> None:
+    spec = TensorSpec("encoder/ids", ("batch", "seq"), I64)
+    samples = load_samples(_npz(tmp_path, **{"encoder/ids/0": np.ones((1, 2), np.int64)}), [spec])
+    assert samples[0]["encoder/ids"].shape == (1, 2)
+
+
+def test_ragged_and_stacked_for_one_input(tmp_path: Path) -> None:
+    path = _npz(tmp_path, tokens=np.zeros((2, 3), np.int64), **{"tokens/0": np.zeros((1, 3), np.int64)})
+    _bad(path, [TOKENS], "'tokens'", "both stacked", "keep one form")
+
+
+@pytest.mark.parametrize("indices", [[0, 1, 3], [1, 2], [5]])
+def test_ragged_gap_in_indices(tmp_path: Path, indices: list[int]) -> None:
+    first_gap = min(set(range(len(indices))) - set(indices))
+    path = _npz(tmp_path, **{f"tokens/{i}": np.zeros((1, 2), np.int64) for i in indices})
+    _bad(path, [TOKENS], f"lacks 'tokens/{first_gap}'", "without gaps")
+
+
+@pytest.mark.parametrize("key", ["ids/0", "tokens/01", "tokens/-1", "tokens/x", "tokens/"])
+def test_ragged_unknown_key(tmp_path: Path, key: str) -> None:
+    path = _npz(tmp_path, **{"tokens/0": np.zeros((1, 2), np.int64), key: np.zeros((1, 2), np.int64)})
+    _bad(path, [TOKENS], f"unexpected ['{key}']")
+
+
+def test_ragged_input_missing(tmp_path: Path) -> None:
+    path = _npz(tmp_path, **{"tokens/0": np.zeros((1, 2), np.int64)})
+    _bad(path, [TOKENS, MASK], "missing ['mask']", "unexpected []")
+
+
+def test_many_unknown_keys_are_summarized(tmp_path: Path) -> None:
+    path = _npz(tmp_path, **{f"ids/{i}": np.zeros((1, 2), np.int64) for i in range(50)})
+    message = _bad(path, [TOKENS], "'ids/0'", "and 44 more")
+    assert "\n" not in message and "ids/49" not in message
+
+
+def test_ragged_inputs_with_different_counts(tmp_path: Path) -> None:
+    arrays = {f"tokens/{i}": np.zeros((1, 2), np.int64) for i in range(3)} | {"mask/0": np.zeros((1, 2), np.int64)}
+    _bad(_npz(tmp_path, **arrays), [TOKENS, MASK], "different sample counts", "'tokens': 3", "'mask': 1")
+
+
+@pytest.mark.parametrize(
+    ("sample", "fragments"),
+    [
+        (np.zeros((1, 3), np.int32), ["dtype int32", "int64"]),
+        (np.zeros((1, 1, 3), np.int64), ["rank 3"]),
+        (np.zeros((1, 0), np.int64), ["empty"]),
+    ],
+)
+def test_ragged_sample_is_checked_on_its_own(tmp_path: Path, sample: np.ndarray, fragments: list[str]) -> None:
+    path = _npz(tmp_path, **{"tokens/0": np.zeros((1, 2), np.int64), "tokens/1": sample})
+    _bad(path, [TOKENS], "sample 1 (key 'tokens/1')", *fragments)
+
+
+def test_ragged_sample_fixed_dim_and_finiteness(tmp_path: Path) -> None:
+    spec = TensorSpec("x", ("N", 3, "t"), F32)
+    good = np.zeros((3, 2), np.float32)
+    wrong_dim = np.zeros((4, 2), np.float32)
+    _bad(_npz(tmp_path, "dim.npz", **{"x/0": good, "x/1": wrong_dim}), [spec], "sample 1", "axis 1")
+    nan = np.full((3, 5), np.nan, np.float32)
+    _bad(_npz(tmp_path, "nan.npz", **{"x/0": good, "x/1": nan}), [spec], "sample 1", "NaN")
+    with_batch = np.zeros((1, 3, 7), np.float32)
+    samples = load_samples(_npz(tmp_path, **{"x/0": good, "x/1": with_batch}), [spec])
+    assert [feed["x"].shape for feed in samples] == [(1, 3, 2), (1, 3, 7)]
+
+
+def test_stacked_scalar_is_refused(tmp_path: Path) -> None:
+    _bad(_npz(tmp_path, tokens=np.int64(3)), [TOKENS], "'tokens'", "scalar")
+
+
+# --------------------------------------------------------------------------------------------
+# save_samples
+# --------------------------------------------------------------------------------------------
+
+
+def _keys(path: Path) -> list[str]:
+    with np.load(path) as archive:
+        return sorted(archive.files)
+
+
+def test_save_samples_same_shapes_are_stacked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    feeds = [{"image": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)} for _ in range(3)]
+    path = tmp_path / "d.npz"
+    save_samples(path, feeds)
+    assert _keys(path) == ["image"]
+    for loaded, saved in zip(load_samples(path, [IMAGE]), feeds, strict=True):
+        np.testing.assert_array_equal(loaded["image"], saved["image"])
+
+
+def test_save_samples_different_shapes_are_ragged(tmp_path: Path) -> None:
+    tokens = _sequences([4, 2, 7])
+    feeds = [{"tokens": t, "mask": np.ones_like(t)} for t in tokens]
+    path = tmp_path / "d.npz"
+    save_samples(path, feeds)
+    assert _keys(path) == sorted(f"{name}/{i}" for name in ("tokens", "mask") for i in range(3))
+    for loaded, saved in zip(load_samples(path, [TOKENS, MASK]), feeds, strict=True):
+        for name in ("tokens", "mask"):
+            np.testing.assert_array_equal(loaded[name], saved[name])
+
+
+def test_save_samples_chooses_the_form_per_input(tmp_path: Path) -> None:
+    tokens = _sequences([2, 3])
+    feeds = [{"image": np.zeros((1, 3, 4, 4), np.float32), "tokens": t} for t in tokens]
+    path = tmp_path / "d.npz"
+    save_samples(path, feeds)
+    assert _keys(path) == ["image", "tokens/0", "tokens/1"]
+    assert [feed["tokens"].shape for feed in load_samples(path, [IMAGE, TOKENS])] == [(1, 2), (1, 3)]
+
+
+def test_save_samples_replaces_the_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    path.write_bytes(b"old")
+    save_samples(path, [{"tokens": np.ones((1, 2), np.int64)}])
+    assert [p.name for p in tmp_path.iterdir()] == ["d.npz"]
+    assert load_samples(path, [TOKENS])[0]["tokens"].shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("feeds", "fragment"),
+    [
+        ([], "at least one sample"),
+        ([{"tokens": np.ones((1, 2), np.int64)}, {"mask": np.ones((1, 2), np.int64)}], "sample 1 has inputs ['mask']"),
+        ([{"tokens": np.ones((1, 2), np.int64)}, {"tokens": np.ones((1, 2), np.int32)}], "different dtypes"),
+    ],
+)
+def test_save_samples_refuses_inconsistent_feeds(
+    tmp_path: Path, feeds: list[dict[str, np.ndarray]], fragment: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        save_samples(tmp_path / "d.npz", feeds)
+    assert fragment in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------

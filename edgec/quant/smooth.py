@@ -1,0 +1,224 @@
+"""SmoothQuant (Xiao et al. 2023): move activation outliers into the weights before static int8.
+
+A per-tensor activation scale is set by the largest channel. In transformers a few LayerNorm output
+channels run 10-100x larger than the rest, so every other channel gets a handful of int8 levels.
+For Y = X W, dividing input channel j of X by s_j and multiplying row j of W by s_j leaves Y
+unchanged; with s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) the activation's channels become
+flatter, and the weights, quantized per output channel, absorb the difference.
+
+The division is folded into the op that produces X, so smoothing costs nothing at run time:
+
+- producers: `LayerNormalization` (its Scale and B are divided by s; this holds for any `axis`,
+  since s only scales the last axis of the output) and `Mul` by a constant (the constant is
+  divided; a scalar or [1] constant becomes a [K] vector);
+- consumers, all of them (except `Shape`/`Size`, which read no values): `MatMul` with a constant
+  2-D weight [K, N], or `Gemm` (transA=0) with a constant B [K, N], or [N, K] under transB=1.
+  Q, K and V projections reading one LayerNorm share one s, with max|W_j| taken over every
+  consumer's row j.
+
+Any other producer (a residual `Add`, a `Reshape`, a graph input...) or consumer would need a Mul
+at run time; such groups, and groups whose weight another node also reads, are skipped and counted
+by reason. Pre-LN transformers (GPT, LLaMA, OPT) fold at every LayerNorm; in a post-LN encoder
+(BERT, MiniLM) each LayerNorm output also feeds the residual Add, so there only the FFN's second
+MatMul folds, through the Mul by 0.5 that ends an exported GELU.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from edgec.errors import BadInputError
+from edgec.quant.calibrator import observe
+from edgec.quant.observers import ChannelStatsObserver
+
+__all__ = ["smooth"]
+
+#: s is clipped to this range: a channel that is almost silent in the calibration data must not
+#: blow its weight row up (or down) by many orders of magnitude.
+_SCALE_LIMITS = (1e-5, 1e5)
+_LINEAR_OPS = frozenset({"MatMul", "Gemm"})
+#: Consumers that read only X's shape, which dividing X by s leaves alone (exporters add Shape nodes).
+_SHAPE_READERS = frozenset({"Shape", "Size"})
+
+
+@dataclass
+class _Group:
+    """An activation X whose producer absorbs 1/s and whose consumers absorb s."""
+
+    activation: ir.Value
+    producer: ir.Node
+    #: producer input slots holding the constants that scale its output per channel
+    divided: list[int]
+    consumers: list[ir.Node]
+
+
+def _is_default_domain(node: ir.Node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _is_constant(value: ir.Value | None) -> bool:
+    """A float initializer (not one that is also a graph input: a caller could override that one).
+
+    Reads only metadata, so finding groups loads no weight data.
+    """
+    return (value is not None and value.const_value is not None and value.is_initializer()
+            and not value.is_graph_input() and value.const_value.dtype.is_floating_point())
+
+
+def _input_channel_axis(node: ir.Node) -> int | None:
+    """Axis of the node's weight indexed by X's channels, or None when the node cannot absorb s."""
+    if not _is_default_domain(node) or node.op_type not in _LINEAR_OPS or len(node.inputs) < 2:
+        return None
+    weight = node.inputs[1]
+    if not _is_constant(weight) or len(weight.const_value.shape) != 2:
+        return None
+    if node.op_type == "MatMul":
+        return 0
+    if node.attributes.get_int("transA", 0):
+        return None
+    return 1 if node.attributes.get_int("transB", 0) else 0
+
+
+def _divided_inputs(node: ir.Node) -> list[int] | None:
+    """Input slots whose constants scale the node's output per channel, or None if it cannot absorb 1/s."""
+    if not _is_default_domain(node):
+        return None
+    if node.op_type == "LayerNormalization":
+        slots = [i for i in (1, 2) if i < len(node.inputs) and node.inputs[i] is not None]
+        return slots if all(_is_constant(node.inputs[i]) for i in slots) else None
+    if node.op_type == "Mul":
+        slots = [i for i in (0, 1) if _is_constant(node.inputs[i])]
+        return slots if len(slots) == 1 else None
+    return None
+
+
+def _candidates(graph: ir.Graph) -> list[ir.Value]:
+    """Inputs X of linear layers (MatMul/Gemm with a constant weight), each once, in graph order."""
+    return list(dict.fromkeys(
+        node.inputs[0] for node in graph
+        if node.op_type in _LINEAR_OPS and _is_default_domain(node) and _is_constant(node.inputs[1])
+    ))
+
+
+def _group(activation: ir.Value) -> _Group | str:
+    """The foldable group around `activation`, or the reason there is none."""
+    if activation.is_graph_output():
+        return "graph output"
+    producer = activation.producer()
+    divided = None if producer is None else _divided_inputs(producer)
+    if divided is None:
+        return f"producer {producer.op_type if producer is not None else 'graph input'}"
+    consumers = []
+    for use in activation.uses():
+        if use.node.op_type in _SHAPE_READERS and _is_default_domain(use.node):
+            continue
+        if use.idx != 0 or _input_channel_axis(use.node) is None:
+            return f"consumer {use.node.op_type}"
+        weight = use.node.inputs[1]
+        if len(weight.uses()) != 1 or weight.is_graph_output():
+            return "shared weight"  # scaling it would change what its other readers compute
+        consumers.append(use.node)
+    return _Group(activation, producer, divided, consumers)
+
+
+def _activation_peaks(model: ir.Model, groups: Sequence[_Group], samples: Sequence[Mapping[str, np.ndarray]],
+                      threads: int, progress: Callable[[int, int], None] | None) -> list[np.ndarray]:
+    """Per-channel max|X| of every group's X, from one pass over the samples."""
+    observers = {group.activation.name: ChannelStatsObserver(axis=-1) for group in groups}
+    observe(model, observers, samples, threads=threads, progress=progress)
+    return [observers[group.activation.name].max_abs() for group in groups]
+
+
+def _weight_peaks(group: _Group) -> np.ndarray:
+    """Per input channel j, max|W_j| over every consumer's weight: one s must suit them all."""
+    peaks = [np.abs(node.inputs[1].const_value.numpy()).max(axis=1 - _input_channel_axis(node))
+             for node in group.consumers]
+    return np.max(peaks, axis=0).astype(np.float64)
+
+
+def _scales(activation_peak: np.ndarray, weight_peak: np.ndarray, alpha: float) -> np.ndarray:
+    """s_j = max|X_j|^alpha / max|W_j|^(1 - alpha); 1 for a channel silent on either side."""
+    scales = np.ones_like(activation_peak, dtype=np.float64)
+    live = (activation_peak > 0) & (weight_peak > 0)
+    scales[live] = activation_peak[live] ** alpha / weight_peak[live] ** (1.0 - alpha)
+    return np.clip(scales, *_SCALE_LIMITS)
+
+
+def _unique_name(graph: ir.Graph, base: str) -> str:
+    """`base`, suffixed if needed: a new initializer must not take the name of any value in the graph."""
+    taken = {*graph.initializers, *(v.name for v in graph.inputs)}
+    taken.update(value.name for node in graph.all_nodes() for value in node.outputs)
+    name, suffix = base, 0
+    while name in taken:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    return name
+
+
+def _set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
+    """Make input `index` of `node` read `array`: in place when only this node reads the initializer."""
+    value = node.inputs[index]
+    if len(value.uses()) == 1 and not value.is_graph_output():
+        value.const_value = ir.tensor(array, name=value.name)
+        value.shape = ir.Shape(array.shape)
+        return
+    name = _unique_name(graph, f"{value.name}_smoothed")
+    copy = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                    const_value=ir.tensor(array, name=name))
+    graph.register_initializer(copy)
+    node.replace_input_with(index, copy)
+
+
+def _migrate(graph: ir.Graph, group: _Group, scales: np.ndarray) -> None:
+    """X' = X / s through the producer's constants, W' = diag(s) W in every consumer."""
+    for index in group.divided:
+        constant = group.producer.inputs[index].const_value.numpy()
+        _set_constant(graph, group.producer, index, (constant / scales).astype(constant.dtype))
+    for node in group.consumers:
+        weight = node.inputs[1].const_value.numpy()
+        rows = np.expand_dims(scales, 1 - _input_channel_axis(node))
+        _set_constant(graph, node, 1, (weight * rows).astype(weight.dtype))
+
+
+def smooth(
+    model: ir.Model,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    alpha: float,
+    *,
+    threads: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, object]:
+    """Migrate activation outliers of every foldable MatMul/Gemm input into its weights, in place.
+
+    The float model computes the same outputs afterwards (up to float rounding). `alpha` in [0, 1]
+    is the share of the difficulty moved to the weights; 0 is not a no-op here but the formula's
+    other end, s = 1 / max|W_j| (weight rows normalized to peak 1), so callers that read 0 as
+    "disabled" must not call this. Returns counts for the manifest: groups and linear nodes
+    smoothed, and groups skipped by reason.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
+    groups: list[_Group] = []
+    skipped: Counter[str] = Counter()
+    for activation in _candidates(model.graph):
+        found = _group(activation)
+        if isinstance(found, str):
+            skipped[found] += 1
+        else:
+            groups.append(found)
+    if groups:
+        if not samples:
+            raise BadInputError("SmoothQuant needs calibration samples to measure activation channels")
+        peaks = _activation_peaks(model, groups, samples, threads, progress)
+        for group, peak in zip(groups, peaks):
+            _migrate(model.graph, group, _scales(peak, _weight_peaks(group), alpha))
+    return {
+        "groups": len(groups),
+        "nodes": sum(len(group.consumers) for group in groups),
+        "skipped": dict(sorted(skipped.items())),
+    }
