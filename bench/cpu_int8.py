@@ -89,29 +89,63 @@ def digits_workload(cache_dir: Path) -> Workload:
 # --------------------------------------------------------------------------------------------
 
 
-def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Variant]:
-    """The four variants of `work.source`; calibration wall time is measured around each build."""
-    import edgec.target
-    from edgec.compiler import compile as compile_model
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+def ort_reader(feeds: Sequence[dict[str, np.ndarray]]) -> Any:
+    """An ONNX Runtime `CalibrationDataReader` over `feeds` (ORT pulls calibration feeds one at a time)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
-        """ORT pulls calibration feeds one at a time."""
-
-        def __init__(self, feeds: Sequence[dict[str, np.ndarray]]):
+        def __init__(self) -> None:
             self._feeds = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._feeds, None)
 
+    return Reader()
+
+
+def ort_prepare(source: Path, prepped: Path) -> float:
+    """`quant_pre_process` `source` into `prepped`; the seconds the second of two runs took.
+
+    Why twice: ORT's first pre-processing imports sympy and its shape inference (~2.5 s); paying
+    that untimed keeps build times per-model work. Why `auto_merge`: without it ORT's symbolic shape
+    inference gives up on MiniLM's dynamic dims ("Incomplete symbolic shape inference"); a model
+    with static shapes has no symbolic dims to merge, so it changes nothing there.
+    """
+    from onnxruntime.quantization import quant_pre_process
+
+    quant_pre_process(str(source), str(prepped), auto_merge=True)
+    with stopwatch() as seconds:
+        quant_pre_process(str(source), str(prepped), auto_merge=True)
+    return seconds[0]
+
+
+def ort_static(prepped: Path, output: Path, feeds: Sequence[dict[str, np.ndarray]], *, reduce_range: bool,
+               activation: str = "QUInt8", weight: str = "QInt8", method: str = "MinMax") -> float:
+    """ORT's `quantize_static` (QDQ, per-channel weights) of `prepped` into `output`; its seconds.
+
+    `activation`/`weight` name `QuantType` members, `method` a `CalibrationMethod` member.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with stopwatch() as seconds:
+        quantize_static(str(prepped), str(output), ort_reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType[activation], weight_type=QuantType[weight],
+                        calibrate_method=CalibrationMethod[method])
+    return seconds[0]
+
+
+def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Variant]:
+    """The four variants of `work.source`; calibration wall time is measured around each build."""
+    import edgec.target
+    from edgec.compiler import compile as compile_model
+    from edgec.data import save_samples
+
     target = edgec.target.host_target("onnxruntime", "int8")
     prepped = workdir / "ort-prep.onnx"
-    # ORT's first pre-processing imports sympy and its shape inference (~2.5 s), and edgec's first
-    # compile imports onnxscript (~0.7 s): pay those once, untimed, so build times compare per-model work.
-    quant_pre_process(str(work.source), str(prepped))
+    say(f"{work.name}: ORT quant_pre_process")
+    prep_s = ort_prepare(work.source, prepped)
     calib_npz = workdir / "calib.npz"
-    np.savez(calib_npz, **{name: np.concatenate([f[name] for f in work.calib]) for name in work.calib[0]})
+    save_samples(calib_npz, work.calib)
     say(f"{work.name}: edgec compile for {target.name}")
     with stopwatch() as edgec_s:
         result = compile_model(work.source, target, calib=calib_npz, output_dir=workdir / "edgec", force=True,
@@ -120,17 +154,11 @@ def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Variant
         Variant("fp32", work.source, None, "source model"),
         Variant("edgec", result.model_path, edgec_s[0], f"edgec compile ({target.name})"),
     ]
-    say(f"{work.name}: ORT quant_pre_process")
-    with stopwatch() as prep_s:
-        quant_pre_process(str(work.source), str(prepped))
     for label, reduce_range in (("ort", False), ("ort-rr", True)):
         say(f"{work.name}: ORT quantize_static reduce_range={reduce_range}")
         path = workdir / f"{label}.onnx"
-        with stopwatch() as quant_s:
-            quantize_static(str(prepped), str(path), Reader(work.calib), quant_format=QuantFormat.QDQ,
-                            per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-        variants.append(Variant(label, path, prep_s[0] + quant_s[0],
+        quant_s = ort_static(prepped, path, work.calib, reduce_range=reduce_range)
+        variants.append(Variant(label, path, prep_s + quant_s,
                                 f"quant_pre_process + quantize_static u8s8 per-channel reduce_range={reduce_range}"))
     return variants
 

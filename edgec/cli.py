@@ -65,7 +65,7 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
     if manifest["verification"]:
         worst = max(manifest["verification"]["max_abs_diff"].values(), default=0.0)
         print(f"  verified every pass on {manifest['verification']['samples']} samples (largest change {worst:.3g})")
-    if manifest["quantization"]:
+    if manifest["quantization"] and "quantized_nodes" in manifest["quantization"]:
         quantized = ", ".join(f"{op} x{n}" for op, n in manifest["quantization"]["quantized_nodes"].items())
         calibration = manifest["calibration"]
         quant = manifest["quantization"]
@@ -82,9 +82,9 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
             print("  latency p50 (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in fallback["latency_ms"].items()))
             if fallback["kept_float"]:
                 print(f"  kept float: {', '.join(fallback['kept_float'])}")
-        if quant.get("auto"):
-            auto = quant["auto"]
-            print(f"  precision auto: int8 {auto['speedup']:.2f}x fp32 -> {auto['chosen']}")
+    if manifest["quantization"] and manifest["quantization"].get("auto"):
+        auto = manifest["quantization"]["auto"]
+        print(f"  precision auto: int8 {auto['speedup']:.2f}x fp32 -> {auto['chosen']}")
     if result.worst_layers:
         print(f"  most sensitive layers (report: {result.output_dir / 'sensitivity.json'}):")
         print("    " + result.worst_layers.replace("\n", "\n    "))

@@ -493,7 +493,7 @@ def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:
     quant_table = merged.get("quant")
     if merged.get("precision") in _QUANTIZED_PRECISIONS and quant_table is None:
         raise TargetError(
-            f"{label}: precision 'int8' needs a [quant] table with weights and activations; add one"
+            f"{label}: precision '{merged['precision']}' needs a [quant] table with weights and activations; add one"
         )
     _check(merged, _SCHEMA, label, prefix="", complete=True)
     quant = None

@@ -71,14 +71,30 @@ def calibrate(
     source: str = "data",
     threads: int = 0,
     progress: Progress | None = None,
+    also: Mapping[str, Observer] | None = None,
 ) -> CalibrationTable:
     """Observe `tensors` over `samples` and return their calibrated ranges.
 
     `levels` and `symmetric` describe the integer grid the ranges will be quantized to; the
-    entropy and MSE calibrators search the range that loses least on that grid.
+    entropy and MSE calibrators search the range that loses least on that grid. `also` maps more
+    tensors to observers fed in the same pass (channel statistics), so the model runs once.
     """
-    observers = {name: make_observer(calibrator, percentile, levels=levels, symmetric=symmetric) for name in tensors}
+    ranges = {name: make_observer(calibrator, percentile, levels=levels, symmetric=symmetric) for name in tensors}
+    extra = dict(also or {})
+    observers = {name: _Fanout([o for o in (ranges.get(name), extra.get(name)) if o is not None])
+                 for name in dict.fromkeys([*ranges, *extra])}
     observe(model, observers, samples, threads=threads, progress=progress)
     table = CalibrationTable(calibrator, len(samples), source)
-    table.ranges = {name: observer.range() for name, observer in observers.items()}
+    table.ranges = {name: observer.range() for name, observer in ranges.items()}
     return table
+
+
+class _Fanout:
+    """Feeds one observed tensor to several observers (a range and a channel mean, say)."""
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.observers = observers
+
+    def update(self, x: object) -> None:
+        for observer in self.observers:
+            observer.update(x)

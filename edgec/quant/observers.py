@@ -140,6 +140,12 @@ class EntropyObserver(_HistogramObserver):
         """[-T, T] cut to the observed min/max, T the upper edge of the divergence-minimizing bin."""
         lo, hi = self.minmax.range()
         counts, width = _abs_histogram(self.histogram)
+        # exact zeros (ReLU floors, padding) are represented exactly on every grid; left in, their spike
+        # makes any wide first group look lossy, and the search clips far too hard (digits CNN:
+        # post-ReLU ranges cut to a quarter, -2.6 pp accuracy). Flattened to its neighbour, as NVIDIA's
+        # pytorch-quantization entropy calibrator does.
+        counts = counts.copy()
+        counts[0] = min(counts[0], counts[1]) if counts.size > 1 else counts[0]
         occupied = np.flatnonzero(counts)
         if not occupied.size:
             return lo, hi

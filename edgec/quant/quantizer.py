@@ -19,9 +19,9 @@ from onnx_ir.passes.common import NameFixPass, TopologicalSortPass
 from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
 from edgec.quant import qdq
 from edgec.quant.bias_correction import correct_biases, input_mean_axes
-from edgec.quant.calibrator import observe
+from edgec.quant.calibrator import calibrate
 from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
-from edgec.quant.observers import ChannelStatsObserver, Observer, make_observer
+from edgec.quant.observers import ChannelStatsObserver
 from edgec.quant.smooth import smooth
 from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
@@ -36,17 +36,6 @@ _WEIGHTED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 def copy_model(model: ir.Model) -> ir.Model:
     """A deep, independent copy (builds must not share initializers they rewrite)."""
     return ir.serde.deserialize_model(ir.serde.serialize_model(model))
-
-
-class _Fanout:
-    """Feeds one observed tensor to several observers (a range and a channel mean, say)."""
-
-    def __init__(self, observers: Sequence[Observer]) -> None:
-        self.observers = observers
-
-    def update(self, x: np.ndarray) -> None:
-        for observer in self.observers:
-            observer.update(x)
 
 
 class Quantizer:
@@ -121,16 +110,13 @@ class Quantizer:
         if not tensors and not mean_axes:
             return
         scheme = self.scheme
-        levels = 128 if scheme.activations.reduce_range else 256
-        ranges = {name: make_observer(scheme.calibrator, scheme.percentile, levels=levels,
-                                      symmetric=scheme.activations.symmetric) for name in tensors}
         means = {name: ChannelStatsObserver(axis) for name, axis in mean_axes.items()}
-        observers = {name: _Fanout([o for o in (ranges.get(name), means.get(name)) if o is not None])
-                     for name in dict.fromkeys([*tensors, *mean_axes])}
         what = f"{len(tensors)} tensors" + (f" and {len(means)} channel means" if means else "")
         self._say(f"calibrating {what} on {len(self.samples)} samples ({scheme.calibrator})")
-        observe(self.model, observers, self.samples, threads=self.threads, progress=self._progress("calibration"))
-        self.table.ranges.update({name: observer.range() for name, observer in ranges.items()})
+        table = calibrate(self.model, tensors, self.samples, calibrator=scheme.calibrator, percentile=scheme.percentile,
+                          levels=128 if scheme.activations.reduce_range else 256, symmetric=scheme.activations.symmetric,
+                          threads=self.threads, progress=self._progress("calibration"), also=means)
+        self.table.ranges.update(table.ranges)
         self._means.update({name: observer.mean() for name, observer in means.items()})
 
     def _progress(self, what: str) -> Callable[[int, int], None]:

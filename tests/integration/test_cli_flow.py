@@ -242,3 +242,116 @@ def test_default_output_dir_for_a_relative_dot_path(cli, tiny, tmp_path, monkeyp
     target = load_target("cpu-x86-fp32")
     assert _default_output_dir(Path("."), target) == tiny.model.parent.parent / f"{tiny.model.parent.name}-cpu-x86-fp32"
     assert _default_output_dir(Path("tiny.onnx"), target) == tiny.model.parent / "tiny-cpu-x86-fp32"
+
+
+# --- int8 options: sensitivity report, accuracy budget, precision auto, overrides -------------
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _compile_int8(cli, assets, target: str, out: Path, *options: object):
+    """`edgec compile` of a fixture's model for an int8 target on its calibration data, plus `options`."""
+    return cli("compile", assets.model, "-t", target, "--calib", assets.calib, "-o", out, *options)
+
+
+def test_report_writes_sensitivity_and_prints_the_worst_layers(cli, digits, tmp_path, int8_target) -> None:
+    out = tmp_path / "report"
+    result = _compile_int8(cli, digits, int8_target, out, "--report")
+    assert result.code == 0, result.err
+    quantization = _manifest(out)["quantization"]
+    assert quantization["sensitivity"] == "sensitivity.json" and "fallback" not in quantization
+    report = json.loads((out / "sensitivity.json").read_text())
+    assert report["schema"] == "edgec.sensitivity/1"
+    layers = report["layers"]
+    assert len(layers) == sum(quantization["quantized_nodes"].values())
+    sqnr = [layer["model_alone"]["sqnr_db"] for layer in layers]
+    assert sqnr == sorted(sqnr)  # most harmful first
+    table = result.out[result.out.index("most sensitive layers"):].splitlines()
+    assert "model SQNR alone dB" in table[1]
+    assert [row.split()[0] for row in table[2:2 + len(layers)]] == [layer["node"] for layer in layers]
+
+
+def test_accuracy_budget_met(cli, digits, tmp_path, int8_target) -> None:
+    out = tmp_path / "budget"
+    result = _compile_int8(cli, digits, int8_target, out, "--max-accuracy-drop", 0.5, "--labels", digits.labels,
+                           "--eval", digits.test)
+    assert result.code == 0, result.err
+    labels = np.load(digits.labels)
+    fallback = _manifest(out)["quantization"]["fallback"]
+    assert fallback["met"] is True and fallback["budget"] == {"max_accuracy_drop_pp": 0.5, "min_cosine": None}
+    assert fallback["eval_samples"] == len(labels)
+    assert fallback["evaluation"]["accuracy_drop_pp"] <= 0.5
+    assert fallback["attempts"][-1]["kept_float"] == len(fallback["kept_float"])
+    timed = {"fp32", "int8 (chosen)"} | ({"int8 (all nodes)"} if fallback["kept_float"] else set())
+    assert set(fallback["latency_ms"]) == timed  # the all-int8 model is timed apart only when not chosen
+    assert "accuracy budget met" in result.out and (out / "sensitivity.json").is_file()
+    # the oracle: the artifact itself, run by ONNX Runtime on the evaluation data
+    x = np.load(digits.test)["pixels"]
+    int8, fp32 = _ort_outputs(out / "model.onnx", x), _ort_outputs(digits.model, x)
+    assert 100 * ((fp32.argmax(1) == labels).mean() - (int8.argmax(1) == labels).mean()) <= 0.5
+
+
+def test_unmeetable_budget_exits_1_and_keeps_the_best_attempt(cli, digits, tmp_path, int8_target) -> None:
+    out = tmp_path / "missed"
+    result = _compile_int8(cli, digits, int8_target, out, "--min-cosine", 1.0)
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.err
+    assert [line for line in result.err.splitlines() if line.startswith("edgec: error:")] == [result.error_line]
+    assert "no int8 model met" in result.error_line and str(out) in result.error_line
+    assert {"model.onnx", "manifest.json", "sensitivity.json"} <= {path.name for path in out.iterdir()}
+    manifest = _manifest(out)
+    assert manifest["artifact"]["sha256"] == sha256_file(out / "model.onnx")
+    fallback = manifest["quantization"]["fallback"]
+    assert fallback["met"] is False and fallback["budget"]["min_cosine"] == 1.0
+    cosines = [attempt["min_cosine"] for attempt in fallback["attempts"]]
+    assert max(cosines) < 1.0 and fallback["evaluation"]["min_cosine"] == max(cosines)
+    layers = json.loads((out / "sensitivity.json").read_text())["layers"]
+    assert len(fallback["kept_float"]) < len(layers)  # never every node: that would be the float model
+
+
+def test_precision_auto_records_the_measured_speedup(cli, digits, tmp_path, int8_target) -> None:
+    out = tmp_path / "auto"
+    result = _compile_int8(cli, digits, int8_target, out, "--precision", "auto")
+    assert result.code == 0, result.err
+    manifest = _manifest(out)
+    auto = manifest["quantization"]["auto"]
+    assert manifest["target"]["descriptor"]["precision"] == "auto"
+    assert manifest["artifact"]["precision"] == manifest["quantization"]["precision"] == auto["chosen"]
+    assert set(auto["latency_ms"]) == {"fp32", "int8"} and min(auto["latency_ms"].values()) > 0
+    assert auto["speedup"] == pytest.approx(auto["latency_ms"]["fp32"] / auto["latency_ms"]["int8"], rel=1e-2)
+    if abs(auto["speedup"] - auto["min_speedup"]) > 1e-3:  # away from the rounding of the recorded speedup
+        assert auto["chosen"] == ("int8" if auto["speedup"] >= auto["min_speedup"] else "fp32")
+    ops = {node.op_type for node in onnx.load(out / "model.onnx").graph.node}
+    assert ("QuantizeLinear" in ops) == (auto["chosen"] == "int8")
+    assert f"-> {auto['chosen']}" in result.out
+
+
+@pytest.mark.parametrize("option", [("--calibrator", "percentile"), ("--set", "quant.calibrator=percentile")],
+                         ids=["calibrator", "set"])
+def test_calibrator_override_reaches_the_manifest(cli, tiny, tmp_path, int8_target, option) -> None:
+    out = tmp_path / "calibrator"
+    result = _compile_int8(cli, tiny, int8_target, out, *option)
+    assert result.code == 0, result.err
+    manifest = _manifest(out)
+    assert manifest["calibration"]["calibrator"] == "percentile"
+    assert json.loads((out / "calibration.json").read_text())["calibrator"] == "percentile"
+    assert manifest["target"]["descriptor"]["quant"]["calibrator"] == "percentile"
+    assert manifest["target"]["source"] == f"builtin:{int8_target} (overridden)"
+
+
+@pytest.mark.parametrize("target, options, needle", [
+    (None, ("--set", "quant.calibrater=mse"), "quant.calibrater"),
+    (None, ("--set", "quant.smoothquant_alpha=2"), "quant.smoothquant_alpha"),
+    (None, ("--set", "quant"), "KEY=VALUE"),
+    (None, ("--max-accuracy-drop", 1.0), "--labels"),
+    ("cpu-x86-fp32", ("--report",), "fp32"),
+], ids=["unknown-key", "bad-value", "malformed", "drop-without-labels", "report-fp32"])
+def test_int8_option_errors_exit_2(cli, tiny, tmp_path, int8_target, target, options, needle) -> None:
+    """Refused before any work: exit 2, one line naming the problem, no output directory."""
+    result = _compile_int8(cli, tiny, target or int8_target, tmp_path / "out", *options)
+    assert result.code == 2, (result.out, result.err)
+    assert "Traceback" not in result.err and result.error_line.startswith("edgec: error: ")
+    assert needle in result.error_line, result.error_line
+    assert not (tmp_path / "out").exists()

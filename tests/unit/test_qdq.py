@@ -9,7 +9,8 @@ against ONNX Runtime with graph optimizations disabled.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -47,6 +48,9 @@ S8_PER_CHANNEL = TensorQuant("int8", symmetric=True, granularity="per_channel")
 S8_PER_TENSOR = TensorQuant("int8", symmetric=True, granularity="per_tensor")
 U8S8 = QuantScheme(weights=S8_PER_CHANNEL, activations=U8_ASYM)
 S8S8 = QuantScheme(weights=S8_PER_CHANNEL, activations=S8_SYM_ACT)
+#: 7-bit weights, exact in ONNX Runtime's fused kernels on every x86 host (see cpu-x86-avx2-int8)
+U8S8_REDUCED = QuantScheme(weights=TensorQuant("int8", symmetric=True, granularity="per_channel", reduce_range=True),
+                           activations=U8_ASYM)
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,13 +84,13 @@ def cnn_model() -> onnx.ModelProto:
         "W3": _he(rng, (10, 128), 128), "B3": (rng.standard_normal(10) * 0.1).astype(np.float32),
     }
     nodes = [
-        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "W3", "B3"], ["logits"], transB=1),
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "W3", "B3"], ["logits"], name="fc", transB=1),
     ]
     return _model(nodes, [_f32("x", (1, 3, 8, 8))], [_f32("logits", (1, 10))], inits, "cnn")
 
@@ -123,6 +127,22 @@ def gap_gemm_model() -> onnx.ModelProto:
     return _model(nodes, [_f32("x", (1, 3, 6, 6))], [_f32("y", (1, 5))], inits, "gap_gemm")
 
 
+def single_layer_model(op: str) -> onnx.ModelProto:
+    """x -> one Conv, Gemm(transB=1) or MatMul with a weight initializer -> y, the graph output."""
+    rng = np.random.default_rng(18)
+    if op == "Conv":
+        node = helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])
+        inits = {"W": _he(rng, (4, 3, 3, 3), 27), "B": (rng.standard_normal(4) * 0.1).astype(np.float32)}
+        return _model([node], [_f32("x", (1, 3, 6, 6))], [_f32("y", (1, 4, 6, 6))], inits, "conv")
+    if op == "Gemm":
+        node = helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)
+        inits = {"W": _he(rng, (8, 16), 16), "B": (rng.standard_normal(8) * 0.1).astype(np.float32)}
+    else:
+        node = helper.make_node("MatMul", ["x", "W"], ["y"])
+        inits = {"W": _he(rng, (16, 8), 16)}
+    return _model([node], [_f32("x", (2, 16))], [_f32("y", (2, 8))], inits, op.lower())
+
+
 def conv_clip_model(lo: float = 0.0, hi: float = 6.0) -> onnx.ModelProto:
     """Conv -> Clip(lo, hi) (Relu6 when lo=0, hi=6) as the graph output; weights scaled so outputs exceed 6."""
     rng = np.random.default_rng(13)
@@ -151,11 +171,12 @@ def _samples(model: onnx.ModelProto, count: int, seed: int) -> list[dict[str, np
 
 
 def _quantize(model: onnx.ModelProto, scheme: QuantScheme, samples: list[dict[str, np.ndarray]],
+              keep_float: Collection[str] = (),
               ) -> tuple[onnx.ModelProto, qdq.QuantPlan, CalibrationTable, dict[str, object]]:
     """What the compiler does after its passes: shapes inferred, plan, calibrate, apply."""
     graph = ir.serde.deserialize_model(model)
     InferShapesPass()(graph)  # plan needs element types of intermediate values
-    plan = qdq.plan(graph, scheme.ops, asymmetric_activations=not scheme.activations.symmetric)
+    plan = qdq.plan(graph, scheme.ops, asymmetric_activations=not scheme.activations.symmetric, keep_float=keep_float)
     table = calibrate(graph, plan.calibration_tensors, samples, calibrator=scheme.calibrator,
                       percentile=scheme.percentile)
     stats = qdq.apply(graph, plan, table, scheme)
@@ -287,15 +308,16 @@ def test_cnn_plan_asymmetric(cnn: onnx.ModelProto) -> None:
     assert [n.op_type for n in plan.quantized_nodes] == ["Conv", "Conv", "Gemm"]
     assert [n.op_type for n in plan.folded] == ["Relu", "Relu"]
     # conv outputs use their folded ReLU's range; MaxPool/Flatten share c2's parameters
-    assert plan.calibration_tensors == ["x", "r1", "r2", "logits"]
-    assert sorted(v.name for v in plan.activations) == sorted(["x", "c1", "c2", "p", "f", "logits"])
+    # logits: a Gemm's graph output stays float (QGemm writes float directly)
+    assert plan.calibration_tensors == ["x", "r1", "r2"]
+    assert sorted(v.name for v in plan.activations) == sorted(["x", "c1", "c2", "p", "f"])
     assert {k.name: v.name for k, v in plan.shares.items()} == {"p": "c2", "f": "c2"}
 
 
 def test_cnn_plan_symmetric(cnn: onnx.ModelProto) -> None:
     plan = qdq.plan(_shaped(cnn), DEFAULT_QUANT_OPS, asymmetric_activations=False)
     assert plan.folded == [] and plan.shares == {}
-    assert plan.calibration_tensors == ["x", "c1", "r1", "c2", "f", "logits"]
+    assert plan.calibration_tensors == ["x", "c1", "r1", "c2", "f"]
 
 
 def test_plan_does_not_change_the_graph(cnn: onnx.ModelProto) -> None:
@@ -308,16 +330,17 @@ def test_plan_does_not_change_the_graph(cnn: onnx.ModelProto) -> None:
 def test_cnn_structure_asymmetric_folds_relu(cnn: onnx.ModelProto, cnn_u8s8) -> None:
     model, _, _, stats = cnn_u8s8
     ops = _ops(model)
-    # Q on x, c1, c2, p, f, logits; DQ on those 6 + 3 weights + 3 int32 biases
-    assert ops["QuantizeLinear"] == 6
-    assert ops["DequantizeLinear"] == 12
+    # Q on x, c1, c2, p, f (not on logits: a Gemm graph output stays float); DQ on those 5 + 3 weights + 3 int32 biases
+    assert ops["QuantizeLinear"] == 5
+    assert ops["DequantizeLinear"] == 11
     assert ops["Relu"] == 0
     assert ops["Conv"] == 2 and ops["Gemm"] == 1 and ops["MaxPool"] == 1 and ops["Flatten"] == 1
     assert stats["folded_activations"] == 2
-    assert stats["inserted"] == {"QuantizeLinear": 6, "DequantizeLinear": 12}
+    assert stats["inserted"] == {"QuantizeLinear": 5, "DequantizeLinear": 11}
     assert stats["quantized_nodes"] == {"Conv": 2, "Gemm": 1}
     assert [o.name for o in model.graph.output] == [o.name for o in cnn.graph.output]
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert _producers(model)["logits"].op_type == "Gemm"
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
             for i in range(3):
@@ -335,9 +358,10 @@ def test_cnn_structure_symmetric_keeps_relu(cnn: onnx.ModelProto, cnn_s8s8) -> N
     ops = _ops(model)
     assert ops["Relu"] == 2
     assert plan.folded == [] and stats["folded_activations"] == 0
-    # Q on x, c1, r1, c2, f, logits (r2 is not an input of a quantized op, so MaxPool/Flatten stay float)
-    assert ops["QuantizeLinear"] == 6
-    assert ops["DequantizeLinear"] == 12
+    # Q on x, c1, r1, c2, f (r2 is not an input of a quantized op, so MaxPool/Flatten stay float; logits
+    # is a Gemm graph output and stays float)
+    assert ops["QuantizeLinear"] == 5
+    assert ops["DequantizeLinear"] == 11
     assert [o.name for o in model.graph.output] == [o.name for o in cnn.graph.output]
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
@@ -393,9 +417,8 @@ def test_cnn_per_tensor_weights(cnn: onnx.ModelProto) -> None:
 
 
 def test_cnn_reduce_range_weights(cnn: onnx.ModelProto) -> None:
-    weights = TensorQuant("int8", symmetric=True, granularity="per_channel", reduce_range=True)
     calib = _samples(cnn, 16, seed=0)
-    model, _, _, _ = _quantize(cnn, QuantScheme(weights=weights, activations=U8_ASYM), calib)
+    model, _, _, _ = _quantize(cnn, U8S8_REDUCED, calib)
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
             q, scale, _, axis = _dq_params(model, _input_dq(model, node, 1))
@@ -637,10 +660,10 @@ def test_relu_groups_with_symmetric_activations_quantize_after_the_relu(cnn: onn
     calib = _samples(cnn, 32, seed=0)
     model, plan, _, _ = _quantize(_annotated(cnn, FuseActivationsPass()), S8S8, calib)
     assert plan.folded == []
-    # x, r1, r2 (group outputs instead of c1, c2), p and f (sharing r2's parameters), logits
-    assert plan.calibration_tensors == ["x", "r1", "r2", "logits"]
+    # x, r1, r2 (group outputs instead of c1, c2), p and f (sharing r2's parameters); logits stays float
+    assert plan.calibration_tensors == ["x", "r1", "r2"]
     assert {k.name: v.name for k, v in plan.shares.items()} == {"p": "r2", "f": "r2"}
-    assert _ops(model)["QuantizeLinear"] == 6
+    assert _ops(model)["QuantizeLinear"] == 5
     producers = _producers(model)
     for relu in (n for n in model.graph.node if n.op_type == "Relu"):
         assert producers[relu.input[0]].op_type == "Conv"
@@ -674,7 +697,7 @@ def test_attention_group_quantizes_only_its_matrix_inputs_and_output() -> None:
     calib = _samples(float_model, 32, seed=0)
     model, plan, _, _ = _quantize(_annotated(float_model, MarkAttentionPass()), U8S8, calib)
     assert [n.op_type for n in plan.quantized_nodes] == ["MatMul", "MatMul", "MatMul"]  # not the Div or mask Add
-    assert sorted(plan.calibration_tensors) == ["ctx", "kt", "q", "v", "y"]
+    assert sorted(plan.calibration_tensors) == ["ctx", "kt", "q", "v"]  # y: a MatMul graph output stays float
     producers = _producers(model)
     (add,) = [n for n in model.graph.node if n.op_type == "Add"]
     assert "mask" in add.input  # the mask is read as it is: never calibrated, never quantized
@@ -684,7 +707,132 @@ def test_attention_group_quantizes_only_its_matrix_inputs_and_output() -> None:
                        for name in node.input), node.op_type
     (second,) = [n for n in model.graph.node if n.op_type == "MatMul" and producers[n.input[0]].op_type == "Softmax"]
     _input_dq(model, second, 1)  # V is quantized, the probabilities are not
+    assert producers["y"].op_type == "MatMul"
     _assert_close_to_float(float_model, model, _samples(float_model, 8, seed=1))
+
+
+# --------------------------------------------------------------------------------------------
+# graph outputs of Gemm / MatMul stay float (ORT's QGemm / MatMulIntegerToFloat write float)
+# --------------------------------------------------------------------------------------------
+
+#: op -> (tensors calibrated, producer of the graph output `y` in the Q/DQ model)
+GRAPH_OUTPUT_CASES = {
+    "Gemm": (["x"], "Gemm"),
+    "MatMul": (["x"], "MatMul"),
+    "Conv": (["x", "y"], "DequantizeLinear"),  # QLinearConv writes int8: its output is quantized as before
+}
+#: what ONNX Runtime's CPU optimizer fuses DQ -> op (float output) into
+ORT_FLOAT_OUTPUT_KERNELS = {"Gemm": "QGemm", "MatMul": "MatMulIntegerToFloat"}
+
+
+def _ort_optimized(model: onnx.ModelProto, path: Path) -> tuple[ort.InferenceSession, onnx.ModelProto]:
+    """A session on `model` and the graph ONNX Runtime's optimizer made of it (extended level: QDQ fusions,
+    no hardware-specific layouts)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(path)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session, onnx.load(path)
+
+
+@pytest.mark.parametrize("op", list(GRAPH_OUTPUT_CASES))
+def test_graph_output_quantized_only_when_the_op_cannot_write_float(op: str) -> None:
+    float_model = single_layer_model(op)
+    calib = _samples(float_model, 16, seed=0)
+    model, plan, _, stats = _quantize(float_model, U8S8, calib)
+    tensors, producer = GRAPH_OUTPUT_CASES[op]
+    assert [n.op_type for n in plan.quantized_nodes] == [op]
+    assert plan.calibration_tensors == tensors
+    assert stats["quantized_activations"] == len(tensors)
+    assert [o.name for o in model.graph.output] == ["y"]
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert _producers(model)["y"].op_type == producer
+    _input_dq(model, next(n for n in model.graph.node if n.op_type == op), 0)  # the input is still quantized
+    _assert_close_to_float(float_model, model, _samples(float_model, 8, seed=1), calib[:4])
+
+
+@pytest.mark.parametrize("op", list(ORT_FLOAT_OUTPUT_KERNELS))
+def test_ort_fuses_a_float_output_matrix_op(op: str, tmp_path: Path) -> None:
+    """No Q/DQ after the op does not cost the integer kernel: ORT still fuses it, with a float output.
+
+    7-bit weights: full-range u8 x s8 products saturate in ORT's kernels on x86 hosts without VNNI
+    (see targets/cpu-x86-avx2-int8.toml), which would break the comparison with the Q/DQ semantics.
+    """
+    float_model = single_layer_model(op)
+    model, _, _, _ = _quantize(float_model, U8S8_REDUCED, _samples(float_model, 16, seed=0))
+    session, optimized = _ort_optimized(model, tmp_path / "optimized.onnx")
+    kernel = ORT_FLOAT_OUTPUT_KERNELS[op]
+    ops = _ops(optimized)
+    assert ops[kernel] == 1 and ops[op] == 0 and ops["DequantizeLinear"] == 0
+    assert _producers(optimized)["y"].op_type == kernel
+    reference = ReferenceEvaluator(model)
+    for feed in _samples(float_model, 4, seed=2):
+        assert _cosine(session.run(None, feed)[0], reference.run(None, feed)[0]) > ORACLE_MIN_COSINE
+
+
+def test_cnn_logits_fuse_into_qgemm(cnn_u8s8, tmp_path: Path) -> None:
+    _, optimized = _ort_optimized(cnn_u8s8[0], tmp_path / "optimized.onnx")
+    assert _producers(optimized)["logits"].op_type == "QGemm"
+    assert _ops(optimized)["DequantizeLinear"] == 0
+
+
+def test_matrix_op_output_that_is_also_read_stays_quantized() -> None:
+    """A Gemm output that is a graph output AND an input of the quantized Add keeps its Q/DQ pair."""
+    float_model = gap_gemm_model()
+    float_model.graph.output.append(_f32("g", (1, 5)))
+    onnx.checker.check_model(float_model, full_check=True)
+    calib = _samples(float_model, 32, seed=0)
+    model, plan, _, _ = _quantize(float_model, U8S8, calib)
+    assert "g" in plan.calibration_tensors and "y" in plan.calibration_tensors
+    assert [o.name for o in model.graph.output] == ["y", "g"]
+    producers = _producers(model)
+    assert producers["g"].op_type == "DequantizeLinear" and producers["y"].op_type == "DequantizeLinear"
+    (add,) = [n for n in model.graph.node if n.op_type == "Add"]
+    assert add.input[0] == "g"  # the Add reads the dequantized Gemm output, the same tensor the graph returns
+    _assert_close_to_float(float_model, model, _samples(float_model, 8, seed=1), calib[:4])
+
+
+# --------------------------------------------------------------------------------------------
+# keep_float: node names or op types left float
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_summary(quant_plan: qdq.QuantPlan) -> dict[str, object]:
+    return {"quantized": [n.name for n in quant_plan.quantized_nodes], "folded": [n.name for n in quant_plan.folded],
+            "tensors": quant_plan.calibration_tensors, "shares": {k.name: v.name for k, v in quant_plan.shares.items()}}
+
+
+#: cnn_model plans (asymmetric activations) with one op type kept float
+KEEP_FLOAT_OP_PLANS = {
+    "Conv": {"quantized": ["fc"], "folded": [], "tensors": ["f"], "shares": {}},
+    "Gemm": {"quantized": ["conv1", "conv2"], "folded": ["relu1", "relu2"], "tensors": ["x", "r1", "r2"],
+             "shares": {"p": "c2", "f": "c2"}},
+    "MaxPool": {"quantized": ["conv1", "conv2", "fc"], "folded": ["relu1", "relu2"], "tensors": ["x", "r1", "r2", "f"],
+                "shares": {}},  # the pool runs in float, so Flatten has no quantized input to share
+}
+
+
+@pytest.mark.parametrize("op", list(KEEP_FLOAT_OP_PLANS))
+def test_keep_float_op_type_is_like_not_asking_for_it(cnn: onnx.ModelProto, op: str) -> None:
+    kept = qdq.plan(_shaped(cnn), DEFAULT_QUANT_OPS, asymmetric_activations=True, keep_float=[op])
+    not_asked = qdq.plan(_shaped(cnn), [o for o in DEFAULT_QUANT_OPS if o != op], asymmetric_activations=True)
+    assert _plan_summary(kept) == KEEP_FLOAT_OP_PLANS[op] == _plan_summary(not_asked)
+
+
+def test_keep_float_by_node_name(cnn: onnx.ModelProto) -> None:
+    calib = _samples(cnn, 32, seed=0)
+    model, plan, _, stats = _quantize(cnn, U8S8, calib, keep_float=["conv2"])
+    assert _plan_summary(plan) == {"quantized": ["conv1", "fc"], "folded": ["relu1"],  # relu2 follows a float Conv
+                                   "tensors": ["x", "r1", "f"], "shares": {}}
+    assert stats["quantized_nodes"] == {"Conv": 1, "Gemm": 1}
+    nodes = {n.name: n for n in model.graph.node}
+    assert nodes["conv2"].input[1:] == ["W2", "B2"]  # float weight and bias, no DequantizeLinear
+    assert _producers(model)[nodes["conv2"].input[0]].op_type == "DequantizeLinear"  # conv1's quantized output
+    assert "relu2" in nodes and "relu1" not in nodes
+    for name, weight, bias in (("conv1", "W1", "B1"), ("fc", "W3", "B3")):
+        _assert_weights_within_half_step(cnn, model, nodes[name], weight, expected_axis=0)
+        _assert_int32_bias(cnn, model, nodes[name], bias)
+    _assert_close_to_float(cnn, model, _samples(cnn, 8, seed=1), calib[:4])
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,8 +870,8 @@ def test_calibrate_no_tensors_and_unknown_calibrator() -> None:
     table = calibrate(_shaped(float_model), [], _samples(float_model, 2, seed=0), calibrator="minmax",
                       source="random")
     assert table.ranges == {} and table.source == "random"
-    with pytest.raises(TargetError, match="entropy"):
-        calibrate(_shaped(float_model), ["x"], _samples(float_model, 2, seed=0), calibrator="entropy")
+    with pytest.raises(TargetError, match="bogus"):
+        calibrate(_shaped(float_model), ["x"], _samples(float_model, 2, seed=0), calibrator="bogus")
 
 
 # --------------------------------------------------------------------------------------------

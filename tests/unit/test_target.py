@@ -23,6 +23,9 @@ from edgec.target import (
     host_target,
     list_targets,
     load_target,
+    merge_overrides,
+    override_target,
+    parse_override,
 )
 
 BUILTIN_NAMES = [
@@ -257,6 +260,13 @@ BAD_DESCRIPTORS = {
     "percentile too low": (MINIMAL + "[quant]\npercentile = 50\n", "quant.percentile"),
     "percentile too high": (MINIMAL + "[quant]\npercentile = 100.5\n", "quant.percentile"),
     "int8 without quant": ('runtime = "onnxruntime"\nprecision = "int8"\n', "[quant]"),
+    "auto without quant": ('runtime = "onnxruntime"\nprecision = "auto"\n', "[quant]"),
+    "smoothquant_alpha above 1": (MINIMAL + "[quant]\nsmoothquant_alpha = 1.5\n", "quant.smoothquant_alpha"),
+    "smoothquant_alpha negative": (MINIMAL + "[quant]\nsmoothquant_alpha = -0.1\n", "quant.smoothquant_alpha"),
+    "smoothquant_alpha not number": (MINIMAL + '[quant]\nsmoothquant_alpha = "half"\n', "quant.smoothquant_alpha"),
+    "bias_correction not bool": (MINIMAL + "[quant]\nbias_correction = 1\n", "quant.bias_correction"),
+    "dynamic_ops not list": (MINIMAL + '[quant]\ndynamic_ops = "MatMul"\n', "quant.dynamic_ops"),
+    "keep_float not str": (MINIMAL + "[quant]\nkeep_float = [3]\n", "quant.keep_float"),
     "int8 without activations": (
         'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.split("[quant.activations]")[0],
         "quant.activations",
@@ -351,6 +361,124 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="cannot read") as info:
         load_target(path)
     assert str(path) in str(info.value)
+
+
+# --- quant scheme keys and precision "auto" ------------------------------------------------
+
+
+def test_quant_scheme_extra_keys_and_their_defaults(tmp_path: Path) -> None:
+    base = 'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT
+    plain = load_target(write(tmp_path, "plain.toml", base)).quant
+    assert (plain.dynamic_ops, plain.smoothquant_alpha, plain.bias_correction, plain.keep_float) == ((), 0.0, False, ())
+    extras = ('[quant]\ndynamic_ops = ["MatMul"]\nsmoothquant_alpha = 1\nbias_correction = true\n'
+              'keep_float = ["Add", "fc"]\n')
+    quant = load_target(write(tmp_path, "extras.toml", base + extras)).quant
+    assert quant.dynamic_ops == ("MatMul",) and quant.keep_float == ("Add", "fc")
+    assert quant.smoothquant_alpha == 1.0 and isinstance(quant.smoothquant_alpha, float)  # an int in TOML
+    assert quant.bias_correction is True
+
+
+def test_precision_auto_carries_a_quant_scheme(tmp_path: Path) -> None:
+    path = write(tmp_path, "auto.toml", 'inherits = "cpu-x86-int8"\nprecision = "auto"\n')
+    target = load_target(path)
+    assert target.precision == "auto" and target.quant == load_target("cpu-x86-int8").quant
+
+
+# --- overrides (--set, --precision, --calibrator) -------------------------------------------
+
+
+def test_override_deep_merges_and_marks_the_source() -> None:
+    parent = load_target("cpu-x86-int8")
+    overridden = override_target(parent, {"quant": {"calibrator": "mse", "weights": {"reduce_range": True},
+                                                    "ops": ["Conv"]}, "options": {"threads": 2}})
+    assert overridden.source == "builtin:cpu-x86-int8 (overridden)"
+    assert overridden.name == parent.name and overridden.description == parent.description
+    assert overridden.quant.calibrator == "mse"
+    assert overridden.quant.weights == dataclasses.replace(parent.quant.weights, reduce_range=True)  # siblings kept
+    assert overridden.quant.activations == parent.quant.activations
+    assert overridden.quant.ops == ("Conv",)  # lists replace
+    assert dict(overridden.options) == {**parent.options, "threads": 2}
+    assert overridden.device == parent.device and overridden.thresholds == parent.thresholds
+    assert overridden.passes == parent.passes and overridden.verify == parent.verify
+    assert load_target("cpu-x86-int8") == parent  # the original is untouched
+
+
+def test_empty_override_returns_the_target_itself() -> None:
+    target = load_target("cpu-x86-fp32")
+    assert override_target(target, {}) is target
+
+
+@pytest.mark.parametrize("calibrator", ["minmax", "percentile", "entropy", "mse"])
+def test_override_accepts_every_calibrator(calibrator: str) -> None:
+    target = override_target(load_target("cpu-x86-int8"), {"quant": {"calibrator": calibrator}})
+    assert target.quant.calibrator == calibrator
+
+
+def test_override_switches_precision_to_auto() -> None:
+    parent = load_target("cpu-x86-int8")
+    auto = override_target(parent, {"precision": "auto"})
+    assert auto.precision == "auto" and auto.quant == parent.quant
+
+
+BAD_OVERRIDES = {
+    "unknown key": ({"quant": {"calibrater": "mse"}}, "quant.calibrater"),
+    "bad calibrator": ({"quant": {"calibrator": "kl"}}, "quant.calibrator"),
+    "alpha out of range": ({"quant": {"smoothquant_alpha": 2.0}}, "quant.smoothquant_alpha"),
+    "bias_correction not bool": ({"quant": {"bias_correction": "yes"}}, "quant.bias_correction"),
+    "threads negative": ({"options": {"threads": -1}}, "options.threads"),
+    "table given a scalar": ({"quant": "mse"}, "quant"),
+}
+
+
+@pytest.mark.parametrize("overrides, key", list(BAD_OVERRIDES.values()), ids=list(BAD_OVERRIDES))
+def test_bad_override_names_override_and_key(overrides: dict, key: str) -> None:
+    with pytest.raises(TargetError) as info:
+        override_target(load_target("cpu-x86-int8"), overrides)
+    message = str(info.value)
+    assert message.startswith("override:") and f"'{key}'" in message and "\n" not in message
+
+
+def test_override_that_breaks_the_merged_target_names_the_overridden_source() -> None:
+    """fp32 -> int8 without a [quant] table: caught by the complete check, after merging."""
+    with pytest.raises(TargetError, match="quant") as info:
+        override_target(load_target("cpu-x86-fp32"), {"precision": "int8"})
+    assert "builtin:cpu-x86-fp32 (overridden)" in str(info.value)
+
+
+PARSED_OVERRIDES = {
+    "quant.calibrator=mse": {"quant": {"calibrator": "mse"}},  # a bare word is a string
+    'quant.calibrator="mse"': {"quant": {"calibrator": "mse"}},
+    " quant . calibrator = mse ": {"quant": {"calibrator": "mse"}},
+    "quant.smoothquant_alpha=0.5": {"quant": {"smoothquant_alpha": 0.5}},
+    "options.threads=4": {"options": {"threads": 4}},
+    "quant.bias_correction=true": {"quant": {"bias_correction": True}},
+    'quant.dynamic_ops=["MatMul", "Gemm"]': {"quant": {"dynamic_ops": ["MatMul", "Gemm"]}},
+    "quant.weights={reduce_range = true}": {"quant": {"weights": {"reduce_range": True}}},
+    "description=my board, rev 2": {"description": "my board, rev 2"},  # not TOML: kept as typed
+    "precision=auto": {"precision": "auto"},
+}
+
+
+@pytest.mark.parametrize("text", list(PARSED_OVERRIDES))
+def test_parse_override(text: str) -> None:
+    assert parse_override(text) == PARSED_OVERRIDES[text]
+
+
+@pytest.mark.parametrize("text", ["quant.calibrator", "=mse", "quant..calibrator=mse", ".calibrator=mse", "quant.=1"])
+def test_parse_override_rejects_malformed_keys(text: str) -> None:
+    with pytest.raises(TargetError, match="KEY=VALUE") as info:
+        parse_override(text)
+    assert text in str(info.value)
+
+
+def test_merge_overrides_later_wins_key_by_key() -> None:
+    first, second = parse_override("quant.calibrator=mse"), parse_override("quant.percentile=99.9")
+    merged = merge_overrides([first, second, parse_override("quant.calibrator=entropy")])
+    assert merged == {"quant": {"calibrator": "entropy", "percentile": 99.9}}
+    assert first == {"quant": {"calibrator": "mse"}} and second == {"quant": {"percentile": 99.9}}  # inputs untouched
+    assert merge_overrides([]) == {}
+    target = override_target(load_target("cpu-x86-int8"), merged)
+    assert (target.quant.calibrator, target.quant.percentile) == ("entropy", 99.9)
 
 
 # --- serialisation and immutability ---------------------------------------------------------

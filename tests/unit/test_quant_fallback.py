@@ -1,0 +1,241 @@
+"""Tests for the accuracy fallback: Quantizer variants, per-layer sensitivity, and the budget search.
+
+The model is a Conv -> Relu -> Conv -> Relu -> Flatten -> Gemm chain whose middle Conv is built to be
+the one layer int8 cannot carry: the first Conv has a dead output channel (zero weights, negative
+bias, so its ReLU output is always 0) and the second Conv has a huge weight on that channel in every
+output channel. In float the huge weights multiply zeros and change nothing; quantized per channel,
+they set every channel's scale, and all the useful weights round to a few steps. Keeping that one
+layer float restores the model; no other layer matters nearly as much.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.quant import sensitivity
+from edgec.quant.fallback import MAX_ATTEMPTS, Budget, Evaluation, Evaluator, _group_sizes, search
+from edgec.quant.quantizer import Quantizer
+from edgec.runtime.base import Feeds
+from edgec.runtime.ort import cpu_session
+from edgec.target import QuantScheme, TensorQuant
+
+#: the quantizable nodes, in graph order, and the one whose weights carry the outlier
+CANDIDATES = ["conv1", "conv2", "fc"]
+OUTLIER = "conv2"
+#: how far the outlier weight sits above the layer's largest ordinary weight
+OUTLIER_FACTOR = 100.0
+SCHEME = QuantScheme(weights=TensorQuant("int8", symmetric=True, granularity="per_channel"),
+                     activations=TensorQuant("uint8", symmetric=False, granularity="per_tensor"))
+SAMPLES = 16
+
+
+def _he(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+def outlier_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(20)
+    w1, b1 = _he(rng, (8, 3, 3, 3), 27), (rng.standard_normal(8) * 0.1).astype(np.float32)
+    w1[0], b1[0] = 0.0, -1.0  # dead channel: relu1's channel 0 is always 0
+    w2, b2 = _he(rng, (8, 8, 3, 3), 72), (rng.standard_normal(8) * 0.1).astype(np.float32)
+    w2[:, 0, 1, 1] = OUTLIER_FACTOR * np.abs(w2).max()  # reads only the dead channel: no effect in float
+    w3, b3 = _he(rng, (10, 8 * 6 * 6), 8 * 6 * 6), (rng.standard_normal(10) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Flatten", ["r2"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "W3", "B3"], ["logits"], name="fc", transB=1),
+    ]
+    inits = {"W1": w1, "B1": b1, "W2": w2, "B2": b2, "W3": w3, "B3": b3}
+    graph = helper.make_graph(nodes, "outlier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _feeds(seed: int) -> list[Feeds]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(SAMPLES)]
+
+
+def _quantizer() -> Quantizer:
+    return Quantizer(ir.serde.deserialize_model(outlier_model()), SCHEME, _feeds(seed=0), source="data")
+
+
+def _weight_sources(model: ir.Model) -> dict[str, str | None]:
+    """Candidate node -> op type producing its weight input (None: a float initializer)."""
+    return {node.name: (node.inputs[1].producer().op_type if node.inputs[1].producer() is not None else None)
+            for node in model.graph if node.name in CANDIDATES}
+
+
+def _strict_json(text: str) -> object:
+    def reject(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.fixture(scope="module")
+def quantizer() -> Quantizer:
+    return _quantizer()
+
+
+@pytest.fixture(scope="module")
+def eval_samples() -> list[Feeds]:
+    return _feeds(seed=1)
+
+
+@pytest.fixture(scope="module")
+def layers(quantizer: Quantizer, eval_samples: list[Feeds]) -> list[sensitivity.LayerSensitivity]:
+    return sensitivity.analyse(quantizer, eval_samples)
+
+
+@pytest.fixture(scope="module")
+def evaluator(quantizer: Quantizer, eval_samples: list[Feeds]) -> Evaluator:
+    """Labels are the float model's own classes: float accuracy is 100%, int8 loses what it flips."""
+    session = cpu_session(ir.serde.serialize_model(quantizer.model), threads=0)
+    labels = np.array([int(session.run(None, dict(feeds))[0].argmax()) for feeds in eval_samples])
+    return Evaluator(quantizer.model, eval_samples, labels, threads=0)
+
+
+@pytest.fixture(scope="module")
+def reference_points(quantizer: Quantizer, evaluator: Evaluator) -> tuple[Evaluation, Evaluation]:
+    """(every node int8, every node but the outlier layer int8)."""
+    return evaluator.evaluate(quantizer.build()[0]), evaluator.evaluate(quantizer.build([OUTLIER])[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Quantizer
+# --------------------------------------------------------------------------------------------
+
+
+def test_candidates_are_the_quantizable_nodes(quantizer: Quantizer) -> None:
+    assert quantizer.candidates == CANDIDATES
+    assert quantizer.outputs == {"conv1": "c1", "conv2": "c2", "fc": "logits"}
+
+
+def test_build_keeps_the_named_node_float(quantizer: Quantizer) -> None:
+    model, stats = quantizer.build(keep_float=[OUTLIER])
+    assert _weight_sources(model) == {"conv1": "DequantizeLinear", "conv2": None, "fc": "DequantizeLinear"}
+    assert stats["kept_float"] == [OUTLIER] and stats["quantized_nodes"] == {"Conv": 1, "Gemm": 1}
+    everything, stats = quantizer.build()
+    assert set(_weight_sources(everything).values()) == {"DequantizeLinear"}
+    assert stats["kept_float"] == [] and stats["quantized_nodes"] == {"Conv": 2, "Gemm": 1}
+    onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
+
+
+def test_keeping_a_node_float_calibrates_the_tensors_it_exposes() -> None:
+    quantizer = _quantizer()
+    # folded ReLU outputs, and no logits: a Gemm graph output stays float
+    assert set(quantizer.table.ranges) == {"x", "r1", "r2"}
+    quantizer.build(keep_float=[OUTLIER])
+    assert "f" in quantizer.table.ranges  # fc's input no longer shares conv2's quantized output
+
+
+# --------------------------------------------------------------------------------------------
+# sensitivity
+# --------------------------------------------------------------------------------------------
+
+
+def test_sensitivity_ranks_the_outlier_layer_first(layers: Sequence[sensitivity.LayerSensitivity]) -> None:
+    assert [layer.node for layer in layers] == CANDIDATES
+    assert sensitivity.ranking(layers)[0] == OUTLIER
+    by_name = {layer.node: layer for layer in layers}
+    outlier = by_name[OUTLIER]
+    assert (outlier.op_type, outlier.tensor) == ("Conv", "c2")
+    for other in (layer for layer in layers if layer.node != OUTLIER):
+        assert outlier.model_alone["sqnr_db"] < other.model_alone["sqnr_db"]
+        assert outlier.alone["sqnr_db"] < other.alone["sqnr_db"]
+    # cumulative: the last layer's output carries the outlier layer's error when every node is quantized
+    fc = by_name["fc"]
+    assert fc.cumulative["sqnr_db"] < fc.alone["sqnr_db"]
+
+
+def test_report_json_is_strict_json_most_harmful_first(layers: Sequence[sensitivity.LayerSensitivity]) -> None:
+    report = _strict_json(sensitivity.report_json(layers, {"samples": SAMPLES, "target": "test"}))
+    assert report["schema"] == sensitivity.SCHEMA and report["samples"] == SAMPLES and report["target"] == "test"
+    names = [layer["node"] for layer in report["layers"]]
+    assert names == sensitivity.ranking(layers) and names[0] == OUTLIER and sorted(names) == sorted(CANDIDATES)
+    sqnr = [layer["model_alone"]["sqnr_db"] for layer in report["layers"]]
+    assert sqnr == sorted(sqnr)
+    for layer in report["layers"]:
+        assert set(layer) == {"node", "op_type", "tensor", "alone", "cumulative", "model_alone"}
+        for metrics in (layer["alone"], layer["cumulative"], layer["model_alone"]):
+            assert set(metrics) == {"sqnr_db", "cosine_min", "max_abs"}
+
+
+def test_worst_table_lists_the_outlier_layer_first(layers: Sequence[sensitivity.LayerSensitivity]) -> None:
+    rows = sensitivity.worst_table(layers).splitlines()
+    assert len(rows) == 1 + len(CANDIDATES) and rows[0].startswith("node")
+    assert rows[1].split()[:2] == [OUTLIER, "Conv"]
+    assert len(sensitivity.worst_table(layers, count=1).splitlines()) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# search
+# --------------------------------------------------------------------------------------------
+
+
+def _between(kind: str, all_int8: Evaluation, fixed: Evaluation) -> Budget:
+    """A budget the all-int8 model misses and the model with the outlier layer float meets."""
+    if kind == "cosine":
+        assert all_int8.min_cosine < fixed.min_cosine
+        return Budget(min_cosine=(all_int8.min_cosine + fixed.min_cosine) / 2)
+    assert fixed.accuracy_drop_pp < all_int8.accuracy_drop_pp
+    return Budget(max_accuracy_drop_pp=(all_int8.accuracy_drop_pp + fixed.accuracy_drop_pp) / 2)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "accuracy"])
+def test_search_keeps_exactly_the_outlier_layer_float(
+    quantizer: Quantizer, evaluator: Evaluator, layers: Sequence[sensitivity.LayerSensitivity],
+    reference_points: tuple[Evaluation, Evaluation], kind: str,
+) -> None:
+    all_int8, fixed = reference_points
+    budget = _between(kind, all_int8, fixed)
+    result = search(quantizer, evaluator, budget, sensitivity.ranking(layers))
+    assert result.met and result.kept_float == [OUTLIER]
+    assert [attempt.kept_float for attempt in result.attempts] == [[], [OUTLIER]]  # stops at the first that meets
+    assert result.attempts[0].evaluation == all_int8 and result.evaluation == fixed
+    assert result.stats["kept_float"] == [OUTLIER]
+    assert _weight_sources(result.model) == {"conv1": "DequantizeLinear", "conv2": None, "fc": "DequantizeLinear"}
+
+
+def test_impossible_budget_returns_the_best_attempt(quantizer: Quantizer, evaluator: Evaluator,
+                                                    layers: Sequence[sensitivity.LayerSensitivity]) -> None:
+    order = sensitivity.ranking(layers)
+    result = search(quantizer, evaluator, Budget(min_cosine=1.0), order)
+    assert not result.met
+    assert [attempt.kept_float for attempt in result.attempts] == [order[:n] for n in _group_sizes(len(order))]
+    cosines = [attempt.evaluation.min_cosine for attempt in result.attempts]
+    assert max(cosines) < 1.0  # no attempt met it by luck
+    best = result.attempts[cosines.index(max(cosines))]
+    assert result.kept_float == best.kept_float and result.evaluation == best.evaluation
+    assert OUTLIER in result.kept_float and len(result.kept_float) < len(CANDIDATES)
+    assert [name for name, source in _weight_sources(result.model).items() if source is None] == \
+        [name for name in CANDIDATES if name in result.kept_float]
+
+
+@pytest.mark.parametrize("candidates", [1, 2, 3, MAX_ATTEMPTS - 1, MAX_ATTEMPTS, MAX_ATTEMPTS + 1, 100, 1001])
+def test_group_sizes(candidates: int) -> None:
+    sizes = _group_sizes(candidates)
+    assert sizes[0] == 0 and sizes == sorted(set(sizes))
+    assert max(sizes) < candidates  # every node float would be the float model
+    assert len(sizes) <= MAX_ATTEMPTS
+    if candidates <= MAX_ATTEMPTS:
+        assert sizes == list(range(candidates))  # small models: one node at a time
+    else:
+        step = sizes[1] - sizes[0]
+        assert step == math.ceil((candidates - 1) / (MAX_ATTEMPTS - 1))
+        assert candidates - 1 - sizes[-1] < step  # the last attempt is within one group of all-but-one float
