@@ -169,7 +169,8 @@ def edgec_note(manifest: dict[str, Any], missed: bool) -> str:
                      f"{found['min_cosine']:.4f}" + ("" if drop is None else f", drop {drop:+.2f} pp"))
     if "auto" in quantization:
         auto = quantization["auto"]
-        parts.append(f"auto chose {auto['chosen']} (int8 {auto['speedup']:.2f}x fp32 at build)")
+        parts.append(f"auto chose {auto['chosen']} (int8 {auto['speedup']:.2f}x fp32 at build, "
+                     f"needs {auto['min_speedup']:.2f}x)")
     if missed:
         parts.insert(0, "budget missed, best attempt")
     return "; ".join(parts)
