@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from edgec.harness.run import ModelRef, measure
 from edgec.quant import sensitivity
-from edgec.quant.fallback import Budget, Evaluator, search
+from edgec.quant.fallback import Budget, Evaluator, FallbackResult, search
 from edgec.quant.quantizer import Quantizer, copy_model
 from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
@@ -108,7 +108,7 @@ def _drop_text(drop: float | None) -> str:
     return "" if drop is None else f" and an accuracy drop of {drop:.2f} pp"
 
 
-def _fallback_record(found: Any, budget: Budget, samples: int) -> dict[str, Any]:
+def _fallback_record(found: FallbackResult, budget: Budget, samples: int) -> dict[str, Any]:
     return {
         "budget": {"max_accuracy_drop_pp": budget.max_accuracy_drop_pp, "min_cosine": budget.min_cosine},
         "eval_samples": samples,

@@ -33,6 +33,8 @@ from onnxscript.rewriter import (
 )
 from onnxscript.rewriter.pattern import OpsetPatternBuilder, Var
 
+from edgec.passes.initializers import constant_array
+
 __all__ = ["FoldBatchNormPass", "FoldAffinePass", "MatMulAddToGemmPass", "FoldPadPass"]
 
 #: Weight types the folds rewrite: the arithmetic runs in float64 and is rounded once to this type.
@@ -43,17 +45,6 @@ _FLOAT_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DO
 _MIN_OPSET = 7
 
 _DEFAULT_EPSILON = 1e-5  # BatchNormalization's `epsilon` default
-
-
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's data if it is fixed when the model is built, else None.
-
-    An initializer that is also a graph input is only a default the caller may override at run time,
-    so it is not a constant.
-    """
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
 
 
 def _onnx_opset(context: MatchContext) -> int:
@@ -128,13 +119,13 @@ class _Linear:
 def _read_linear(node: ir.Node) -> _Linear | str:
     """Read `node` as a `_Linear`, or say why it cannot be folded into."""
     op_type = node.op_type
-    weight = _constant(node.inputs[1]) if len(node.inputs) > 1 else None
+    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if weight is None:
         return f"{op_type} {node.name!r}: the weight is not a constant"
     if node.inputs[1].const_value.dtype not in _FLOAT_TYPES:
         return f"{op_type} {node.name!r}: weights of type {node.inputs[1].const_value.dtype} are not folded"
     bias_value = node.inputs[2] if len(node.inputs) > 2 else None
-    bias = _constant(bias_value)
+    bias = constant_array(bias_value)
     if bias_value is not None and bias is None:
         return f"{op_type} {node.name!r}: the bias is not a constant"
     if op_type == "Conv":
@@ -232,7 +223,7 @@ class _FoldBatchNorm(_FoldIntoLinear):
 
     def affine(self, linear: _Linear, out: ir.Value, **bindings: ir.Value) -> tuple[np.ndarray, np.ndarray] | str:
         batchnorm = out.producer()
-        params = [_constant(value) for value in batchnorm.inputs[1:5]]
+        params = [constant_array(value) for value in batchnorm.inputs[1:5]]
         if any(p is None for p in params):
             return "BatchNormalization scale, bias, mean and var must all be constants"
         if any(p.shape != (linear.channels,) for p in params):
@@ -317,7 +308,7 @@ class _FoldElementwise(_FoldIntoLinear):
         return getattr(op, self.consumer.op_type)(*operands, _outputs=["out"])
 
     def affine(self, linear: _Linear, out: ir.Value, **bindings: ir.Value) -> tuple[np.ndarray, np.ndarray] | str:
-        k = _constant(bindings["k"])
+        k = constant_array(bindings["k"])
         if k is None:
             return f"the {self.consumer.op_type} operand is not a constant"
         per_channel = _per_channel(k, linear)
@@ -362,7 +353,7 @@ class _MatMulAddToGemm(RewriteRuleClassBase):
             return result.fail(f"opset {opset} < {_MIN_OPSET}: Gemm needs broadcast=1")
         if a.shape is None or len(a.shape) != 2:
             return result.fail(f"MatMul input {a.name!r} is not known to be rank 2", a)
-        weight, bias = _constant(b), _constant(c)
+        weight, bias = constant_array(b), constant_array(c)
         if weight is None or weight.ndim != 2:
             return result.fail(f"MatMul weight {b.name!r} is not a rank-2 constant", b)
         if bias is None or bias.ndim > 2:
@@ -403,7 +394,7 @@ def _read_pad(pad: ir.Node, rank: int) -> tuple[list[int], float] | str:
         axes: Sequence[int] = range(rank)
     else:
         inputs = [*pad.inputs, None, None, None]
-        pads_array, value_array, axes_array = (_constant(v) for v in inputs[1:4])
+        pads_array, value_array, axes_array = (constant_array(v) for v in inputs[1:4])
         if pads_array is None:
             return "Pad pads are not a constant"
         if inputs[2] is not None and (value_array is None or value_array.size != 1):

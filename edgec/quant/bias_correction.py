@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
+from edgec.passes.initializers import constant_array, set_constant_input
 from edgec.quant.qdq import weight_axis
 from edgec.quant.qparams import dequantize, quantize, weight_qparams
 
@@ -61,18 +62,11 @@ class _Site:
     scale: float = 1.0
 
 
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's data if fixed at build time; an initializer that is also a graph input is not."""
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
-
-
 def _weight(node: ir.Node) -> np.ndarray:
     """The node's constant float32 weight with the rank its correction needs."""
     if node.domain not in ("", "ai.onnx") or node.op_type not in _CORRECTABLE_OPS:
         raise _Skip("unsupported_op")
-    weight = _constant(node.inputs[1]) if len(node.inputs) > 1 else None
+    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if weight is None or weight.dtype != np.float32:
         raise _Skip("weight_not_constant")
     rank_ok = weight.ndim >= 3 if node.op_type == "Conv" else weight.ndim == 2
@@ -93,7 +87,7 @@ def _add_site(node: ir.Node, channels: int) -> _Site:
         raise _Skip("matmul_without_single_add")
     add = uses[0].node
     index = 1 - uses[0].idx
-    bias = _constant(_input(add, index))
+    bias = constant_array(_input(add, index))
     if bias is None or bias.shape != (channels,):
         raise _Skip("matmul_add_not_bias")
     return _Site(add, index)
@@ -104,7 +98,7 @@ def _site(node: ir.Node, weight: np.ndarray) -> _Site:
     if node.op_type == "MatMul":
         return _add_site(node, weight.shape[1])
     bias = _input(node, 2)
-    if bias is not None and _constant(bias) is None:
+    if bias is not None and constant_array(bias) is None:
         raise _Skip("bias_not_constant")
     if node.op_type == "Conv":
         return _Site(node, 2)
@@ -167,38 +161,6 @@ def _output_shift(node: ir.Node, error: np.ndarray, mean: np.ndarray) -> np.ndar
     return mean @ error
 
 
-def _fresh_name(graph: ir.Graph, base: str) -> str:
-    taken = set(graph.initializers) | {v.name for v in graph.inputs}
-    taken.update(out.name for node in graph for out in node.outputs)
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    return name
-
-
-def _editable_in_place(value: ir.Value) -> bool:
-    """Only an initializer nothing else reads can change without changing other results."""
-    return value.is_initializer() and len(list(value.uses())) == 1 and not value.is_graph_output()
-
-
-def _add_to_bias(graph: ir.Graph, site: _Site, delta: np.ndarray, base: str) -> None:
-    """bias += delta at `site`: in place when safe, else (absent or shared bias) as a new initializer."""
-    old = _input(site.holder, site.index)
-    current = np.zeros((), np.float32) if old is None else old.const_value.numpy()
-    corrected = (current + delta).astype(current.dtype)
-    if old is not None and _editable_in_place(old):
-        old.const_value = ir.tensor(corrected, name=old.name)
-        old.shape = ir.Shape(corrected.shape)
-        return
-    name = _fresh_name(graph, f"{base}_corrected" if old is not None else base)
-    value = ir.val(name, ir.DataType.from_numpy(corrected.dtype), corrected.shape,
-                   const_value=ir.tensor(corrected, name=name))
-    graph.register_initializer(value)
-    if site.index >= len(site.holder.inputs):
-        site.holder.resize_inputs(site.index + 1)
-    site.holder.replace_input_with(site.index, value)
-
-
 def _correct(graph: ir.Graph, node: ir.Node, means: Mapping[str, np.ndarray], weights: TensorQuant) -> None:
     """Add W_err E[x] to one node's bias; raises _Skip when it cannot."""
     weight = _weight(node)
@@ -208,8 +170,10 @@ def _correct(graph: ir.Graph, node: ir.Node, means: Mapping[str, np.ndarray], we
         raise _Skip("no_mean")
     shift = _output_shift(node, _weight_error(node, weight, weights), np.asarray(mean, np.float64))
     bias = _input(site.holder, site.index)
-    base = bias.name if bias is not None else f"{node.outputs[0].name}_bias"
-    _add_to_bias(graph, site, site.scale * shift, base)
+    current = np.zeros((), np.float32) if bias is None else bias.const_value.numpy()
+    corrected = (current + site.scale * shift).astype(current.dtype)
+    name = f"{bias.name}_corrected" if bias is not None else f"{node.outputs[0].name}_bias"
+    set_constant_input(graph, site.holder, site.index, corrected, name)
 
 
 def correct_biases(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
@@ -18,7 +19,7 @@ from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
 from edgec.runtime.ort import cpu_session
 
-__all__ = ["calibrate", "observe", "observing_session", "Progress"]
+__all__ = ["calibrate", "observe", "observing_session", "run_exposing", "Progress"]
 
 #: Called with (samples done, samples total) after each sample.
 Progress = Callable[[int, int], None]
@@ -37,6 +38,14 @@ def observing_session(model: ir.Model, tensors: Sequence[str], threads: int) -> 
         elem_type = dtype.value if dtype is not None else onnx.TensorProto.FLOAT
         proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
     return cpu_session(proto, threads)
+
+
+def run_exposing(model: ir.Model, tensors: Sequence[str], samples: Sequence[Feeds], threads: int
+                 ) -> list[dict[str, np.ndarray]]:
+    """Every graph output plus `tensors`, by name, for every sample (for comparing models tensor by tensor)."""
+    session = observing_session(model, tensors, threads)
+    names = [output.name for output in session.get_outputs()]
+    return [dict(zip(names, session.run(names, dict(feeds)))) for feeds in samples]
 
 
 def observe(

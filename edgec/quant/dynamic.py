@@ -34,6 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import TargetError
+from edgec.passes.initializers import add_initializer
 from edgec.quant.qparams import quantize, weight_qparams
 
 if TYPE_CHECKING:
@@ -129,9 +130,9 @@ def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,
     weight = _weight_kn(node)
     axis = 1 if weights.granularity == "per_channel" else None
     params = weight_qparams(weight, weights.dtype, weights.symmetric, axis, weights.reduce_range)
-    return (_initializer(graph, f"{base}_w_quantized", quantize(weight, params)),
-            _initializer(graph, f"{base}_w_scale", params.scale),
-            _initializer(graph, f"{base}_w_zero_point", params.zero_point))
+    return (add_initializer(graph, f"{base}_w_quantized", quantize(weight, params)),
+            add_initializer(graph, f"{base}_w_scale", params.scale),
+            add_initializer(graph, f"{base}_w_zero_point", params.zero_point))
 
 
 def _weight_kn(node: ir.Node) -> np.ndarray:
@@ -140,9 +141,3 @@ def _weight_kn(node: ir.Node) -> np.ndarray:
     if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
         return np.ascontiguousarray(weight.T)
     return weight
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.val(name, const_value=ir.tensor(array, name=name))
-    graph.register_initializer(value)
-    return value

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.harness.accuracy import drift
-from edgec.quant.calibrator import observing_session
+from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
 from edgec.runtime.base import Feeds
 
@@ -77,15 +77,10 @@ class Evaluator:
         self.samples = samples
         self.labels = labels
         self.threads = threads
-        self.reference = self._outputs(float_model)
-
-    def _outputs(self, model: ir.Model) -> list[dict[str, np.ndarray]]:
-        session = observing_session(model, [], self.threads)
-        names = [output.name for output in session.get_outputs()]
-        return [dict(zip(names, session.run(names, dict(feeds)))) for feeds in self.samples]
+        self.reference = run_exposing(float_model, [], samples, threads)
 
     def evaluate(self, model: ir.Model) -> Evaluation:
-        result = drift(self._outputs(model), self.reference, self.labels)
+        result = drift(run_exposing(model, [], self.samples, self.threads), self.reference, self.labels)
         cosine = min(output["cosine_min"] for output in result["outputs"].values())
         return Evaluation(cosine, result["accuracy_drop_pp"])
 

@@ -31,6 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import TargetError
+from edgec.passes.initializers import add_initializer
 from edgec.passes.fusion import fusion_group, fusion_groups, group_outputs, is_group_internal
 from edgec.quant.qparams import QParams, qparams_from_range, quantize, quantize_bias, weight_qparams
 from edgec.quant.table import CalibrationTable
@@ -215,14 +216,9 @@ class _Rewriter:
         self.counts: Counter[str] = Counter()
         self._constant_dq: dict[tuple[object, ...], ir.Value] = {}
 
-    def initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                         const_value=ir.tensor(array, name=name))
-        self.graph.register_initializer(value)
-        return value
-
     def qparam_inputs(self, base: str, params: QParams) -> tuple[ir.Value, ir.Value]:
-        return (self.initializer(f"{base}_scale", params.scale), self.initializer(f"{base}_zero_point", params.zero_point))
+        return (add_initializer(self.graph, f"{base}_scale", params.scale),
+                add_initializer(self.graph, f"{base}_zero_point", params.zero_point))
 
     def dq_node(self, base: str, source: ir.Value, params: QParams) -> ir.Node:
         scale, zero_point = self.qparam_inputs(base, params)
@@ -267,7 +263,7 @@ class _Rewriter:
         if key not in self._constant_dq:
             copies = sum(1 for k in self._constant_dq if k[:2] == key[:2])
             base = f"{value.name}_{tag}" + (f"_{copies}" if copies else "")
-            quantized = self.initializer(base, quantize(value.const_value.numpy(), params))
+            quantized = add_initializer(self.graph, base, quantize(value.const_value.numpy(), params))
             dq = self.dq_node(base, quantized, params)
             dq.outputs[0].name = f"{base}_dequantized"
             self.graph.insert_before(node, dq)
@@ -348,7 +344,7 @@ def _quantize_weight_and_bias(
         return
     q_bias, b_params = quantize_bias(bias, float(input_params.scale), np.broadcast_to(w_params.scale, bias.shape))
     base = f"{node.inputs[2].name}_for_{node.outputs[0].name}_int32"
-    dq = rewriter.dq_node(base, rewriter.initializer(base, q_bias), b_params)
+    dq = rewriter.dq_node(base, add_initializer(rewriter.graph, base, q_bias), b_params)
     dq.outputs[0].name = f"{base}_dequantized"
     rewriter.graph.insert_before(node, dq)
     node.replace_input_with(2, dq.outputs[0])

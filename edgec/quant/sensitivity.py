@@ -19,10 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
 from edgec.harness.accuracy import output_drift
-from edgec.quant.calibrator import observing_session
+from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
 from edgec.runtime.base import Feeds
 
@@ -46,13 +45,6 @@ class LayerSensitivity:
     model_alone: dict[str, float]
 
 
-def _run(model: ir.Model, tensors: Sequence[str], samples: Sequence[Feeds], threads: int) -> Outputs:
-    """Every graph output plus `tensors`, per sample."""
-    session = observing_session(model, tensors, threads)
-    names = [output.name for output in session.get_outputs()]
-    return [dict(zip(names, session.run(names, dict(feeds)))) for feeds in samples]
-
-
 def _metrics(outputs: Outputs, reference: Outputs, name: str) -> dict[str, float]:
     drift = output_drift([o[name] for o in outputs], [r[name] for r in reference])
     return {key: drift[key] for key in ("sqnr_db", "cosine_min", "max_abs")}
@@ -73,16 +65,16 @@ def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, say: Say = lambda
     threads = quantizer.threads
     model_outputs = [value.name for value in quantizer.model.graph.outputs]
     tensors = [quantizer.outputs[name] for name in quantizer.candidates]
-    reference = _run(quantizer.model, tensors, samples, threads)
+    reference = run_exposing(quantizer.model, tensors, samples, threads)
     everything, _ = quantizer.build()
-    cumulative = _run(everything, tensors, samples, threads)
+    cumulative = run_exposing(everything, tensors, samples, threads)
     nodes = {node.name: node for node in quantizer.model.graph}
     layers = []
     for index, name in enumerate(quantizer.candidates, 1):
         say(f"  sensitivity {index}/{len(quantizer.candidates)}: {name}")
         alone_model, _ = quantizer.build(keep_float=[c for c in quantizer.candidates if c != name])
         tensor = quantizer.outputs[name]
-        alone = _run(alone_model, [tensor], samples, threads)
+        alone = run_exposing(alone_model, [tensor], samples, threads)
         layers.append(LayerSensitivity(
             node=name, op_type=nodes[name].op_type, tensor=tensor,
             alone=_metrics(alone, reference, tensor), cumulative=_metrics(cumulative, reference, tensor),

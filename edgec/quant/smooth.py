@@ -33,6 +33,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import BadInputError
+from edgec.passes.initializers import set_constant_input
 from edgec.quant.calibrator import observe
 from edgec.quant.observers import ChannelStatsObserver
 
@@ -149,40 +150,16 @@ def _scales(activation_peak: np.ndarray, weight_peak: np.ndarray, alpha: float) 
     return np.clip(scales, *_SCALE_LIMITS)
 
 
-def _unique_name(graph: ir.Graph, base: str) -> str:
-    """`base`, suffixed if needed: a new initializer must not take the name of any value in the graph."""
-    taken = {*graph.initializers, *(v.name for v in graph.inputs)}
-    taken.update(value.name for node in graph.all_nodes() for value in node.outputs)
-    name, suffix = base, 0
-    while name in taken:
-        suffix += 1
-        name = f"{base}_{suffix}"
-    return name
-
-
-def _set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
-    """Make input `index` of `node` read `array`: in place when only this node reads the initializer."""
-    value = node.inputs[index]
-    if len(value.uses()) == 1 and not value.is_graph_output():
-        value.const_value = ir.tensor(array, name=value.name)
-        value.shape = ir.Shape(array.shape)
-        return
-    name = _unique_name(graph, f"{value.name}_smoothed")
-    copy = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                    const_value=ir.tensor(array, name=name))
-    graph.register_initializer(copy)
-    node.replace_input_with(index, copy)
-
-
 def _migrate(graph: ir.Graph, group: _Group, scales: np.ndarray) -> None:
     """X' = X / s through the producer's constants, W' = diag(s) W in every consumer."""
     for index in group.divided:
         constant = group.producer.inputs[index].const_value.numpy()
-        _set_constant(graph, group.producer, index, (constant / scales).astype(constant.dtype))
+        value = group.producer.inputs[index]
+        set_constant_input(graph, group.producer, index, (constant / scales).astype(constant.dtype), f"{value.name}_smoothed")
     for node in group.consumers:
         weight = node.inputs[1].const_value.numpy()
         rows = np.expand_dims(scales, 1 - _input_channel_axis(node))
-        _set_constant(graph, node, 1, (weight * rows).astype(weight.dtype))
+        set_constant_input(graph, node, 1, (weight * rows).astype(weight.dtype), f"{node.inputs[1].name}_smoothed")
 
 
 def smooth(
