@@ -36,6 +36,7 @@ __all__ = [
     "markdown_table",
     "mobilenet_v2",
     "mobilenetv2_onnx",
+    "parse_suite_args",
     "progress_printer",
     "stopwatch",
 ]
@@ -210,6 +211,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, threads: str, runs:
     parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed inferences per variant first (default {warmup})")
     parser.add_argument("--json", type=Path, help="write the rows and host facts to this file")
     parser.add_argument("--cache-dir", type=Path, help="where exported models are cached (default: user cache)")
+
+
+def parse_suite_args(description: str, models: Sequence[str], argv: Sequence[str] | None, *, threads: str, runs: int,
+                     warmup: int) -> argparse.Namespace:
+    """The command line of a suite that takes only the common arguments and `--models` (a list afterwards)."""
+    parser = argparse.ArgumentParser(description=description)
+    add_common_arguments(parser, threads=threads, runs=runs, warmup=warmup)
+    parser.add_argument("--models", default=",".join(models), help=f"comma-separated, from {', '.join(models)}")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    check_common_arguments(parser, args, models)
+    return args
 
 
 def check_common_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, known: Collection[str]) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchlib import (SEED, Column, Progress, add_common_arguments, check_common_arguments, default_cache_dir, fmt, host_facts, markdown_table, mobilenetv2_onnx,
+from benchlib import (SEED, Column, Progress, default_cache_dir, fmt, host_facts, markdown_table, mobilenetv2_onnx, parse_suite_args,
                       progress_printer, stopwatch)
 
 #: Random images MobileNetV2 is calibrated on, and (different ones) drift is measured on.
@@ -244,13 +244,7 @@ def host_info() -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, threads="1,2", runs=200, warmup=20)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
-    args = parser.parse_args(argv)
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    check_common_arguments(parser, args, MODELS)
-    return args
+    return parse_suite_args(__doc__.splitlines()[0], MODELS, argv, threads="1,2", runs=200, warmup=20)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchlib import (Column, Progress, add_common_arguments, check_common_arguments, default_cache_dir, fmt,
+from benchlib import (Column, Progress, default_cache_dir, fmt, parse_suite_args,
                       markdown_table, progress_printer)
 from cpu_int8 import (Variant, Workload, digits_workload, host_info, measure_variants, mobilenetv2_workload,
                       ort_prepare, ort_static)
@@ -313,13 +313,7 @@ def run_model(work: Workload, args: argparse.Namespace, workdir: Path, reduce_ra
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, threads="1,2", runs=100, warmup=10)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
-    args = parser.parse_args(argv)
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    check_common_arguments(parser, args, MODELS)
-    return args
+    return parse_suite_args(__doc__.splitlines()[0], MODELS, argv, threads="1,2", runs=100, warmup=10)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
