@@ -70,7 +70,9 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
         calibration = manifest["calibration"]
         quant = manifest["quantization"]
         dynamic = ", ".join(f"{op} x{n}" for op, n in quant.get("dynamic", {}).get("dynamic_nodes", {}).items())
-        print(f"  int8: {quantized or 'no static nodes'}" + (f"; dynamic: {dynamic}" if dynamic else "")
+        tables = quant.get("embeddings")
+        lookups = f"; int8 tables: {tables['tables']} ({tables['bytes_saved'] / 2**20:.1f} MiB saved)" if tables else ""
+        print(f"  int8: {quantized or 'no static nodes'}" + (f"; dynamic: {dynamic}" if dynamic else "") + lookups
               + f"; calibrated {calibration['tensors']} tensors on {calibration['samples']}"
               f" {calibration['source']} samples ({calibration['calibrator']})")
         fallback = quant.get("fallback")

@@ -10,7 +10,6 @@ __all__ = [
     "TargetError",
     "RuntimeUnavailableError",
     "VerificationError",
-    "GateFailedError",
     "AccuracyBudgetError",
 ]
 
@@ -33,10 +32,6 @@ class RuntimeUnavailableError(EdgecError):
 
 class VerificationError(EdgecError):
     """A compiled model no longer computes what its source computed."""
-
-
-class GateFailedError(EdgecError):
-    """A release gate found a threshold violated."""
 
 
 class AccuracyBudgetError(EdgecError):

@@ -119,6 +119,9 @@ class QuantScheme:
             weight quantization causes on the calibration data.
         keep_float: op types or node names never quantized (Softmax, LayerNorm... are never
             quantized anyway; this is for ops in `ops`, e.g. residual "Add").
+        quantize_embeddings: store constant float lookup tables (Gather data: word and position
+            embeddings) as int8 with one scale per row, dequantizing only the rows looked up.
+            Weight-only: it shrinks the artifact, not the arithmetic.
     """
 
     weights: TensorQuant
@@ -130,6 +133,7 @@ class QuantScheme:
     smoothquant_alpha: float = 0.0
     bias_correction: bool = False
     keep_float: tuple[str, ...] = ()
+    quantize_embeddings: bool = False
 
 
 class _FrozenMap(Mapping[str, Any]):
@@ -412,6 +416,7 @@ _SCHEMA = _Table(
                 "smoothquant_alpha": _UNIT_INTERVAL,
                 "bias_correction": _BOOL,
                 "keep_float": _STR_LIST,
+                "quantize_embeddings": _BOOL,
             },
             required=("weights", "activations"),
         ),
@@ -508,6 +513,7 @@ def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:
             smoothquant_alpha=float(quant_table.get("smoothquant_alpha", 0.0)),
             bias_correction=bool(quant_table.get("bias_correction", False)),
             keep_float=tuple(quant_table.get("keep_float", ())),
+            quantize_embeddings=bool(quant_table.get("quantize_embeddings", False)),
         )
     elif quant_table is not None:
         logger.debug("%s: [quant] ignored because precision is %s", label, merged["precision"])

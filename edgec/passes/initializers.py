@@ -3,15 +3,18 @@
 One rule for "is this a constant": an initializer that is also a graph input is only a default the
 caller may override at run time, so it is not one. One rule for changing a constant a node reads:
 in place when that node is its only reader, else through a new, uniquely named initializer, so no
-other node's result changes.
+other node's result changes. And one way to make a new node whose outputs are named and typed
+up front, which later passes (shape inference, planners) rely on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["constant_array", "unique_name", "add_initializer", "set_constant_input"]
+__all__ = ["constant_array", "unique_name", "add_initializer", "set_constant_input", "typed_node"]
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
@@ -60,3 +63,13 @@ def set_constant_input(graph: ir.Graph, node: ir.Node, index: int, array: np.nda
     if index >= len(node.inputs):
         node.resize_inputs(index + 1)
     node.replace_input_with(index, value)
+
+
+def typed_node(op_type: str, inputs: Sequence[ir.Value | None], base: str,
+               outputs: Sequence[tuple[str, ir.DataType]], **attributes: object) -> ir.Node:
+    """A node whose outputs are named `{base}_{suffix}` and typed, so later passes see their dtypes."""
+    node = ir.node(op_type, inputs, attributes, num_outputs=len(outputs), name=f"{base}_{outputs[0][0]}")
+    for value, (suffix, dtype) in zip(node.outputs, outputs):
+        value.name = f"{base}_{suffix}"
+        value.dtype = dtype
+    return node

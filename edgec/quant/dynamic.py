@@ -34,7 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import TargetError
-from edgec.passes.initializers import add_initializer
+from edgec.passes.initializers import add_initializer, typed_node
 from edgec.quant.qparams import quantize, weight_qparams
 
 if TYPE_CHECKING:
@@ -100,28 +100,18 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
     base = output.name
     w_q, w_scale, w_zero_point = _weight_initializers(graph, node, weights, base)
     f32 = ir.DataType.FLOAT
-    quantize_a = _node("DynamicQuantizeLinear", [node.inputs[0]], base,
+    quantize_a = typed_node("DynamicQuantizeLinear", [node.inputs[0]], base,
                        [("a_quantized", ir.DataType.UINT8), ("a_scale", f32), ("a_zero_point", ir.DataType.UINT8)])
     a_q, a_scale, a_zero_point = quantize_a.outputs
-    product = _node("MatMulInteger", [a_q, w_q, a_zero_point, w_zero_point], base, [("int32", ir.DataType.INT32)])
-    cast = _node("Cast", product.outputs, base, [("int32_float", f32)], to=f32)
-    scale = _node("Mul", [a_scale, w_scale], base, [("scale", f32)])
-    rescale = _node("Mul", [cast.outputs[0], scale.outputs[0]], base, [("rescaled", f32)])
+    product = typed_node("MatMulInteger", [a_q, w_q, a_zero_point, w_zero_point], base, [("int32", ir.DataType.INT32)])
+    cast = typed_node("Cast", product.outputs, base, [("int32_float", f32)], to=f32)
+    scale = typed_node("Mul", [a_scale, w_scale], base, [("scale", f32)])
+    rescale = typed_node("Mul", [cast.outputs[0], scale.outputs[0]], base, [("rescaled", f32)])
     new_nodes = [quantize_a, product, cast, scale, rescale]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is not None:
-        new_nodes.append(_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
+        new_nodes.append(typed_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
     ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [new_nodes[-1].outputs[0]])
-
-
-def _node(op_type: str, inputs: Sequence[ir.Value | None], base: str, outputs: Sequence[tuple[str, ir.DataType]],
-          **attributes: object) -> ir.Node:
-    """A node whose outputs are named `{base}_{suffix}` and typed, so later passes see their dtypes."""
-    node = ir.node(op_type, inputs, attributes, num_outputs=len(outputs), name=f"{base}_{outputs[0][0]}")
-    for value, (suffix, dtype) in zip(node.outputs, outputs):
-        value.name = f"{base}_{suffix}"
-        value.dtype = dtype
-    return node
 
 
 def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,

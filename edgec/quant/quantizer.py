@@ -4,7 +4,8 @@ The accuracy fallback and the sensitivity report each build many variants of the
 differ only in which nodes stay float, so everything that depends on the data (SmoothQuant scales,
 activation ranges, the input means bias correction needs) is computed once, up front, over every
 node that any variant could quantize. A build is then a copy of the prepared float model plus the
-graph rewrites: bias correction, static Q/DQ (`qdq`), dynamic MatMul quantization (`dynamic`).
+graph rewrites: bias correction, static Q/DQ (`qdq`), dynamic MatMul quantization (`dynamic`),
+int8 lookup tables (`embedding`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edgec.quant import qdq
 from edgec.quant.bias_correction import correct_biases, input_mean_axes
 from edgec.quant.calibrator import calibrate
 from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
+from edgec.quant.embedding import is_embedding_lookup, quantize_embeddings
 from edgec.quant.observers import ChannelStatsObserver
 from edgec.quant.smooth import smooth
 from edgec.quant.table import CalibrationTable
@@ -66,7 +68,7 @@ class Quantizer:
         self.model = model
         dynamic = self._dynamic_nodes(model, ())
         full = self._plan(model, {node.name for node in dynamic})
-        quantized = [*full.quantized_nodes, *dynamic]
+        quantized = [*full.quantized_nodes, *dynamic, *self._lookups(model, ())]
         order = {node.name: index for index, node in enumerate(model.graph)}
         self.candidates = sorted((node.name for node in quantized), key=order.__getitem__)
         self.outputs = {node.name: node.outputs[0].name for node in quantized}
@@ -91,6 +93,9 @@ class Quantizer:
         stats.update(qdq.apply(model, quant_plan, self.table, self.scheme))
         if dynamic:
             stats["dynamic"] = quantize_dynamic(model, dynamic, self.scheme.weights)
+        lookups = self._lookups(model, keep)
+        if lookups:
+            stats["embeddings"] = quantize_embeddings(model, lookups)
         RemoveUnusedPass()(model)
         TopologicalSortPass()(model)
         stats["kept_float"] = sorted(set(keep_float) & set(self.candidates))
@@ -104,6 +109,11 @@ class Quantizer:
         wanted = set(self.scheme.dynamic_ops)
         return [node for node in model.graph
                 if node.op_type in wanted and not qdq.is_kept_float(node, keep_float) and is_dynamic_candidate(node)]
+
+    def _lookups(self, model: ir.Model, keep_float: Collection[str]) -> list[ir.Node]:
+        if not self.scheme.quantize_embeddings:
+            return []
+        return [node for node in model.graph if is_embedding_lookup(node) and not qdq.is_kept_float(node, keep_float)]
 
     def _calibrate(self, tensors: Sequence[str], mean_axes: Mapping[str, int]) -> None:
         """One pass over the samples: ranges for `tensors`, channel means for `mean_axes`."""

@@ -97,6 +97,8 @@ def test_builtin_quant_schemes_match_what_each_runtime_fuses() -> None:
     assert (x86.weights.dtype, x86.weights.symmetric, x86.weights.granularity) == ("int8", True, "per_channel")
     assert x86.calibrator == "minmax"
     assert x86.ops == DEFAULT_QUANT_OPS
+    assert x86.quantize_embeddings  # ONNX Runtime runs Gather on int8 tables; TensorRT and TFLite do not need it
+    assert not load_target("tensorrt-int8").quant.quantize_embeddings
 
     trt = load_target("tensorrt-int8").quant
     assert (trt.activations.dtype, trt.activations.symmetric) == ("int8", True)
@@ -266,6 +268,7 @@ BAD_DESCRIPTORS = {
     "smoothquant_alpha not number": (MINIMAL + '[quant]\nsmoothquant_alpha = "half"\n', "quant.smoothquant_alpha"),
     "bias_correction not bool": (MINIMAL + "[quant]\nbias_correction = 1\n", "quant.bias_correction"),
     "dynamic_ops not list": (MINIMAL + '[quant]\ndynamic_ops = "MatMul"\n', "quant.dynamic_ops"),
+    "quantize_embeddings not bool": (MINIMAL + '[quant]\nquantize_embeddings = 1\n', "quant.quantize_embeddings"),
     "keep_float not str": (MINIMAL + "[quant]\nkeep_float = [3]\n", "quant.keep_float"),
     "int8 without activations": (
         'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT.split("[quant.activations]")[0],
@@ -370,12 +373,13 @@ def test_quant_scheme_extra_keys_and_their_defaults(tmp_path: Path) -> None:
     base = 'runtime = "onnxruntime"\nprecision = "int8"\n' + INT8_QUANT
     plain = load_target(write(tmp_path, "plain.toml", base)).quant
     assert (plain.dynamic_ops, plain.smoothquant_alpha, plain.bias_correction, plain.keep_float) == ((), 0.0, False, ())
+    assert plain.quantize_embeddings is False
     extras = ('[quant]\ndynamic_ops = ["MatMul"]\nsmoothquant_alpha = 1\nbias_correction = true\n'
-              'keep_float = ["Add", "fc"]\n')
+              'keep_float = ["Add", "fc"]\nquantize_embeddings = true\n')
     quant = load_target(write(tmp_path, "extras.toml", base + extras)).quant
     assert quant.dynamic_ops == ("MatMul",) and quant.keep_float == ("Add", "fc")
     assert quant.smoothquant_alpha == 1.0 and isinstance(quant.smoothquant_alpha, float)  # an int in TOML
-    assert quant.bias_correction is True
+    assert quant.bias_correction is True and quant.quantize_embeddings is True
 
 
 def test_precision_auto_carries_a_quant_scheme(tmp_path: Path) -> None:
