@@ -39,19 +39,20 @@ def is_embedding_lookup(node: ir.Node) -> bool:
 def quantize_embeddings(model: ir.Model, nodes: Sequence[ir.Node]) -> dict[str, int]:
     """Rewrite each lookup in `nodes` (all `is_embedding_lookup`) in place; returns manifest counts.
 
-    A table several lookups share is quantized once; its float version is dropped once no node
+    A table several lookups share along one axis is quantized once; its float version is dropped once no node
     reads it (a lookup kept float still can). Each node's output keeps its name, consumers and
     graph-output slot. "bytes_saved" is float tables dropped minus int8 tables and scales added.
     """
     graph = model.graph
-    tables: dict[str, tuple[ir.Value, ir.Value]] = {}
+    tables: dict[tuple[str, int], tuple[ir.Value, ir.Value]] = {}  # rows depend on the axis looked up
     originals: dict[str, ir.Value] = {}
     for node in nodes:
         table = node.inputs[0]
-        if table.name not in tables:
-            tables[table.name] = _quantized_table(graph, table, node.attributes.get_int("axis", 0))
+        key = (table.name, node.attributes.get_int("axis", 0) % len(table.const_value.shape))
+        if key not in tables:
+            tables[key] = _quantized_table(graph, table, key[1])
             originals[table.name] = table
-        _rewrite(node, *tables[table.name])
+        _rewrite(node, *tables[key])
     saved = -sum(value.const_value.nbytes for pair in tables.values() for value in pair)
     for name, table in originals.items():
         if not table.uses() and not table.is_graph_output():
@@ -63,7 +64,6 @@ def quantize_embeddings(model: ir.Model, nodes: Sequence[ir.Node]) -> dict[str, 
 def _quantized_table(graph: ir.Graph, table: ir.Value, axis: int) -> tuple[ir.Value, ir.Value]:
     """T_q int8 and the row scales, shaped [rows, 1, ...] so gathered scales broadcast over the rows' values."""
     array = table.const_value.numpy()
-    axis %= array.ndim
     params = weight_qparams(array, "int8", True, axis)
     scale_shape = (array.shape[axis],) + (1,) * (array.ndim - axis - 1)
     quantized = add_initializer(graph, unique_name(graph, f"{table.name}_quantized"), quantize(array, params))

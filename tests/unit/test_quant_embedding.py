@@ -135,3 +135,29 @@ def test_quantizer_builds_int8_tables_only_when_the_scheme_asks() -> None:
     assert off.candidates == [] and "embeddings" not in off.build()[1]
     _, by_type = _quantizer(_scheme(True, keep_float=("Gather",))).build()
     assert "embeddings" not in by_type
+
+
+def test_a_table_looked_up_along_two_axes_gets_rows_for_each() -> None:
+    """Rows along axis 0 and along axis 1 are different slices, so each axis needs its own scales."""
+    table = _table(np.random.default_rng(1))
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["by_row"], name="by_row"),
+         helper.make_node("Gather", ["E", "cols"], ["by_column"], name="by_column", axis=-1)],
+        "two_axes", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3]),
+                     helper.make_tensor_value_info("cols", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("by_row", TensorProto.FLOAT, [3, WIDTH]),
+         helper.make_tensor_value_info("by_column", TensorProto.FLOAT, [VOCAB, 2])],
+        [numpy_helper.from_array(table, "E")])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = ir.serde.deserialize_model(source)
+    stats = quantize_embeddings(model, [node for node in model.graph if is_embedding_lookup(node)])
+    assert stats["tables"] == 2
+    feeds = {"ids": np.array([0, 5, 99], np.int64), "cols": np.array([0, 23], np.int64)}
+    expected = ort.InferenceSession(source.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    proto = ir.serde.serialize_model(model)
+    onnx.checker.check_model(proto, full_check=True)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    row_step = np.abs(table).max(axis=1) / 127
+    column_step = np.abs(table).max(axis=0) / 127
+    assert np.all(np.abs(got[0] - expected[0]) <= row_step[feeds["ids"]][:, None] / 2 + 1e-7)
+    assert np.all(np.abs(got[1] - expected[1]) <= column_step[feeds["cols"]][None, :] / 2 + 1e-7)
