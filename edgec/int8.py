@@ -5,6 +5,8 @@ Order matters and is fixed here so that `compiler.py` stays a plain orchestrator
 1. `Quantizer` prepares the optimized float model (SmoothQuant, calibration) once;
 2. with `report` or a budget, every candidate node is measured (`sensitivity.analyse`);
 3. with a budget, the most sensitive nodes are kept float until it holds (`fallback.search`);
+   without one, the int8 model's drift from float is measured and a drift past the target's
+   `min_cosine` threshold is warned about;
 4. with precision "auto", the int8 model is timed against the float model, and the float model
    wins unless int8 is measurably faster (tiny models often pay more in (de)quantization than they
    save).
@@ -94,6 +96,8 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
                              f"{found.evaluation.min_cosine:.6f}" + _drop_text(found.evaluation.accuracy_drop_pp))
     else:
         result_model, stats = quantizer.build()
+        stats["drift"] = _drift_check(quantizer.model, result_model, eval_samples[:SENSITIVITY_SAMPLES], target,
+                                      threads, say)
     precision = "int8"
     if target.precision == "auto":
         precision, stats["auto"] = _choose_precision(quantizer.model, result_model, eval_samples, threads, say)
@@ -102,6 +106,23 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     report = sensitivity.report_json(layers, extra) if layers is not None else None
     worst = sensitivity.worst_table(layers) if layers is not None else None
     return Int8Result(result_model, precision, quantizer.table, stats, report, worst, budget_missed)
+
+
+def _drift_check(float_model: ir.Model, int8_model: ir.Model, samples: Sequence[Feeds], target: Target,
+                 threads: int, say: Say) -> dict[str, Any]:
+    """Without a budget nothing else compares int8 with float: say how far it moved, and warn when too far.
+
+    Static int8 can wreck a model (a transformer's embeddings fall to cosine ~0.5) while every pass
+    verifies, so a build that breaks the target's own `min_cosine` threshold says so at once.
+    """
+    worst = Evaluator(float_model, samples, None, threads).evaluate(int8_model).min_cosine
+    bar = target.thresholds.get("min_cosine")
+    say(f"int8 vs float on {len(samples)} samples: min output cosine {worst:.6f}")
+    if bar is not None and worst < bar:
+        say(f"warning: below the target's min_cosine {bar:g}; keep sensitive layers float with --min-cosine {bar:g}"
+            " (see --report), or for transformers quantize MatMuls dynamically: --set 'quant.ops=[]' "
+            "--set 'quant.dynamic_ops=[\"MatMul\",\"Gemm\"]'")
+    return {"samples": len(samples), "min_cosine": worst, "threshold": bar}
 
 
 def _drop_text(drop: float | None) -> str:

@@ -20,12 +20,13 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgec import int8
 from edgec.quant import sensitivity
 from edgec.quant.fallback import MAX_ATTEMPTS, Budget, Evaluation, Evaluator, _group_sizes, search
 from edgec.quant.quantizer import Quantizer
 from edgec.runtime.base import Feeds
 from edgec.runtime.ort import cpu_session
-from edgec.target import QuantScheme, TensorQuant
+from edgec.target import QuantScheme, TensorQuant, load_target, override_target
 
 #: the quantizable nodes, in graph order, and the one whose weights carry the outlier
 CANDIDATES = ["conv1", "conv2", "fc"]
@@ -239,3 +240,19 @@ def test_group_sizes(candidates: int) -> None:
         step = sizes[1] - sizes[0]
         assert step == math.ceil((candidates - 1) / (MAX_ATTEMPTS - 1))
         assert candidates - 1 - sizes[-1] < step  # the last attempt is within one group of all-but-one float
+
+
+@pytest.mark.parametrize(("keep_float", "warned"), [((), True), (("conv2",), False)])
+def test_int8_step_without_a_budget_warns_when_drift_breaks_the_target_threshold(
+        keep_float: tuple[str, ...], warned: bool) -> None:
+    """All-int8, the outlier layer wrecks the logits; kept float, the model is within the target's min_cosine."""
+    overrides = {"quant": {"ops": ["Conv", "Gemm"], "keep_float": list(keep_float)}, "thresholds": {"min_cosine": 0.95}}
+    target = override_target(load_target("cpu-x86-int8"), overrides)  # all-int8 measures 0.73, conv2 float 0.98
+    messages: list[str] = []
+    result = int8.quantize(ir.serde.deserialize_model(outlier_model()), target, _feeds(seed=0), "data",
+                           int8.Int8Request(), messages.append)
+    drift = result.stats["drift"]
+    assert drift["samples"] == SAMPLES and drift["threshold"] == target.thresholds["min_cosine"]
+    assert (drift["min_cosine"] < drift["threshold"]) is warned
+    assert any(message.startswith("warning: below the target's min_cosine") for message in messages) is warned
+    assert any(f"min output cosine {drift['min_cosine']:.6f}" in message for message in messages)
