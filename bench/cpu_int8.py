@@ -21,7 +21,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,17 @@ def mobilenetv2_workload(cache_dir: Path) -> Workload:
     feeds = [{"image": image} for image in images]
     return Workload("mobilenetv2", mobilenetv2_onnx(cache_dir), feeds[:MOBILENET_CALIB], feeds[MOBILENET_CALIB:],
                     None, f"random weights (He init); calib {MOBILENET_CALIB} / eval {MOBILENET_EVAL} random images")
+
+
+def prepared_workloads(names: Sequence[str], loaders: Mapping[str, Callable[[], Workload]],
+                       say: Progress) -> Iterator[tuple[Workload, Path]]:
+    """Each named workload with an empty working dir of its own; every dir is removed when the loop ends."""
+    with tempfile.TemporaryDirectory(prefix="edgec-bench-") as tmp:
+        for name in names:
+            say(f"{name}: preparing the model")
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            yield loaders[name](), workdir
 
 
 def digits_workload(cache_dir: Path) -> Workload:
@@ -257,16 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "digits": lambda: digits_workload(cache_dir)}
     rows: list[dict[str, Any]] = []
     notes: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="edgec-bench-") as tmp:
-        for name in args.models:
-            say(f"{name}: preparing the model")
-            work = loaders[name]()
-            notes[name] = work.data_note
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            variants = build_variants(work, workdir, say)
-            for threads in args.threads:
-                rows += measure_variants(work, variants, threads, args.runs, args.warmup, say)
+    for work, workdir in prepared_workloads(args.models, loaders, say):
+        notes[work.name] = work.data_note
+        variants = build_variants(work, workdir, say)
+        for threads in args.threads:
+            rows += measure_variants(work, variants, threads, args.runs, args.warmup, say)
     wall_s = time.perf_counter() - started
     print(markdown(rows, notes))
     print(f"\n{args.runs} timed runs per variant, batch 1; wall time {wall_s:.0f} s")

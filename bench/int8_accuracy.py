@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import numpy as np
 from benchlib import (Column, Progress, default_cache_dir, fmt, parse_suite_args,
                       markdown_table, progress_printer)
 from cpu_int8 import (Variant, Workload, digits_workload, host_info, measure_variants, mobilenetv2_workload,
-                      ort_prepare, ort_static)
+                      ort_prepare, ort_static, prepared_workloads)
 from minilm import minilm_onnx, sentences, tokenize
 
 MODELS = ("minilm", "digits", "mobilenetv2")
@@ -358,14 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "digits": lambda: digits_workload(cache_dir)}
     rows: list[dict[str, Any]] = []
     notes: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="edgec-bench-") as tmp:
-        for name in args.models:
-            say(f"{name}: preparing the model")
-            work = loaders[name]()
-            notes[name] = work.data_note
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            rows += run_model(work, args, workdir, reduce_range, say)
+    for work, workdir in prepared_workloads(args.models, loaders, say):
+        notes[work.name] = work.data_note
+        rows += run_model(work, args, workdir, reduce_range, say)
     wall_s = time.perf_counter() - started
     print(markdown(rows, notes))
     print(f"{args.runs} timed runs per variant (warmup {args.warmup}), batch 1; ORT reduce_range={reduce_range} "

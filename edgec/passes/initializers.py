@@ -14,14 +14,20 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["constant_array", "unique_name", "add_initializer", "set_constant_input", "typed_node"]
+__all__ = ["constant_tensor", "constant_array", "unique_name", "add_initializer", "set_constant_input", "typed_node"]
+
+
+def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The value's tensor if it is fixed when the model is built, else None; its data is not read."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """The value's data if it is fixed when the model is built, else None."""
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
+    tensor = constant_tensor(value)
+    return None if tensor is None else tensor.numpy()
 
 
 def unique_name(graph: ir.Graph, base: str) -> str:
