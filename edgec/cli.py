@@ -1,7 +1,8 @@
 """`edgec` command line: argument parsing, printing and exit codes only; every command calls the API.
 
-Exit codes: 0 success, 1 a release gate failed or no int8 model met the accuracy budget, 2 bad input or usage (one-line message, no traceback
-unless --verbose), 130 interrupted.
+Exit codes: 0 success, 1 a release gate failed or no int8 model met the accuracy budget, 2 bad input, usage or
+environment (one-line message, no traceback unless --verbose), 3 a bug in edgec (one line asking for a report; the
+traceback with --verbose), 130 interrupted (SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
@@ -9,19 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import errno
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgec import __version__
-from edgec.errors import AccuracyBudgetError, EdgecError
+from edgec.errors import AccuracyBudgetError, EdgecError, first_line
 
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _say(message: str) -> None:
@@ -291,23 +295,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it unwinds (and cleans up) exactly as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """The one line for failures the machine or the input's sheer size causes, not edgec; None for bugs."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: the input declares more data than this machine can hold; use smaller inputs"
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply to read; flatten it"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EACCES,
+                                                  errno.EPERM, errno.EROFS, errno.ELOOP, errno.EMFILE, errno.EIO):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or first_line(exc)}{where}"
+    return None
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone (`edgec passes | head -1`), so the final flush is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, when a frontend loads it
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    verbose = False
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        verbose = args.verbose
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except AccuracyBudgetError as exc:  # the artifact was written; like a failed gate, not bad usage
         print(f"edgec: error: {exc}", file=sys.stderr)
         return EXIT_GATE_FAILED
     except EdgecError as exc:
-        if args.verbose:
+        if verbose:
             traceback.print_exc()
         print(f"edgec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("edgec: interrupted", file=sys.stderr)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt as exc:
+        print(f"edgec: {'terminated' if isinstance(exc, _Terminated) else 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a bare traceback
+        if verbose:
+            traceback.print_exc()
+        line = _environment_error(exc)
+        if line is not None:
+            print(f"edgec: error: {line}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"edgec: internal error: {type(exc).__name__}: {first_line(exc)}; this is a bug in edgec, please report"
+              " it with the output of the same command run with --verbose", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
