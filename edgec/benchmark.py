@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from edgec.artifact import MANIFEST, read_manifest, utc_now, versions, write_text_atomic
+from edgec.artifact import MANIFEST, check_writable, read_manifest, utc_now, versions, write_text_atomic
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
 from edgec.harness.run import ModelRef, benchmark
+from edgec.integrity import check_artifact, vet_baseline
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
 
@@ -92,6 +93,7 @@ def bench(
     warmup: int = 10,
     runs: int = 100,
     json_path: str | os.PathLike[str] | None = None,
+    trust_source: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark `artifact` side by side with its float baseline; returns (and optionally writes) the report.
@@ -106,6 +108,8 @@ def bench(
         threads: intra-op threads for both models (default: the target's, else all cores).
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
+        trust_source: run a source baseline that runs code when loaded, if the artifact was compiled
+            with trust too (`edgec.trust`).
     """
     if runs < 1 or warmup < 0:
         raise BadInputError("--runs must be >= 1 and --warmup >= 0")
@@ -113,8 +117,13 @@ def bench(
         raise BadInputError("--threads must be >= 0")
     if labels is not None and data is None:
         raise BadInputError("--labels needs --data (the samples the labels belong to)")
+    if json_path is not None:
+        check_writable(json_path, "--json")
     model, manifest = resolve_artifact(artifact)
-    reference = _baseline(baseline, manifest, Path(artifact), baseline_from)
+    if manifest is not None:
+        check_artifact(artifact, manifest)
+    reference = vet_baseline(_baseline(baseline, manifest, Path(artifact), baseline_from), manifest, Path(artifact),
+                             explicit=baseline is not None, baseline_from=baseline_from, trust_source=trust_source)
     specs = file_input_specs(model.path)
     samples = load_samples(data, specs, what="data") if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None

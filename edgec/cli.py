@@ -51,7 +51,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                            verify_import=not args.no_verify_import, precision=args.precision,
                            calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
                            report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
-                           labels=args.labels, eval_data=args.eval, progress=_say)
+                           labels=args.labels, eval_data=args.eval, trust_source=args.trust_source, progress=_say)
     _print_compile(args, result)
     return EXIT_OK
 
@@ -135,7 +135,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
                    baseline_from=args.baseline_from, threads=args.threads,
-                   warmup=args.warmup, runs=args.runs, json_path=args.json, progress=_say)
+                   warmup=args.warmup, runs=args.runs, json_path=args.json, trust_source=args.trust_source,
+                   progress=_say)
     print(_format_bench(report))
     if args.json:
         print(f"report written to {args.json}")
@@ -144,9 +145,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_gate(args: argparse.Namespace) -> int:
     from edgec.api import gate
-    from edgec.artifact import write_text_atomic
+    from edgec.artifact import check_writable, write_text_atomic
     from edgec.gating import THRESHOLD_NAMES, format_table, to_junit, to_markdown
 
+    for option, path in (("--junit", args.junit), ("--markdown", args.markdown)):
+        if path:
+            check_writable(path, option)
     thresholds = {name: getattr(args, name) for name in THRESHOLD_NAMES if getattr(args, name) is not None}
     result = gate(args.report, policy=args.policy, **thresholds)
     print(format_table(result))
@@ -236,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make an input's shape static, e.g. input_ids:1x128 (repeatable)")
     p.add_argument("--no-verify-import", action="store_true",
                    help="skip comparing the imported ONNX with the source model run in its own framework")
+    p.add_argument("--trust-source", action="store_true",
+                   help="load a model file that runs code when loaded (TorchScript, SavedModel, a .pt2 holding pickles);"
+                        " only for files from someone you trust")
     q = p.add_argument_group("int8 options")
     q.add_argument("--precision", choices=["fp32", "int8", "auto"],
                    help="override the target's precision; 'auto' keeps int8 only where it is measurably faster than fp32 here")
@@ -265,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--trust-source", action="store_true",
+                   help="run a baseline source that runs code when loaded (TorchScript, SavedModel), if it was"
+                        " compiled with --trust-source too")
     p.set_defaults(func=_cmd_bench)
 
     p = commands.add_parser("gate", help="check a bench report against release thresholds (exit 1 on failure)")

@@ -15,7 +15,8 @@ import onnx
 import onnx_ir as ir
 
 from edgec import __version__
-from edgec.artifact import MANIFEST_SCHEMA, sha256_file, sha256_path, size_on_disk, utc_now, versions, write_artifact
+from edgec.artifact import (MANIFEST_SCHEMA, check_output_dir, clean_stale, sha256_file, sha256_path, size_on_disk, utc_now,
+                            versions, write_artifact)
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import AccuracyBudgetError, BadInputError, RuntimeUnavailableError, TargetError, first_line
 from edgec.frontends import ImportOptions, Imported, import_model, input_specs, model_files
@@ -149,6 +150,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     min_cosine: float | None = None,
     labels: str | os.PathLike[str] | None = None,
     eval_data: str | os.PathLike[str] | None = None,
+    trust_source: bool = False,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory.
@@ -185,6 +187,8 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         min_cosine: accuracy budget as the minimum output cosine to the float model on every sample.
         labels: `.npy` integer class per evaluation sample.
         eval_data: `.npz` samples the budget and the report are measured on (default: `calib`).
+        trust_source: load a source that runs code when loaded (TorchScript, SavedModel, a `.pt2`
+            holding pickles; see `edgec.trust`); recorded in the manifest.
         progress: receives one-line status messages.
 
     Raises:
@@ -200,10 +204,11 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     if output_dir is None and not from_file:
         raise BadInputError("compiling a Python model object needs output_dir")
     output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(Path(model), target)
-    if output_dir.exists() and not force:
-        raise BadInputError(f"output directory {output_dir} already exists; pass --force to replace it")
-    options = ImportOptions(tuple(_spec(s) for s in inputs), int(target.options.get("opset", 17)))
-    with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
+    read = [*(model_files(model) if from_file else ()), *(p for p in (calib, eval_data, labels) if p not in (None, "random"))]
+    check_output_dir(output_dir, force=force, inputs=read)
+    clean_stale(Path(tempfile.gettempdir()), "edgec-")
+    options = ImportOptions(tuple(_spec(s) for s in inputs), int(target.options.get("opset", 17)), trust_source)
+    with tempfile.TemporaryDirectory(prefix=f"edgec-{os.getpid()}-") as workdir:
         say(f"loading {model if from_file else type(model).__name__}")
         source_path, imported = _import_source(model, example_inputs, source_format, options, Path(workdir))
         graph = imported.model
@@ -214,7 +219,8 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         samples, calib_source = _calibration_samples(calib, graph, target) if needs_calib else ([], None)
         if calib is not None and not uses_calib:
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
-        check = _check_import(source_path, imported, graph, target, samples, calib_source, say) if verify_import else None
+        check = (_check_import(source_path, imported, graph, target, samples, calib_source, say, trust_source)
+                 if verify_import else None)
         source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime else None
         nodes_source = count_nodes(graph)
         graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
@@ -244,6 +250,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                 **_source_record(source_path, kept=not from_file),
                 "format": imported.format.name, "import_seconds": round(imported.seconds, 3),
                 "import_verification": check, "onnx": SOURCE_ONNX if source_onnx is not None else None,
+                "trusted": trust_source,
             }
             manifest = _manifest(target, source, staging / ARTIFACT_MODEL, records,
                                  (nodes_source, nodes_optimized, count_nodes(graph)), quantized, calib_source)
@@ -253,7 +260,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
             return manifest
 
         say(f"writing {output_dir}")
-        manifest = write_artifact(output_dir, fill, force=force)
+        manifest = write_artifact(output_dir, fill, force=force, inputs=read)
     result = CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest,
                            quantized.worst_layers if quantized is not None else None)
     if quantized is not None and quantized.budget_missed:
@@ -314,13 +321,13 @@ def _spec(spec: TensorSpec | str) -> TensorSpec:
 
 
 def _check_import(source: Path, imported: Imported, graph: ir.Model, target: Target, samples: Sequence[Feeds],
-                  calib_source: str | None, say: Progress) -> dict[str, Any] | None:
+                  calib_source: str | None, say: Progress, trust_source: bool) -> dict[str, Any] | None:
     """Import verification for non-ONNX sources, on the calibration data or seeded random feeds."""
     if imported.format.runtime is None:
         return None
     feeds = _verification_feeds(graph, samples, calib_source)
     say(f"verifying the import against {imported.format.description} on {len(feeds)} samples")
-    return verify_import(source, imported.format, graph, feeds, **_check_settings(target))
+    return verify_import(source, imported.format, graph, feeds, trust_source=trust_source, **_check_settings(target))
 
 
 def _optimize(graph: ir.Model, target: Target, passes: Sequence[str] | None, skip_passes: Sequence[str], verify: bool,

@@ -7,6 +7,7 @@ __all__ = [
     "first_line",
     "EdgecError",
     "BadInputError",
+    "UntrustedSourceError",
     "TargetError",
     "RuntimeUnavailableError",
     "VerificationError",
@@ -20,6 +21,10 @@ class EdgecError(Exception):
 
 class BadInputError(EdgecError):
     """A model, data, labels or report file the user gave is missing, malformed or inconsistent."""
+
+
+class UntrustedSourceError(BadInputError):
+    """A model file would run code when loaded and the user has not said they trust it."""
 
 
 class TargetError(EdgecError):

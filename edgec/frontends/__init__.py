@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from edgec.errors import BadInputError
 from edgec.frontends import onnx_frontend
 from edgec.runtime.base import TensorSpec
+from edgec.trust import require_trust
 
 __all__ = ["FORMATS", "Format", "ImportOptions", "Imported", "detect_format", "import_model", "load_model",
            "input_specs", "file_input_specs", "model_files"]
@@ -59,11 +60,12 @@ FORMATS: dict[str, Format] = {
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """What a frontend may need beyond the file: declared inputs (frameworks without static shapes)
-    and the opset to export at."""
+    """What a frontend may need beyond the file: declared inputs (frameworks without static shapes),
+    the opset to export at, and whether the user trusts a file that runs code when loaded (`edgec.trust`)."""
 
     inputs: tuple[TensorSpec, ...] = ()
     opset: int = 17
+    trust_source: bool = False
 
 
 @dataclass
@@ -166,6 +168,7 @@ def import_model(path: str | Path, *, fmt: str | None = None, options: ImportOpt
     if name not in FORMATS:
         raise BadInputError(f"--from {name}: unknown format; choose one of {', '.join(FORMATS)}")
     format_ = FORMATS[name]
+    require_trust(path, name, options.trust_source)
     started = time.perf_counter()
     if format_.name == "onnx":
         if options.inputs:

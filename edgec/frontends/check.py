@@ -23,10 +23,10 @@ __all__ = ["verify_import"]
 
 
 def verify_import(path: Path, fmt: Format, model: ir.Model, samples: Sequence[Feeds], *, rtol: float, atol: float,
-                  threads: int = 1) -> dict[str, Any]:
+                  threads: int = 1, trust_source: bool = False) -> dict[str, Any]:
     """Compare source-framework and ONNX outputs; raise `VerificationError` beyond tolerance."""
     assert fmt.runtime is not None, "ONNX sources need no import verification"
-    source = runtime_class(fmt.runtime)(path, threads=threads)
+    source = runtime_class(fmt.runtime)(path, threads=threads, options={"trust_source": trust_source})
     expected = [list(source.infer(feeds).values()) for feeds in samples]
     actual = run_model(model, samples, threads)
     names = [value.name for value in model.graph.outputs]

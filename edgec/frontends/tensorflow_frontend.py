@@ -41,7 +41,7 @@ def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
     if (fmt == "savedmodel") != path.is_dir():
         kind = "a directory" if path.is_dir() else "a file"
         raise BadInputError(f"--from {fmt}: {path} is {kind}; a SavedModel is a directory, a Keras model a .keras file")
-    source = load_source(path, options.inputs)
+    source = load_source(path, options.inputs, trust_source=options.trust_source)
     proto, _ = tf2onnx.convert.from_function(source.function, input_signature=source.function.input_signature,
                                              opset=options.opset)
     graph = proto.graph

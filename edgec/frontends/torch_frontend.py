@@ -62,7 +62,7 @@ def quiet_exporter() -> Iterator[None]:
 
 def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
     """Export a `.pt2` ("torch-export") or TorchScript ("torchscript") file to an ONNX model."""
-    source = load_source(path, fmt)
+    source = load_source(path, fmt, trust_source=options.trust_source)
     export = _export_program if source.format == "torch-export" else _export_torchscript
     return export(source, options, path)
 

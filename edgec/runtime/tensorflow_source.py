@@ -31,6 +31,7 @@ import numpy as np
 
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
+from edgec.trust import require_trust
 
 __all__ = ["SourceFunction", "TensorflowRuntime", "RUNTIME", "load_source", "SERVING_SIGNATURE"]
 
@@ -153,16 +154,19 @@ def _load_keras(tf: Any, path: Path) -> _Loaded:
     return model, [tensor.name for tensor in inputs], inputs, call, list(model.output_names)
 
 
-def load_source(path: str | Path, declared: Sequence[TensorSpec] = ()) -> SourceFunction:
+def load_source(path: str | Path, declared: Sequence[TensorSpec] = (), *, trust_source: bool = False) -> SourceFunction:
     """Load a SavedModel directory or a `.keras` file as a `SourceFunction`.
 
     Args:
         path: A SavedModel directory (its `serving_default` signature is used) or a `.keras` file.
         declared: `--input` declarations overriding input shapes by name (see `_override`); the
             runtime passes none and runs the model as saved, with its dynamic dims.
+        trust_source: load a SavedModel, which runs its own code when loaded (`edgec.trust`).
     """
-    tf = _tensorflow()
     path = Path(path)
+    if path.is_dir():
+        require_trust(path, "savedmodel", trust_source)
+    tf = _tensorflow()
     owner, names, specs, call, output_names = (_load_savedmodel if path.is_dir() else _load_keras)(tf, path)
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
     shapes = _override(names, [_dims(tf.TensorShape(spec.shape)) for spec in specs], declared, path)
@@ -198,7 +202,10 @@ def _set_threads(tf: Any, threads: int) -> None:
 
 
 class TensorflowRuntime(Runtime):
-    """Runs a SavedModel's serving signature or a `.keras` model in TensorFlow (graph mode)."""
+    """Runs a SavedModel's serving signature or a `.keras` model in TensorFlow (graph mode).
+
+    Option `trust_source`: load a SavedModel, which runs code when loaded (`edgec.trust`).
+    """
 
     name = "tensorflow"
 
@@ -206,7 +213,7 @@ class TensorflowRuntime(Runtime):
         super().__init__(path, threads=threads, options=options)
         self._tf = _tensorflow()
         _set_threads(self._tf, threads)
-        self._source = load_source(self.path)
+        self._source = load_source(self.path, trust_source=bool(self.options.get("trust_source")))
         self.inputs, self.outputs = self._source.inputs, self._source.outputs
 
     def _infer(self, feeds: Feeds) -> Outputs:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import io
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from edgec import errors
 from edgec.errors import BadInputError
 from edgec.frontends import detect_format
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
+from edgec.trust import pt2_code_risk, refuse_untrusted, require_trust
 
 __all__ = ["TorchRuntime", "RUNTIME", "TorchSource", "load_source", "require_torch", "torch_error_line", "TORCH_FORMATS"]
 
@@ -113,13 +115,21 @@ def _unique(names: Sequence[str], taken: Sequence[str]) -> list[str]:
     return unique
 
 
-def _exported_source(path: Path) -> TorchSource:
+def _exported_source(path: Path, trust_source: bool) -> TorchSource:
     torch = require_torch()
     from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
     from torch.utils import _pytree as pytree
 
     try:
-        program = torch.export.load(str(path))
+        data = path.read_bytes()  # checked and loaded from one read: the file cannot change in between
+    except OSError as exc:
+        raise BadInputError(f"model: cannot read {path}: {exc.strerror or exc}") from exc
+    if not trust_source:
+        risk = pt2_code_risk(data, lambda blob: torch.load(io.BytesIO(blob), weights_only=True))
+        if risk:
+            raise refuse_untrusted(path, f"torch.export.load would unpickle code from it ({risk})")
+    try:
+        program = torch.export.load(io.BytesIO(data))
     except Exception as exc:  # torch raises assorted types for foreign, truncated or newer-version archives
         raise BadInputError(f"model: torch.export.load cannot read {path}: {torch_error_line(exc)}") from exc
     nodes = {node.name: node for node in program.graph.nodes}
@@ -156,7 +166,8 @@ def _tensor_leaves(kind: Any, torch: ModuleType) -> int | None:
     return None
 
 
-def _torchscript_source(path: Path) -> TorchSource:
+def _torchscript_source(path: Path, trust_source: bool) -> TorchSource:
+    require_trust(path, "torchscript", trust_source)
     torch = require_torch()
     from torch.utils import _pytree as pytree
 
@@ -195,14 +206,17 @@ def torch_error_line(exc: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", errors.first_line(exc))
 
 
-def load_source(path: str | Path, fmt: str | None = None) -> TorchSource:
-    """Load a `.pt2` or TorchScript file as a `TorchSource`; `fmt` skips detection by content."""
+def load_source(path: str | Path, fmt: str | None = None, *, trust_source: bool = False) -> TorchSource:
+    """Load a `.pt2` or TorchScript file as a `TorchSource`; `fmt` skips detection by content.
+
+    Without `trust_source`, TorchScript and `.pt2` archives that hold pickles are refused (`edgec.trust`).
+    """
     path = Path(path)
     fmt = fmt or detect_format(path)
     if fmt == "torch-export":
-        return _exported_source(path)
+        return _exported_source(path, trust_source)
     if fmt == "torchscript":
-        return _torchscript_source(path)
+        return _torchscript_source(path, trust_source)
     raise BadInputError(f"model: the torch runtime runs {' or '.join(TORCH_FORMATS)} files; {path} is {fmt}")
 
 
@@ -210,7 +224,8 @@ class TorchRuntime(Runtime):
     """Runs a `.pt2` or TorchScript file on the CPU in PyTorch, without autograd bookkeeping.
 
     `threads > 0` sets PyTorch's intra-op threads for the whole process (`torch.set_num_threads`);
-    0 leaves PyTorch's default (one per physical core). No options.
+    0 leaves PyTorch's default (one per physical core). Option `trust_source`: load a file that runs
+    code when loaded (`edgec.trust`).
     """
 
     name = "torch"
@@ -220,7 +235,7 @@ class TorchRuntime(Runtime):
         self._torch = require_torch()
         if threads > 0:
             self._torch.set_num_threads(threads)
-        self._source = load_source(self.path)
+        self._source = load_source(self.path, trust_source=bool(self.options.get("trust_source")))
         self.inputs, self.outputs = list(self._source.inputs), list(self._source.outputs)
 
     def _infer(self, feeds: Feeds) -> Outputs:

@@ -72,7 +72,7 @@ def _one_line_error(result: Any, expected: str) -> None:
 def test_compile_fp32(fmt: str, affine: ModuleAssets, cli: Cli, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    result = cli("compile", getattr(affine, fmt), "--target", "cpu-x86-fp32", "-o", tmp_path / "out")
+    result = cli("compile", getattr(affine, fmt), "--target", "cpu-x86-fp32", "--trust-source", "-o", tmp_path / "out")
     assert result.code == 0, result.err
     assert f"imported from {fmt} in" in result.out and "cosine min" in result.out
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -89,7 +89,7 @@ def test_compile_fp32(fmt: str, affine: ModuleAssets, cli: Cli, tmp_path: Path) 
 
 def test_input_declares_a_static_shape(affine: ModuleAssets, cli: Cli, tmp_path: Path) -> None:
     result = cli("compile", affine.savedmodel, "--target", "cpu-x86-fp32", "-o", tmp_path / "out",
-                 "--input", "features:1x6")
+                 "--input", "features:1x6", "--trust-source")
     assert result.code == 0, result.err
     (value,) = onnx.load(str(tmp_path / "out" / "model.onnx")).graph.input
     assert [d.dim_value for d in value.type.tensor_type.shape.dim] == [1, 6]
@@ -116,7 +116,7 @@ def test_savedmodel_without_serving_signature(cli: Cli, tmp_path: Path) -> None:
     module = tf.Module()
     module.scale = tf.Variable(2.0)
     tf.saved_model.save(module, str(tmp_path / "plain"))
-    _one_line_error(cli("compile", tmp_path / "plain", "--target", "cpu-x86-fp32", "-o", tmp_path / "out"),
+    _one_line_error(cli("compile", tmp_path / "plain", "--target", "cpu-x86-fp32", "--trust-source", "-o", tmp_path / "out"),
                     "has no 'serving_default' signature; save it with one")
 
 

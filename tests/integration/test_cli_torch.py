@@ -35,7 +35,7 @@ def _assert_one_line_error(result, *needles: str) -> None:
 def test_torchscript_with_declared_input(cli, scripted, tmp_path) -> None:
     module, path = scripted
     out = tmp_path / "out"
-    result = cli("compile", path, "-t", "cpu-x86-fp32", "--input", "input:batchx3x8x8", "-o", out)
+    result = cli("compile", path, "-t", "cpu-x86-fp32", "--input", "input:batchx3x8x8", "--trust-source", "-o", out)
     assert result.code == 0, result.err
     assert "imported from torchscript" in result.out
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
@@ -46,7 +46,7 @@ def test_torchscript_with_declared_input(cli, scripted, tmp_path) -> None:
 
 
 def test_torchscript_without_input(cli, scripted, tmp_path) -> None:
-    _assert_one_line_error(cli("compile", scripted[1], "-t", "cpu-x86-fp32", "-o", tmp_path / "out"),
+    _assert_one_line_error(cli("compile", scripted[1], "-t", "cpu-x86-fp32", "--trust-source", "-o", tmp_path / "out"),
                            "--input NAME:SHAPE[:DTYPE]", "(input)")
     assert not (tmp_path / "out").exists()
 

@@ -21,11 +21,18 @@ from edgec.artifact import (
 from edgec.errors import BadInputError
 
 
+def _manifest(content: str) -> dict[str, Any]:
+    """The smallest manifest edgec recognises as its own, plus a marker of which run wrote it."""
+    return {"schema": MANIFEST_SCHEMA, "content": content,
+            "target": {"name": "t", "descriptor": {"runtime": "onnxruntime"}}, "source": {"path": "in.onnx"},
+            "artifact": {"file": "model.onnx", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
+
+
 def _fill(content: str = "model bytes") -> Any:
     def fill(staging: Path) -> dict[str, Any]:
         assert staging.is_dir()
         (staging / "model.onnx").write_text(content)
-        return {"schema": MANIFEST_SCHEMA, "content": content}
+        return _manifest(content)
 
     return fill
 
@@ -38,7 +45,7 @@ def _exploding_fill(staging: Path) -> dict[str, Any]:
 def test_write_artifact_creates_dir_and_manifest(tmp_path: Path) -> None:
     out = tmp_path / "art"
     manifest = write_artifact(out, _fill())
-    assert manifest == {"schema": MANIFEST_SCHEMA, "content": "model bytes"}
+    assert manifest == {**_manifest("model bytes"), "files": {"model.onnx": sha256_file(out / "model.onnx")}}
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "model.onnx"]
     assert json.loads((out / MANIFEST).read_text()) == manifest
     assert read_manifest(out) == manifest

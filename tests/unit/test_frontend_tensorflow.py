@@ -32,6 +32,8 @@ from edgec.target import host_target  # noqa: E402
 FP32_RTOL, FP32_ATOL = 1e-4, 1e-5
 #: int8 drift floor for a random-weight CNN on standard-normal inputs (observed 0.986).
 INT8_MIN_COSINE = 0.95
+#: SavedModels run code when loaded (edgec.trust); these tests made them.
+TRUSTED = ImportOptions(trust_source=True)
 SOURCE_FORMATS = ("keras", "savedmodel", "tflite")
 
 
@@ -115,7 +117,7 @@ def _ort(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("fmt", SOURCE_FORMATS)
 def test_fp32_artifact_matches_source_framework(fmt: str, tf_assets: TfAssets, tmp_path: Path) -> None:
-    result = edgec.compile(tf_assets.paths[fmt], "cpu-x86-fp32", output_dir=tmp_path / "out")
+    result = edgec.compile(tf_assets.paths[fmt], "cpu-x86-fp32", output_dir=tmp_path / "out", trust_source=True)
     proto = onnx.load(str(result.model_path))
     onnx.checker.check_model(proto, full_check=True)
     (graph_input,) = proto.graph.input
@@ -135,9 +137,10 @@ def test_fp32_artifact_matches_source_framework(fmt: str, tf_assets: TfAssets, t
 @pytest.mark.parametrize("fmt", SOURCE_FORMATS)
 def test_int8_drift_is_benched_against_the_source_runtime(fmt: str, tf_assets: TfAssets, tmp_path: Path) -> None:
     target = host_target("onnxruntime", "int8").name
-    result = edgec.compile(tf_assets.paths[fmt], target, calib=tf_assets.calib, output_dir=tmp_path / "out")
+    result = edgec.compile(tf_assets.paths[fmt], target, calib=tf_assets.calib, output_dir=tmp_path / "out",
+                           trust_source=True)
     assert result.manifest["quantization"]["quantized_nodes"]
-    report = edgec.bench(result.output_dir, data=tf_assets.test, runs=5, warmup=0, threads=1)
+    report = edgec.bench(result.output_dir, data=tf_assets.test, runs=5, warmup=0, threads=1, trust_source=True)
     assert Path(report["baseline_model"]) == tf_assets.paths[fmt].resolve()
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
@@ -146,8 +149,8 @@ def test_int8_drift_is_benched_against_the_source_runtime(fmt: str, tf_assets: T
 
 def test_runtimes_name_tensors_like_the_onnx(tf_assets: TfAssets) -> None:
     for fmt, path in tf_assets.paths.items():
-        graph = import_model(path).model.graph
-        runtime = runtime_class(FORMATS[fmt].runtime)(path, threads=1)
+        graph = import_model(path, options=TRUSTED).model.graph
+        runtime = runtime_class(FORMATS[fmt].runtime)(path, threads=1, options={"trust_source": True})
         assert [s.name for s in runtime.inputs] == [v.name for v in graph.inputs], fmt
         assert [s.name for s in runtime.outputs] == [v.name for v in graph.outputs], fmt
         assert runtime.inputs[0].shape == (None, 8, 8, 1) and runtime.inputs[0].dtype == np.float32
@@ -171,7 +174,7 @@ def test_multi_input_output_names_and_order(tmp_path: Path) -> None:
                       "savedmodel": (["alpha", "zeta"], ["output_0", "output_1"]),
                       "tflite": (["alpha", "zeta"], ["output_0", "output_1"])}
     for fmt, path in paths.items():
-        proto = ir.serde.serialize_model(import_model(path).model)
+        proto = ir.serde.serialize_model(import_model(path, options=TRUSTED).model)
         assert ([v.name for v in proto.graph.input], [v.name for v in proto.graph.output]) == expected_names[fmt], fmt
         onnx_path = tmp_path / f"{fmt}.onnx"
         onnx.save_model(proto, onnx_path)
@@ -181,7 +184,7 @@ def test_multi_input_output_names_and_order(tmp_path: Path) -> None:
 
 
 def test_input_option_overrides_shape_by_name(tf_assets: TfAssets) -> None:
-    static = ImportOptions(inputs=(TensorSpec("pixels:0", (2, 8, 8, 1), np.dtype(np.float32)),))
+    static = ImportOptions(inputs=(TensorSpec("pixels:0", (2, 8, 8, 1), np.dtype(np.float32)),), trust_source=True)
     graph = import_model(tf_assets.paths["savedmodel"], options=static).model.graph
     assert list(graph.inputs[0].shape) == [2, 8, 8, 1]
     wrong = ImportOptions(inputs=(TensorSpec("image", (2, 8, 8, 1), np.dtype(np.float32)),))
@@ -196,7 +199,7 @@ def test_input_option_overrides_shape_by_name(tf_assets: TfAssets) -> None:
 
 def test_forced_format_must_fit_the_path(tf_assets: TfAssets) -> None:
     with pytest.raises(BadInputError, match="a SavedModel is a directory"):
-        import_model(tf_assets.paths["keras"], fmt="savedmodel")
+        import_model(tf_assets.paths["keras"], fmt="savedmodel", options=TRUSTED)
     with pytest.raises(BadInputError, match="a SavedModel is a directory"):
         import_model(tf_assets.paths["savedmodel"], fmt="keras")
 
@@ -209,7 +212,7 @@ def test_savedmodel_without_serving_signature(tmp_path: Path) -> None:
     tf.saved_model.save(module, str(tmp_path / "plain"))
     expected = r"has no 'serving_default' signature; save it with one: tf\.saved_model\.save"
     with pytest.raises(BadInputError, match=expected) as info:
-        import_model(tmp_path / "plain")
+        import_model(tmp_path / "plain", options=TRUSTED)
     assert "\n" not in str(info.value)
 
 
@@ -221,7 +224,7 @@ def test_ops_tf2onnx_cannot_convert_are_named(tmp_path: Path) -> None:
     tf.saved_model.save(module, str(tmp_path / "lgamma"), signatures=module.f.get_concrete_function())
     expected = r"tf2onnx cannot convert these ops of the TensorFlow SavedModel directory: Lgamma \(x1\);"
     with pytest.raises(BadInputError, match=expected):
-        import_model(tmp_path / "lgamma")
+        import_model(tmp_path / "lgamma", options=TRUSTED)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
@@ -244,7 +247,7 @@ def test_missing_extra_names_the_pip_command(fmt: str, extra: str, tf_assets: Tf
     for module in ("edgec.frontends.tensorflow_frontend", "edgec.frontends.tflite_frontend"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(BadInputError, match=rf"needs tf2onnx: pip install 'edgec\[{extra}\]'"):
-        import_model(tf_assets.paths[fmt])
+        import_model(tf_assets.paths[fmt], options=TRUSTED)
 
 
 def test_missing_litert_makes_the_tflite_runtime_unavailable(tf_assets: TfAssets,

@@ -100,6 +100,10 @@ def _small_cnn() -> SmallCNN:
     return SmallCNN().eval()
 
 
+#: Runtime options for a TorchScript file: it runs code when loaded (edgec.trust).
+TRUSTED = {"trust_source": True}
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TorchModel]:
     root = tmp_path_factory.mktemp("torch-models")
@@ -139,7 +143,8 @@ def compiled(models: dict[str, TorchModel], tmp_path_factory: pytest.TempPathFac
             target = "cpu-x86-fp32" if precision == "fp32" else host_target("onnxruntime", "int8").name
             calib = model.data if precision == "int8" else None
             cache[name, precision] = edgec.compile(model.path, target, calib=calib,
-                                                   output_dir=root / f"{name}-{precision}", inputs=model.inputs)
+                                                   output_dir=root / f"{name}-{precision}", inputs=model.inputs,
+                                                   trust_source=model.format == "torchscript")
         return cache[name, precision]
 
     return get
@@ -188,7 +193,7 @@ def test_onnx_names_are_the_source_runtimes(models, compiled, name) -> None:
     """Import verification and the bench baseline feed both models one dict: names and order must agree."""
     result = compiled(name, "fp32")
     imported = onnx.load(result.output_dir / result.manifest["source"]["onnx"])
-    source = runtime_class("torch")(models[name].path)
+    source = runtime_class("torch")(models[name].path, options=TRUSTED)
     assert [i.name for i in imported.graph.input] == [spec.name for spec in source.inputs]
     assert [o.name for o in imported.graph.output] == [spec.name for spec in source.outputs]
 
@@ -270,7 +275,7 @@ def test_runtime_runs_an_exported_program(models) -> None:
 
 def test_runtime_runs_torchscript(models) -> None:
     model = models["cnn-torchscript"]
-    runtime = runtime_class("torch")(model.path)
+    runtime = runtime_class("torch")(model.path, options=TRUSTED)
     assert [s.name for s in runtime.inputs] == ["image"] and [s.name for s in runtime.outputs] == ["output"]
     (output,) = runtime.infer({"image": model.batch}).values()
     np.testing.assert_allclose(output, _torch_outputs(model.module, model.batch)[0], rtol=1e-6, atol=1e-6)
@@ -339,12 +344,12 @@ def test_files_without_a_graph(tmp_path, name, save, needle) -> None:
 
 
 def _options(*inputs: str) -> ImportOptions:
-    return ImportOptions(tuple(parse_tensor_spec(text) for text in inputs))
+    return ImportOptions(tuple(parse_tensor_spec(text) for text in inputs), trust_source=True)
 
 
 def test_torchscript_needs_input_declarations(models) -> None:
     with pytest.raises(BadInputError, match=r"pass --input NAME:SHAPE\[:DTYPE\].*\(image\)"):
-        import_model(models["cnn-torchscript"].path)
+        import_model(models["cnn-torchscript"].path, options=ImportOptions(trust_source=True))
 
 
 @pytest.mark.parametrize("fmt", ["cnn-torchscript", "cnn-pt2"])

@@ -1,0 +1,138 @@
+"""Which model files can run code when they are loaded, and the one switch that lets them.
+
+Trust model, per format:
+
+- ONNX, TFLite, Keras `.keras` (loaded with Keras' `safe_mode`): data only; always loaded.
+- `.pt2` (`torch.export.save`): a graph and tensors, unless the archive holds pickles:
+  `torch.export.load` unpickles weights and constants flagged `use_pickle` (and custom or opaque
+  objects) with `torch.load(weights_only=False)`, retries sample inputs the same way when the
+  safe unpickler refuses them, and loads AOTInductor's compiled libraries. An archive that needs
+  none of that loads without trust; any other needs it.
+- TorchScript and TensorFlow SavedModel: model code by nature (TorchScript's `__setstate__`,
+  SavedModel resource initializers run on load); never loaded without trust.
+
+Trust is given per run, `--trust-source` / `trust_source=True`, the convention of
+`trust_remote_code`. An artifact built with it records so, and `bench` runs such a source as its
+baseline only when the artifact says it was trusted *and* the user passes the flag again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import UntrustedSourceError
+
+__all__ = ["CODE_FORMATS", "TRUST_HINT", "require_trust", "pt2_code_risk", "refuse_untrusted", "trusted_baseline"]
+
+logger = logging.getLogger(__name__)
+
+#: Formats whose loading runs code from the file, whatever the file holds.
+CODE_FORMATS: dict[str, str] = {
+    "torchscript": "TorchScript runs the model's own code (e.g. __setstate__) when it is loaded",
+    "savedmodel": "a TensorFlow SavedModel runs its resource initializers when it is loaded",
+}
+TRUST_HINT = ("pass --trust-source (API: trust_source=True) only if you trust whoever made the file, or export it"
+              " to ONNX yourself")
+
+_CONFIG = "data/{kind}/{model}_{kind}_config.json"
+_SAFE_CONSTANT_PREFIX = "tensor_"
+
+
+def refuse_untrusted(path: str | Path, why: str) -> UntrustedSourceError:
+    """The one-line refusal for a file that would run code."""
+    return UntrustedSourceError(f"model: {path} is not loaded: {why}; {TRUST_HINT}")
+
+
+def require_trust(path: str | Path, fmt: str, trust_source: bool) -> None:
+    """Refuse a code-bearing format unless the user trusts the source."""
+    if fmt in CODE_FORMATS and not trust_source:
+        raise refuse_untrusted(path, CODE_FORMATS[fmt])
+
+
+def _payload_risk(archive: zipfile.ZipFile, root: str, model: str, kind: str) -> str | None:
+    """Why a weights or constants config of one program needs pickle; None when every entry is raw tensor data."""
+    legacy = f"{root}data/{kind}/{model}.pt"
+    if legacy in archive.namelist():
+        return f"its {kind} are one pickled file ({legacy}, an older torch.export layout)"
+    name = root + _CONFIG.format(kind=kind, model=model)
+    try:
+        config = json.loads(archive.read(name)).get("config", {})
+        entries = list(config.items())
+    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return f"its {kind} config {name} is missing or unreadable"
+    for fqn, meta in entries:
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            return f"its {kind} entry '{fqn}' is pickled"
+        if kind == "constants" and not str(meta.get("path_name", "")).startswith(_SAFE_CONSTANT_PREFIX):
+            return f"its constant '{fqn}' is a pickled object"
+    return None
+
+
+def pt2_code_risk(data: bytes, load_weights_only: Callable[[bytes], Any]) -> str | None:
+    """Why loading this `.pt2` archive could run code (see the module docstring); None when it is safe.
+
+    `load_weights_only` is `torch.load(..., weights_only=True)` on bytes: the sample inputs are
+    always pickled, and torch retries them unsafely when the safe unpickler refuses them.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None  # not a zip: torch.export.load refuses it without unpickling anything
+    roots = {name.partition("/")[0] for name in names}
+    if len(roots) != 1 or not all("/" in name for name in names):
+        return "its members are not under one archive root, which torch reads with its legacy, pickle-based loader"
+    root = f"{roots.pop()}/"
+    try:
+        layout = archive.read(f"{root}archive_format").decode("utf-8", "replace").strip()
+    except KeyError:
+        layout = ""
+    if layout != "pt2":
+        return "it is an older torch.export layout, whose weights torch unpickles"
+    if any(name.startswith(f"{root}data/aotinductor/") for name in names):
+        return "it holds AOTInductor compiled code"
+    models = [name[len(f"{root}models/"):-len(".json")] for name in names
+              if name.startswith(f"{root}models/") and name.endswith(".json") and name.count("/") == 2]
+    for model in models:
+        for kind in ("weights", "constants"):
+            risk = _payload_risk(archive, root, model, kind)
+            if risk:
+                return risk
+        sample = f"{root}data/sample_inputs/{model}.pt"
+        if sample in names:
+            try:
+                load_weights_only(archive.read(sample))
+            except Exception:  # noqa: BLE001 - whatever the safe unpickler refuses, torch would unpickle unsafely
+                return f"its sample inputs ({sample}) need the unsafe unpickler"
+    return None
+
+
+def trusted_baseline(reference: Any, source: Mapping[str, Any], kept_onnx: Path | None, *, baseline_from: str | None,
+                     trust_source: bool) -> Any:
+    """The bench baseline `reference` (a `ModelRef` of the manifest's source) as trust allows it to run.
+
+    A code-bearing source runs only when the artifact was compiled with trust (`source.trusted`) and
+    the user trusts it again now; otherwise the float ONNX kept in the artifact replaces it (unless
+    the source itself was asked for, which is then refused). Other formats run with trust passed on
+    as given, so a `.pt2` holding pickles is refused when it loads.
+    """
+    fmt = source.get("format", "onnx")
+    trusted = source.get("trusted") is True and trust_source
+    if fmt in CODE_FORMATS and not trusted:
+        if kept_onnx is not None and baseline_from != "source":
+            logger.warning("baseline: using the imported float ONNX %s: %s (bench runs the source only when it was"
+                           " compiled with --trust-source and bench is given --trust-source too)", kept_onnx,
+                           CODE_FORMATS[fmt])
+            return dataclasses.replace(reference, path=kept_onnx, runtime="onnxruntime", options={})
+        raise refuse_untrusted(reference.path, f"{CODE_FORMATS[fmt]}; bench runs it only when the artifact was"
+                                               " compiled with --trust-source and bench is given --trust-source too")
+    if reference.runtime == "onnxruntime":
+        return reference
+    return dataclasses.replace(reference, options={**reference.options, "trust_source": trusted})
