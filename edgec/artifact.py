@@ -16,6 +16,7 @@ import errno
 import glob
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 from edgec.errors import BadInputError, first_line
 
 __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
-           "write_text_atomic", "check_writable", "check_output_dir", "clean_stale"]
+           "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json"]
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgec.manifest/1"
@@ -86,6 +87,22 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def strict_json(value: Any) -> str:
+    """`value` as strict JSON (RFC 8259 has no NaN or Infinity: an undefined number is null), indented, one
+    trailing newline; the form of every JSON file edgec writes."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"
 
 
 def _umask() -> int:
@@ -251,7 +268,7 @@ def write_artifact(
         manifest = dict(fill(staging))
         manifest["files"] = {file.relative_to(staging).as_posix(): sha256_file(file)
                              for file in sorted(staging.rglob("*")) if file.is_file()}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (staging / MANIFEST).write_text(strict_json(manifest), encoding="utf-8")
         if output_dir.exists() or output_dir.is_symlink():
             if not force:
                 raise BadInputError(f"output directory {output_dir} appeared while compiling; pass --force to replace it")

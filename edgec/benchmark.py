@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.artifact import MANIFEST, check_writable, read_manifest, utc_now, versions, write_text_atomic
+from edgec.artifact import MANIFEST, check_writable, read_manifest, strict_json, utc_now, versions, write_text_atomic
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
@@ -150,5 +149,5 @@ def bench(
         **measured,
     }
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(json_path, strict_json(report))
     return report

@@ -18,6 +18,11 @@ Fail closed. A metric the policy asks about but the report lacks (key absent, ``
 missing field and how to get it; a NaN value fails too. A release gate that silently passes
 because nothing was measured is worse than none.
 
+Impossible is an error. A report whose metrics cannot be measured values (a cosine above 1, a
+negative latency, an infinite speedup), that repeats a key or lacks the bench schema, and a
+threshold no measurement could meet or miss (``min_cosine = 1.5``) are refused with exit 2: a
+corrupt or edited report must not reach a verdict at all.
+
 The result is usable as a boolean (as Polygraphy's comparator results are): ``if evaluate(...):``
 reads as "the gate passed".
 """
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgec.errors import BadInputError
+from edgec.errors import BadInputError, first_line
 
 __all__ = [
     "THRESHOLD_NAMES",
@@ -93,13 +98,42 @@ class _Missing(Exception):
         self.state = state
 
 
-def _number(value: Any, field: str) -> float:
-    """Return ``value`` as a float; raise `_Missing` for null and non-numbers (bools included)."""
+#: The values each metric (and so its threshold) can physically take, in the threshold's unit.
+_POSSIBLE: dict[str, tuple[float, float]] = {
+    "max_accuracy_drop_pp": (-100.0, 100.0),
+    "min_top1_agreement": (0.0, 1.0),
+    "min_cosine": (-1.0, 1.0),
+    "max_latency_p90_ms": (0.0, math.inf),
+    "min_speedup": (0.0, math.inf),
+    "max_size_mb": (0.0, math.inf),
+    "max_peak_rss_mb": (0.0, math.inf),
+}
+#: Float rounding lets a measured cosine of identical outputs come out a hair above 1.
+_ROUNDING = 1e-6
+
+
+def _impossible(field: str, value: Any, valid: tuple[float, float]) -> BadInputError:
+    low, high = valid
+    return BadInputError(f"report: {field} = {value!r} is impossible (a measured value lies in [{low:g}, {high:g}]"
+                         f" and is finite); the report is corrupt or edited: {_REGENERATE}")
+
+
+def _number(value: Any, field: str, valid: tuple[float, float] = (-math.inf, math.inf)) -> float:
+    """Return ``value`` as a float; raise `_Missing` for null and non-numbers (bools included), and
+    `BadInputError` for a number no measurement can give (NaN passes: its check fails closed)."""
     if value is None:
         raise _Missing(field, "null")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Missing(field, f"not a number ({value!r})")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _impossible(field, f"<{len(str(value))}-digit integer>", valid) from None
+    if math.isnan(number):
+        return number
+    if not math.isfinite(number) or not valid[0] - _ROUNDING <= number <= valid[1] + _ROUNDING:
+        raise _impossible(field, value, valid)
+    return number
 
 
 def _walk(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -118,11 +152,11 @@ def _walk(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
-def _field(*path: str, scale: float = 1.0) -> Callable[[Mapping[str, Any]], float]:
-    """Reader for one numeric report field, optionally scaled (e.g. bytes -> MiB)."""
+def _field(threshold: str, *path: str, scale: float = 1.0) -> Callable[[Mapping[str, Any]], float]:
+    """Reader for one numeric report field of `threshold`'s metric, optionally scaled (e.g. bytes -> MiB)."""
 
     def read(report: Mapping[str, Any]) -> float:
-        return _number(_walk(report, path), ".".join(path)) * scale
+        return _number(_walk(report, path), ".".join(path), _POSSIBLE[threshold]) * scale
 
     return read
 
@@ -143,7 +177,7 @@ def _min_cosine(report: Mapping[str, Any]) -> float:
         field = f"drift.outputs.{name}.cosine_min"
         if not isinstance(stats, Mapping) or "cosine_min" not in stats:
             raise _Missing(field, "absent")
-        values.append(_number(stats["cosine_min"], field))
+        values.append(_number(stats["cosine_min"], field, _POSSIBLE["min_cosine"]))
     return math.nan if any(math.isnan(v) for v in values) else min(values)
 
 
@@ -159,18 +193,18 @@ class _Metric:
 
 _METRICS: dict[str, _Metric] = {
     "max_accuracy_drop_pp": _Metric(
-        "drift.accuracy_drop_pp", _field("drift", "accuracy_drop_pp"), "<=", " pp"
+        "drift.accuracy_drop_pp", _field("max_accuracy_drop_pp", "drift", "accuracy_drop_pp"), "<=", " pp"
     ),
     "min_top1_agreement": _Metric(
-        "drift.top1_agreement", _field("drift", "top1_agreement"), ">=", ""
+        "drift.top1_agreement", _field("min_top1_agreement", "drift", "top1_agreement"), ">=", ""
     ),
     "min_cosine": _Metric("min(drift.outputs.*.cosine_min)", _min_cosine, ">=", ""),
-    "max_latency_p90_ms": _Metric("latency_ms.p90", _field("latency_ms", "p90"), "<=", " ms"),
-    "min_speedup": _Metric("speedup_p50", _field("speedup_p50"), ">=", "x"),
+    "max_latency_p90_ms": _Metric("latency_ms.p90", _field("max_latency_p90_ms", "latency_ms", "p90"), "<=", " ms"),
+    "min_speedup": _Metric("speedup_p50", _field("min_speedup", "speedup_p50"), ">=", "x"),
     "max_size_mb": _Metric(
-        "size_bytes / 2**20", _field("size_bytes", scale=1.0 / 2**20), "<=", " MiB"
+        "size_bytes / 2**20", _field("max_size_mb", "size_bytes", scale=1.0 / 2**20), "<=", " MiB"
     ),
-    "max_peak_rss_mb": _Metric("peak_rss_mb", _field("peak_rss_mb"), "<=", " MiB"),
+    "max_peak_rss_mb": _Metric("peak_rss_mb", _field("max_peak_rss_mb", "peak_rss_mb"), "<=", " MiB"),
 }
 assert tuple(_METRICS) == THRESHOLD_NAMES
 
@@ -300,12 +334,30 @@ def _unknown_threshold(name: str) -> BadInputError:
 
 
 def _threshold_value(name: str, value: Any, where: str) -> float:
-    """Validate one threshold value: a finite real number (a NaN limit would fail every check)."""
+    """Validate one threshold value: a finite real number (a NaN limit would fail every check) that a
+    measurement could meet or miss."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadInputError(f"threshold {name} {where}must be a number, got {value!r}")
     if not math.isfinite(value):
         raise BadInputError(f"threshold {name} {where}must be a finite number, got {value!r}")
+    low, high = _POSSIBLE[name]
+    if not low <= value <= high:
+        valid = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise BadInputError(f"threshold {name} {where}must be {valid}, got {value!r}")
     return float(value)
+
+
+def _check_envelope(report: Mapping[str, Any]) -> None:
+    """A report is a mapping carrying the bench schema, and every metric the gate knows is possible."""
+    schema = report.get("schema")
+    if not isinstance(schema, str) or not schema.startswith(REPORT_SCHEMA_PREFIX):
+        raise BadInputError(f"report has schema {schema!r}, expected {REPORT_SCHEMA_PREFIX}*: "
+                            "pass the report written by `edgec bench --json`")
+    for metric in _METRICS.values():
+        try:
+            metric.read(report)
+        except _Missing:
+            continue  # a missing metric fails its own check, if asked for
 
 
 def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) -> GateResult:
@@ -321,14 +373,16 @@ def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) 
         matter how the policy was written).
 
     Raises:
-        BadInputError: The report is not a dict, no threshold is given, a name is unknown, or a
-            limit is not a finite number.
+        BadInputError: The report is not a dict, lacks the bench schema or holds an impossible
+            metric; no threshold is given, a name is unknown, or a limit is not a finite number a
+            measurement could meet.
     """
     if not isinstance(report, Mapping):
         raise BadInputError(
             f"report must be a JSON object, got {type(report).__name__}: "
             "pass the file written by `edgec bench --json`"
         )
+    _check_envelope(report)
     given: dict[str, float] = {}
     for name, value in thresholds.items():
         if name not in _METRICS:
@@ -340,6 +394,22 @@ def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) 
     return GateResult(
         tuple(_check(name, report, given[name]) for name in THRESHOLD_NAMES if name in given)
     )
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object hook: a key given twice is an error (JSON leaves which one wins undefined)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -365,12 +435,17 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise BadInputError(f"cannot read report {p} ({reason}): pass a readable file") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise BadInputError(
             f"report {p} is not valid JSON (line {exc.lineno}: {exc.msg}): "
             "pass the file written by `edgec bench --json`"
         ) from None
+    except _DuplicateKey as exc:
+        raise BadInputError(f"report {p} gives key {exc.key!r} twice: which one counts is undefined;"
+                            f" {_REGENERATE}") from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep; an integer too long to convert
+        raise BadInputError(f"report {p} cannot be read ({first_line(exc)}): {_REGENERATE}") from None
     if not isinstance(data, dict):
         raise BadInputError(
             f"report {p} holds a JSON {type(data).__name__}, not an object: "

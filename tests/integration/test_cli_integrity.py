@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import onnx
+import onnx.parser
 import pytest
 from onnx import numpy_helper
 
@@ -52,8 +53,21 @@ def _fails(result, *needles: str) -> None:
 
 
 def test_an_intact_artifact_benches(cli, art) -> None:
-    result = _bench(cli, art)
+    assert _bench(cli, art).code == 0
+
+
+def test_bench_writes_strict_json_when_outputs_are_nan(cli, tmp_path) -> None:
+    import numpy as np
+
+    model = tmp_path / "sqrt.onnx"
+    onnx.save_model(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 4] x) => (float[1, 4] y) { y = Sqrt(x) }"""), model)
+    np.savez(tmp_path / "negative.npz", x=-np.ones((2, 1, 4), np.float32))  # sqrt(-1): NaN in both models
+    assert cli("compile", model, "-t", "cpu-x86-fp32", "-o", tmp_path / "art").code == 0
+    result = _bench(cli, tmp_path / "art", "--data", tmp_path / "negative.npz", "--json", tmp_path / "r.json")
     assert result.code == 0, result.err
+    report = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda token: pytest.fail(f"{token} written"))
+    assert report["drift"]["outputs"]["y"]["cosine_min"] is None
 
 
 def test_zeroed_weights_are_caught_before_loading(cli, art) -> None:

@@ -132,7 +132,8 @@ def test_just_past_the_boundary_fails(name: str) -> None:
 @pytest.mark.parametrize("name", THRESHOLD_NAMES)
 def test_comfortable_margin_passes_and_wrong_side_fails(name: str) -> None:
     value, op = MEASURED[name]
-    good, bad = (value * 2, value / 2) if op == "<=" else (value / 2, value * 2)
+    higher = (value + 1) / 2 if name in ("min_top1_agreement", "min_cosine") else value * 2  # both at most 1
+    good, bad = (value * 2, value / 2) if op == "<=" else (value / 2, higher)
     assert evaluate(make_report(), {name: good})
     assert not evaluate(make_report(), {name: bad})
 
@@ -234,7 +235,7 @@ def test_absent_key_fails_closed(name: str, path: tuple[str, ...]) -> None:
         node = node[key]
     del node[path[-1]]
     # A limit the full report passes comfortably, so only the absence can fail it.
-    limit = 1e9 if name.startswith("max_") else -1e9
+    limit = 100.0 if name.startswith("max_") else (-1.0 if name == "min_cosine" else 0.0)  # the loosest possible
     check = only(evaluate(report, {name: limit}))
     assert not check.passed
     assert check.value is None
@@ -274,7 +275,7 @@ def test_nan_fails(name: str) -> None:
         "max_peak_rss_mb": lambda r: r.__setitem__("peak_rss_mb", math.nan),
     }
     setters[name](report)
-    limit = 1e9 if name.startswith("max_") else -1e9
+    limit = 100.0 if name.startswith("max_") else (-1.0 if name == "min_cosine" else 0.0)  # the loosest possible
     check = only(evaluate(report, {name: limit}))
     assert not check.passed
     assert "nan" in check.message and check.message.endswith(": fail")
@@ -615,10 +616,16 @@ def test_to_markdown_escapes_pipes_in_messages() -> None:
 
 # --------------------------------------------------------------------------- properties
 
-finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
+#: The thresholds a measurement could meet or miss (others are refused).
+POSSIBLE = {"max_accuracy_drop_pp": (-100, 100), "min_top1_agreement": (0, 1), "min_cosine": (-1, 1)}
 
 
-@given(value=st.floats(min_value=0, max_value=1e6, allow_nan=False), limit=finite)
+def possible(name: str) -> st.SearchStrategy[float]:
+    low, high = POSSIBLE.get(name, (0, 1e12))
+    return st.floats(min_value=low, max_value=high, allow_nan=False, allow_infinity=False)
+
+
+@given(value=st.floats(min_value=0, max_value=1e6, allow_nan=False), limit=possible("max_latency_p90_ms"))
 def test_latency_passes_iff_value_at_most_threshold(value: float, limit: float) -> None:
     report = make_report()
     report["latency_ms"]["p90"] = value
@@ -641,7 +648,7 @@ def test_min_cosine_passes_iff_every_output_meets_floor(cosines: list[float], li
 
 
 @given(
-    values=st.fixed_dictionaries({name: finite for name in THRESHOLD_NAMES}),
+    values=st.fixed_dictionaries({name: possible(name) for name in THRESHOLD_NAMES}),
     subset=st.sets(st.sampled_from(THRESHOLD_NAMES), min_size=1),
 )
 def test_gate_passes_iff_every_check_passes(values: dict[str, float], subset: set[str]) -> None:
