@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import BadInputError, first_line
+from edgec.limits import utf8_path
 
 __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
            "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json"]
@@ -284,6 +285,7 @@ def write_artifact(
 def check_output_dir(output_dir: str | Path, *, force: bool, inputs: Sequence[str | Path] = ()) -> None:
     """Everything about `-o` that can be known before the work starts (so it fails in seconds, not after it)."""
     output_dir = Path(output_dir)
+    utf8_path(output_dir, "output directory")
     if output_dir.is_symlink() and not output_dir.exists():
         raise BadInputError(f"output directory {output_dir} is a dangling symlink; remove it or choose another path")
     if output_dir.exists() and not force:

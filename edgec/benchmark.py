@@ -17,6 +17,7 @@ from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
 from edgec.harness.run import ModelRef, benchmark
 from edgec.integrity import check_artifact, vet_baseline
+from edgec.limits import MAX_THREADS, utf8_path
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
 
@@ -112,8 +113,9 @@ def bench(
     """
     if runs < 1 or warmup < 0:
         raise BadInputError("--runs must be >= 1 and --warmup >= 0")
-    if threads is not None and threads < 0:
-        raise BadInputError("--threads must be >= 0")
+    if threads is not None and not 0 <= threads <= MAX_THREADS:
+        raise BadInputError(f"--threads must be between 0 (the runtime's default) and {MAX_THREADS}")
+    utf8_path(artifact, "artifact")
     if labels is not None and data is None:
         raise BadInputError("--labels needs --data (the samples the labels belong to)")
     if json_path is not None:

@@ -29,6 +29,9 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 
 
 def _say(message: str) -> None:
+    from edgec.limits import step
+
+    step(message)
     print(message, file=sys.stderr, flush=True)
 
 
@@ -181,9 +184,9 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _cmd_target(args: argparse.Namespace) -> int:
-    from edgec.target import load_target
+    from edgec.target import load_target, shown
 
-    print(json.dumps(load_target(args.name).to_dict(), indent=2))
+    print(json.dumps(shown(load_target(args.name)), indent=2))
     return EXIT_OK
 
 
@@ -319,6 +322,9 @@ def _environment_error(exc: BaseException) -> str | None:
         return "out of memory: the input declares more data than this machine can hold; use smaller inputs"
     if isinstance(exc, RecursionError):
         return "the input is nested too deeply to read; flatten it"
+    library = type(exc).__module__.split(".")[0]
+    if library in ("onnxruntime", "onnx"):  # the libraries refuse the model the user gave
+        return f"{'ONNX Runtime' if library == 'onnxruntime' else 'ONNX'} cannot process the model: {first_line(exc)}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EACCES,
                                                   errno.EPERM, errno.EROFS, errno.ELOOP, errno.EMFILE, errno.EIO):
         where = f": {exc.filename}" if exc.filename else ""
@@ -341,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
+        if args.command in ("compile", "bench"):
+            from edgec.limits import watch_steps
+
+            watch_steps()
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         code = args.func(args)
         sys.stdout.flush()

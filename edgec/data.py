@@ -17,6 +17,7 @@ shapes allow. Labels are a `.npy` of integer class ids, one per sample.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edgec.errors import BadInputError
+from edgec.limits import check_npy_sizes, check_tensor_bytes, regular_file
 from edgec.runtime.base import Feeds, TensorSpec
 
 __all__ = ["load_samples", "save_samples", "random_samples", "load_labels", "DYNAMIC_DIM_DEFAULT"]
@@ -37,8 +39,8 @@ DYNAMIC_DIM_DEFAULT = 8
 
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise BadInputError(f"{what}: no such file {path}")
+    regular_file(path, what)
+    check_npy_sizes(path, what)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -230,6 +232,7 @@ def _random_array(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
         dim if isinstance(dim, int) and dim > 0 else (1 if axis == 0 else DYNAMIC_DIM_DEFAULT)
         for axis, dim in enumerate(spec.shape)
     ]
+    check_tensor_bytes(math.prod(shape) * max(spec.dtype.itemsize, 1), f"a random feed for input '{spec.name}'")
     if np.issubdtype(spec.dtype, np.floating):
         return rng.standard_normal(shape).astype(spec.dtype)
     if spec.dtype == np.bool_:
@@ -248,9 +251,8 @@ def random_samples(inputs: Sequence[TensorSpec], count: int, *, seed: int = 0) -
 
 def load_labels(path: str | Path, samples: int) -> np.ndarray:
     """Load integer class labels (`.npy`, 1-D), one per sample."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"labels: no such file {path}")
+    path = regular_file(path, "labels")
+    check_npy_sizes(path, "labels")
     try:
         labels = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import BadInputError, first_line
+from edgec.limits import regular_file
 
 __all__ = [
     "THRESHOLD_NAMES",
@@ -425,6 +426,8 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         BadInputError: The file is missing or unreadable, not JSON, or not a bench report.
     """
     p = Path(path)
+    if p.exists():
+        regular_file(p, "cannot read report")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -477,6 +480,8 @@ def load_policy(path: str | os.PathLike[str]) -> dict[str, float]:
             given twice; a value is not a finite number.
     """
     p = Path(path)
+    if p.exists():
+        regular_file(p, "cannot read policy")
     try:
         with p.open("rb") as f:
             doc = tomllib.load(f)
@@ -486,7 +491,7 @@ def load_policy(path: str | os.PathLike[str]) -> dict[str, float]:
         raise BadInputError(
             f"cannot read policy {p} ({exc.strerror or exc}): pass a readable TOML file"
         ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInputError(f"policy {p} is not valid TOML ({reason}): fix its syntax") from None
 

@@ -9,8 +9,11 @@ Loading is three steps, each kept separate so errors point at the right file:
 
 1. read one TOML file and check it *partially* (known keys, types, enum values) so a typo is
    reported against the file that contains it, not against a child that inherits it;
-2. resolve `inherits` (a built-in name, or a path relative to the inheriting file) recursively and
-   deep-merge the child over its parent (tables merge key by key, scalars and lists replace);
+2. resolve `inherits` (a built-in name, or a path relative to the inheriting file that stays in its
+   directory or in one of the directories of `EDGEC_TARGET_PATH`, so a descriptor cannot pull in
+   any other file on the system) recursively, at most
+   `MAX_INHERITANCE` deep, and deep-merge the child over its parent (tables merge key by key,
+   scalars and lists replace);
 3. check the merged result *completely* (required keys, int8 needs a quant scheme) and freeze it.
 
 This is the only module in edgec that reads TOML.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edgec.errors import TargetError
+from edgec.limits import MAX_THREADS, max_dim
 
 __all__ = [
     "TensorQuant",
@@ -48,6 +52,8 @@ __all__ = [
     "device_mismatch",
     "DEFAULT_PASSES",
     "DEFAULT_QUANT_OPS",
+    "MAX_INHERITANCE",
+    "shown",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,10 @@ DEFAULT_QUANT_OPS: tuple[str, ...] = (
 )  # fmt: skip
 #: Precisions that carry a quant scheme: "auto" compiles int8 and keeps it only where it is faster.
 _QUANTIZED_PRECISIONS = ("int8", "auto")
+#: How deep `inherits` chains may go (the built-ins use two levels).
+MAX_INHERITANCE = 16
+#: What `edgec target` shows instead of the value of a key the schema does not know.
+HIDDEN = "<not shown: unknown key>"
 _DEFAULT_VERIFY = {"rtol": 1e-3, "atol": 1e-4}
 
 #: Runtime name -> the Python package it needs, probed with find_spec (never imported here).
@@ -282,14 +292,22 @@ def _label(path: Path) -> str:
 
 
 def _locate(ref: str | os.PathLike[str], base: Path, referrer: str | None) -> Path:
-    """Turn a name or path into an absolute descriptor path; `base` anchors relative paths."""
+    """Turn a name or path into an absolute descriptor path; `base` anchors relative paths.
+
+    A path the user names may be anywhere; one an `inherits` key names must stay under `base`,
+    the inheriting file's own directory.
+    """
     text = os.fspath(ref)
     candidate = base / text
     is_path = text.endswith(".toml") or os.sep in text or "/" in text or candidate.is_file()
     where = f"{referrer}: " if referrer else ""
     if is_path:
+        if referrer and not any(candidate.resolve().is_relative_to(root) for root in _inheritable_roots(base)):
+            raise TargetError(f"{where}inherits '{text}', outside the descriptor's directory {base}; inherit a"
+                              " built-in target, a .toml file beside the descriptor, or add its directory to"
+                              " EDGEC_TARGET_PATH")
         if not candidate.is_file():
-            raise TargetError(f"{where}target file '{candidate}' does not exist; check the path")
+            raise TargetError(f"{where}target file '{candidate}' does not exist (or is not a regular file); check the path")
         return candidate.resolve()
     builtin = builtin_targets_dir() / f"{text}.toml"
     if not builtin.is_file():
@@ -297,6 +315,12 @@ def _locate(ref: str | os.PathLike[str], base: Path, referrer: str | None) -> Pa
         what = "inherits unknown target" if referrer else "unknown target"
         raise TargetError(f"{where}{what} '{text}'; use one of: {known}, or a path to a .toml file")
     return builtin.resolve()
+
+
+def _inheritable_roots(base: Path) -> list[Path]:
+    """Directories whose descriptors `inherits` may name: the inheriting file's own and `EDGEC_TARGET_PATH`'s."""
+    extra = [Path(entry).resolve() for entry in os.environ.get("EDGEC_TARGET_PATH", "").split(os.pathsep) if entry]
+    return [base.resolve(), *extra]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -307,6 +331,8 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
         raise TargetError(f"{label}: TOML syntax error: {exc}; fix the file") from exc
+    except RecursionError as exc:
+        raise TargetError(f"{label}: tables or arrays nested too deeply to read; fix the file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise TargetError(f"{label}: cannot read target file ({exc}); check the path and permissions") from exc
 
@@ -319,6 +345,8 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(_label(p) for p in (*chain, path))
         raise TargetError(f"inheritance cycle: {cycle}; remove one of these `inherits` keys")
+    if len(chain) >= MAX_INHERITANCE:
+        raise TargetError(f"{_label(chain[0])}: inherits more than {MAX_INHERITANCE} descriptors deep; flatten the chain")
     raw = _read(path)
     _check(raw, _SCHEMA, _label(path), prefix="", complete=False)
     parent_ref = raw.pop("inherits", None)
@@ -377,7 +405,7 @@ _BOOL = _Field("true or false", lambda v: isinstance(v, bool))
 _STR_LIST = _Field("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
 _NUMBER = _Field("a number", _is_number)
 _NON_NEGATIVE = _Field("a number >= 0", lambda v: _is_number(v) and v >= 0)
-_THREADS = _Field("an integer >= 0 (0 = runtime default)", lambda v: _is_int(v) and v >= 0)
+_THREADS = _Field(f"an integer in [0, {MAX_THREADS}] (0 = runtime default)", lambda v: _is_int(v) and 0 <= v <= MAX_THREADS)
 _POSITIVE_INT = _Field("an integer >= 1", lambda v: _is_int(v) and v >= 1)
 _UNIT_INTERVAL = _Field("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1)
 _PERCENTILE = _Field("a number in (50, 100]", lambda v: _is_number(v) and 50 < v <= 100)
@@ -426,6 +454,9 @@ _SCHEMA = _Table(
                 "threads": _THREADS,
                 "graph_optimization": _enum("disable", "basic", "extended", "all"),
                 "opset": _POSITIVE_INT,
+                "delegate": _STR,
+                "fix_dims": _Field("a table of dim names to integers >= 1, e.g. {batch = 1}",
+                                   lambda v: isinstance(v, dict) and all(_is_int(d) and 1 <= d <= max_dim() for d in v.values())),
             },
             open=True,
         ),
@@ -467,6 +498,25 @@ def _check(data: Mapping[str, Any], table: _Table, label: str, prefix: str, comp
                 )
 
 
+def shown(target: Target) -> dict[str, Any]:
+    """`target.to_dict()` for printing: the value of a key the schema does not know (free-form extras of
+    `[options]` and `[device]`) is hidden, so a descriptor cannot make edgec echo a secret it holds."""
+
+    def hide(data: Mapping[str, Any], table: _Table) -> dict[str, Any]:
+        result = {}
+        for key, value in data.items():
+            spec = table.fields.get(key)
+            if spec is None:
+                result[key] = HIDDEN
+            elif isinstance(spec, _Table) and isinstance(value, Mapping):
+                result[key] = hide(value, spec)
+            else:
+                result[key] = value
+        return result
+
+    return {**hide({k: v for k, v in target.to_dict().items() if k != "source"}, _SCHEMA), "source": target.source}
+
+
 def merge_overrides(overrides: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Several partial descriptors deep-merged in order (a later key wins)."""
     merged: dict[str, Any] = {}
@@ -488,6 +538,8 @@ def parse_override(text: str) -> dict[str, Any]:
         value = tomllib.loads(f"value = {raw.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError as exc:
+        raise TargetError(f"override '{key}': its value is nested too deeply") from exc
     for part in reversed(parts):
         value = {part: value}
     return value

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from edgec.errors import BadInputError
 from edgec.frontends import onnx_frontend
+from edgec.limits import regular_file, utf8_path
 from edgec.runtime.base import TensorSpec
 from edgec.trust import require_trust
 
@@ -128,6 +129,7 @@ def detect_format(path: str | Path) -> str:
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return "savedmodel"
         raise BadInputError(f"model: {path} is a directory but not a TensorFlow SavedModel (no saved_model.pb)")
+    regular_file(path, "model")
     suffix = path.suffix.lower()
     with open(path, "rb") as handle:
         head = handle.read(8)
@@ -162,8 +164,9 @@ def _frontend(fmt: Format) -> Any:
 def import_model(path: str | Path, *, fmt: str | None = None, options: ImportOptions = ImportOptions()) -> Imported:
     """Convert a model file to the IR with the frontend for its (detected or forced) format."""
     path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"model: no such file {path}")
+    utf8_path(path, "model")
+    if not path.is_dir():
+        regular_file(path, "model")
     name = fmt or detect_format(path)
     if name not in FORMATS:
         raise BadInputError(f"--from {name}: unknown format; choose one of {', '.join(FORMATS)}")

@@ -32,7 +32,27 @@ def load(path: Path) -> ir.Model:
         onnx.checker.check_model(proto, full_check=False)
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"model: {path} is not a valid ONNX model: {first_line(exc)}") from exc
-    return ir.serde.deserialize_model(proto)
+    _check_runnable(proto, path)
+    try:
+        return ir.serde.deserialize_model(proto)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:  # e.g. names that are not UTF-8
+        raise BadInputError(f"model: cannot read {path}: {first_line(exc)}") from exc
+
+
+def _check_runnable(proto: onnx.ModelProto, path: Path) -> None:
+    """What the checker accepts but no runtime can run: no outputs, an outputs name given twice, an opset
+    newer than this ONNX knows."""
+    outputs = [value.name for value in proto.graph.output]
+    if not outputs:
+        raise BadInputError(f"model: {path} has no graph outputs; nothing could run it")
+    repeated = sorted({name for name in outputs if outputs.count(name) > 1})
+    if repeated:
+        raise BadInputError(f"model: {path} names the graph output {repeated[0]!r} more than once")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise BadInputError(f"model: {path} uses ONNX opset {opset.version}; this onnx package knows up to"
+                                f" {newest}: export at a lower opset or upgrade onnx and onnxruntime")
 
 
 def _onnx_external_locations(model: Any) -> set[str]:

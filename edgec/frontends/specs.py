@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import BadInputError
+from edgec.limits import check_dims
 from edgec.runtime.base import TensorSpec
 
 __all__ = ["parse_tensor_spec", "fix_shapes"]
@@ -42,6 +43,7 @@ def parse_tensor_spec(text: str, *, default_dtype: str = "float32") -> TensorSpe
             raise BadInputError(f"input spec '{text}': dimension '{dim}' is neither a number nor a name"
                                 f" (and '{last}' is not a dtype: {', '.join(DTYPES)})")
         dims.append(int(dim) if dim.isdigit() else (None if dim == "?" else dim))
+    check_dims(dims, f"input spec '{text}'")
     return TensorSpec(name, tuple(dims), np.dtype(dtype_text))
 
 

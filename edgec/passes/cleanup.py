@@ -12,6 +12,9 @@ of small ConstantOfShape fills and turning Constant nodes into initializers.
 
 from __future__ import annotations
 
+import math
+import sys
+
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
@@ -33,6 +36,8 @@ from onnxscript.rewriter.rules.common import (
     transpose_transpose_rule,
     unsqueeze_unsqueeze_rule,
 )
+
+from edgec.limits import check_tensor_bytes
 
 __all__ = [
     "FreezeInitializersPass",
@@ -69,11 +74,63 @@ def _constant(value: ir.Value | None) -> np.ndarray | None:
     return None if tensor is None else tensor.numpy()
 
 
+def _generated_elements(node: ir.Node) -> int | None:
+    """Elements a Range, ConstantOfShape, Expand or Tile with constant inputs creates; None when not known.
+
+    These ops make large tensors from a few bytes: a 260-byte model can declare Range(0, 1e9).
+    """
+    if node.domain != "" or node.op_type not in ("Range", "ConstantOfShape", "Expand", "Tile"):
+        return None
+    arrays = [_constant(value) for value in node.inputs]
+    if not arrays or any(array is None for array in arrays):
+        return None
+    try:
+        if node.op_type == "Range":
+            start, limit, delta = (float(np.asarray(array).reshape(-1)[0]) for array in arrays[:3])
+            return 0 if delta == 0 else max(math.ceil((limit - start) / delta), 0)
+        if node.op_type == "ConstantOfShape":
+            return math.prod(int(dim) for dim in arrays[0].reshape(-1))
+        if node.op_type == "Expand":
+            return math.prod(np.broadcast_shapes(arrays[0].shape, tuple(int(dim) for dim in arrays[1].reshape(-1))))
+        return arrays[0].size * math.prod(int(r) for r in arrays[1].reshape(-1))
+    except (OverflowError, ValueError, IndexError):  # infinite or NaN bounds, empty shape inputs
+        return sys.maxsize
+
+
+def _check_declared_sizes(model: ir.Model) -> None:
+    """Refuse a model whose inferred or declared static shapes hold a tensor beyond `EDGEC_MAX_TENSOR_MB`."""
+    for value in model.graph.inputs:
+        _check_value_size(value)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for value in node.outputs:
+            _check_value_size(value)
+
+
+def _check_value_size(value: ir.Value) -> None:
+    if value.shape is None or value.dtype is None or not all(isinstance(dim, int) for dim in value.shape):
+        return
+    itemsize = max(value.dtype.itemsize, 1) if value.dtype.itemsize else 1
+    check_tensor_bytes(math.prod(value.shape) * itemsize, f"model: tensor '{value.name}'")
+
+
 class InferShapesPass(ShapeInferencePass):
-    """ONNX shape inference, lenient: a model with unknown custom ops still gets the shapes it can."""
+    """ONNX shape inference, lenient: a model with unknown custom ops still gets the shapes it can.
+
+    Data propagation (which computes small shape tensors' values) holds each value it propagates in
+    memory, about a hundred bytes per element; it is switched off for a model with a generator op
+    beyond FOLD_SIZE_LIMIT elements. A model whose shapes then hold a tensor beyond the tensor limit
+    is refused (`edgec.limits`).
+    """
 
     def __init__(self) -> None:
         super().__init__(check_type=True, strict_mode=False, data_prop=True)
+
+    def call(self, model: ir.Model) -> PassResult:
+        self.data_prop = not any((_generated_elements(node) or 0) > FOLD_SIZE_LIMIT
+                                 for node in ir.traversal.RecursiveGraphIterator(model.graph))
+        result = super().call(model)
+        _check_declared_sizes(result.model)
+        return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,15 +139,16 @@ class InferShapesPass(ShapeInferencePass):
 
 
 def _fold_small_fills(node: ir.Node) -> bool | None:
-    """The folder's `should_fold` hook: fold ConstantOfShape up to FILL_FOLD_LIMIT elements.
+    """The folder's `should_fold` hook: fold ConstantOfShape up to FILL_FOLD_LIMIT elements, and no
+    generator op beyond FOLD_SIZE_LIMIT (the folder checks its output size only after computing it).
 
     onnxscript keeps every ConstantOfShape by default (so that no fill bloats the model); None leaves
     all other ops to the folder's default rules.
     """
-    if node.op_type != "ConstantOfShape" or node.domain != "":
-        return None
-    shape = _constant(node.inputs[0])
-    return shape is not None and int(np.prod(shape)) <= FILL_FOLD_LIMIT
+    elements = _generated_elements(node)
+    if node.op_type == "ConstantOfShape" and node.domain == "":
+        return elements is not None and elements <= FILL_FOLD_LIMIT
+    return False if elements is not None and elements > FOLD_SIZE_LIMIT else None
 
 
 def _lift_live_constants(model: ir.Model) -> bool:

@@ -81,7 +81,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
-    _bad(tmp_path, [IMAGE], "no such file")
+    _bad(tmp_path, [IMAGE], "is a directory")
 
 
 def test_not_an_npz(tmp_path: Path) -> None:

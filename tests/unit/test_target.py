@@ -211,11 +211,55 @@ def test_three_level_chain(tmp_path: Path) -> None:
 
 
 def test_parent_path_is_relative_to_the_inheriting_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "boards/common/base.toml", MINIMAL + 'description = "shared base"\n')
+    write(tmp_path, "boards/leaf.toml", 'inherits = "common/base.toml"\n')
+    monkeypatch.chdir(tmp_path / "boards/common")  # the cwd must not matter
+    target = load_target(tmp_path / "boards/leaf.toml")
+    assert target.description == "shared base"
+
+
+def test_parent_outside_the_descriptors_directory_needs_the_search_path(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, "common/base.toml", MINIMAL + 'description = "shared base"\n')
     write(tmp_path, "boards/x/leaf.toml", 'inherits = "../../common/base.toml"\n')
-    monkeypatch.chdir(tmp_path / "common")  # the cwd must not matter
-    target = load_target(tmp_path / "boards/x/leaf.toml")
-    assert target.description == "shared base"
+    with pytest.raises(TargetError, match="outside the descriptor's directory"):
+        load_target(tmp_path / "boards/x/leaf.toml")
+    monkeypatch.setenv("EDGEC_TARGET_PATH", str(tmp_path / "common"))
+    assert load_target(tmp_path / "boards/x/leaf.toml").description == "shared base"
+
+
+@pytest.mark.parametrize("ref", ["/etc/passwd", "../secrets/config.toml", "sub/../../outside.toml"])
+def test_inherits_cannot_read_files_elsewhere(tmp_path: Path, ref: str) -> None:
+    write(tmp_path, "secrets/config.toml", 'api_token = "s3cr3t"\n[options]\napi_token = "s3cr3t"\n')
+    path = write(tmp_path, "mine/leaf.toml", f'inherits = "{ref}"\n')
+    with pytest.raises(TargetError, match="outside the descriptor's directory") as info:
+        load_target(path)
+    assert "s3cr3t" not in str(info.value)
+
+
+def test_target_never_echoes_the_value_of_an_unknown_key(tmp_path: Path, capsys) -> None:
+    from edgec.cli import main
+
+    path = write(tmp_path, "leaf.toml", 'inherits = "cpu-x86-fp32"\n[options]\napi_token = "s3cr3t"\n'
+                                         '[device]\nserial = "s3cr3t"\n')
+    assert main(["target", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cr3t" not in out and "api_token" in out and "serial" in out
+
+
+def test_deep_inheritance_chains_are_one_error(tmp_path: Path) -> None:
+    write(tmp_path, "t0.toml", MINIMAL)
+    for level in range(1, 200):
+        write(tmp_path, f"t{level}.toml", f'inherits = "t{level - 1}.toml"\n')
+    with pytest.raises(TargetError, match="deep; flatten"):
+        load_target(tmp_path / "t199.toml")
+
+
+@pytest.mark.parametrize("dims", ["{batch = 0}", "{batch = 1.5}", '{batch = "1"}', "{batch = 99999999999999}"])
+def test_fix_dims_must_be_positive_whole_numbers(tmp_path: Path, dims: str) -> None:
+    path = write(tmp_path, "leaf.toml", f'inherits = "cpu-x86-fp32"\n[options]\nfix_dims = {dims}\n')
+    with pytest.raises(TargetError, match="fix_dims"):
+        load_target(path)
 
 
 def test_child_may_switch_an_int8_parent_to_fp16(tmp_path: Path) -> None:
