@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = [
     "first_line",
+    "cause_line",
     "EdgecError",
     "BadInputError",
     "UntrustedSourceError",
@@ -54,3 +55,11 @@ def first_line(exc: BaseException) -> str:
             return line.strip()
     return type(exc).__name__
 
+
+
+def cause_line(exc: BaseException) -> str:
+    """`first_line` of the innermost explicit cause: libraries wrap the useful error in generic ones
+    ("Error calling _deserialize_graph with: g")."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return first_line(exc)

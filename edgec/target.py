@@ -518,10 +518,11 @@ def shown(target: Target) -> dict[str, Any]:
 
 
 def merge_overrides(overrides: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Several partial descriptors deep-merged in order (a later key wins)."""
+    """Several partial descriptors deep-merged in order (a later key wins), checked like a descriptor file."""
     merged: dict[str, Any] = {}
     for override in overrides:
         merged = _deep_merge(merged, override)
+    _check(merged, _SCHEMA, "--set", prefix="", complete=False)
     return merged
 
 

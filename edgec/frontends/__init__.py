@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from edgec.errors import BadInputError
+from edgec.errors import BadInputError, cause_line
 from edgec.frontends import onnx_frontend
 from edgec.limits import regular_file, utf8_path
 from edgec.runtime.base import TensorSpec
@@ -214,6 +214,7 @@ def file_input_specs(path: str | Path) -> list[TensorSpec]:
     """Input specs of an `.onnx` file, read without loading external weights."""
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except (OSError, DecodeError, ValueError) as exc:
-        raise BadInputError(f"model: cannot read {path} as ONNX: {exc}") from exc
-    return input_specs(ir.serde.deserialize_model(proto))
+        model = ir.serde.deserialize_model(proto)
+    except (OSError, DecodeError, ValueError, ir.serde.SerdeError) as exc:
+        raise BadInputError(f"model: cannot read {path} as ONNX: {cause_line(exc)}") from exc
+    return input_specs(model)

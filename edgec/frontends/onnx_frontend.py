@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from edgec.errors import BadInputError, first_line
+from edgec.errors import BadInputError, cause_line, first_line
 
 __all__ = ["load", "SUFFIXES", "external_data_files"]
 
@@ -35,8 +35,8 @@ def load(path: Path) -> ir.Model:
     _check_runnable(proto, path)
     try:
         return ir.serde.deserialize_model(proto)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:  # e.g. names that are not UTF-8
-        raise BadInputError(f"model: cannot read {path}: {first_line(exc)}") from exc
+    except (ir.serde.SerdeError, ValueError, TypeError, UnicodeDecodeError) as exc:  # e.g. an unknown dtype
+        raise BadInputError(f"model: cannot read {path}: {cause_line(exc)}") from exc
 
 
 def _check_runnable(proto: onnx.ModelProto, path: Path) -> None:

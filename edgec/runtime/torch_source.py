@@ -201,9 +201,7 @@ def torch_error_line(exc: BaseException) -> str:
     PyTorch's messages run to pages of C++ context, and the dynamo exporter wraps the useful error
     ("No ONNX function found for aten._linalg_eigh") in two generic ones with ANSI colour codes.
     """
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return re.sub(r"\x1b\[[0-9;]*m", "", errors.first_line(exc))
+    return re.sub(r"\x1b\[[0-9;]*m", "", errors.cause_line(exc))
 
 
 def load_source(path: str | Path, fmt: str | None = None, *, trust_source: bool = False) -> TorchSource:

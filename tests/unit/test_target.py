@@ -628,3 +628,11 @@ def test_arch_aliases_are_normalised(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_target_type_is_exported() -> None:
     assert isinstance(load_target("cpu-x86-fp32"), Target)
+
+
+@pytest.mark.parametrize("text, needle", [("quant=5", "'quant' must be a table"),
+                                          ("quant.calibrator=[1]", "quant.calibrator"),
+                                          ("colour=3", "unknown key 'colour'")])
+def test_overrides_are_checked_when_merged(text: str, needle: str) -> None:
+    with pytest.raises(TargetError, match=needle):
+        merge_overrides([parse_override(text)])
