@@ -234,8 +234,8 @@ def clean_stale(directory: Path, prefix: str, *, restore_to: Path | None = None)
     except OSError:
         return
     for entry in entries:
-        pid = entry.name[len(prefix):].partition("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        pid, dash, _ = entry.name[len(prefix):].partition("-")
+        if not dash or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
             continue
         if entry.is_symlink() or not entry.is_dir():
             continue

@@ -207,7 +207,9 @@ class Fuzzer:
         self.data = workdir / "seed.npz"
         np.savez(self.data, x=np.random.default_rng(seed).standard_normal((4, 1, 4)).astype(np.float32))
         self.artifact = workdir / "seed-art"
-        if main(["compile", str(self.model), "-t", "cpu-x86-fp32", "-o", str(self.artifact)]) != 0:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            compiled = main(["compile", str(self.model), "-t", "cpu-x86-fp32", "-o", str(self.artifact)])
+        if compiled != 0:
             raise RuntimeError("the seed model does not compile")
         self.report = workdir / "seed-report.json"
         self.report.write_text(json.dumps(_REPORT))

@@ -105,10 +105,11 @@ def test_debris_of_dead_runs_is_cleaned_and_nothing_else(tmp_path) -> None:
         (path / "model.onnx").write_text("partial")
     write_artifact(tmp_path / "art", _fill())
     assert not dead.exists() and alive.is_dir() and foreign.is_dir()
-    workdir = tmp_path / f"edgec-{_dead_pid()}-abc"
+    workdir, unnamed = tmp_path / f"edgec-{_dead_pid()}-abc", tmp_path / f"edgec-{_dead_pid()}"
     workdir.mkdir()
+    unnamed.mkdir()  # a name edgec's own pattern (prefix, pid, dash) does not fully match
     clean_stale(tmp_path, "edgec-")
-    assert not workdir.exists()
+    assert not workdir.exists() and unnamed.is_dir()
 
 
 def test_force_never_deletes_the_runs_own_input(tmp_path) -> None:
