@@ -32,7 +32,8 @@ from edgec.errors import BadInputError, first_line
 from edgec.limits import utf8_path
 
 __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
-           "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json"]
+           "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json", "strict_loads",
+           "DuplicateKeyError"]
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgec.manifest/1"
@@ -98,6 +99,24 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object gives one key twice; JSON leaves which one counts undefined, so edgec refuses it."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKeyError(f"key {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+def strict_loads(text: str) -> Any:
+    """`json.loads` that refuses a key given twice (the reader of every JSON file edgec trusts)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
 
 
 def strict_json(value: Any) -> str:
@@ -343,7 +362,7 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     """The manifest of an artifact directory, checked to be edgec's (schema and the keys edgec reads)."""
     path = Path(artifact_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = strict_loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
         raise BadInputError(f"artifact: cannot read {path}: {first_line(exc)}") from exc
     problem = _manifest_problem(manifest)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgec.artifact import DuplicateKeyError, strict_loads
 from edgec.errors import BadInputError, first_line
 from edgec.limits import regular_file
 
@@ -397,22 +398,6 @@ def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) 
     )
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """`json.loads` object hook: a key given twice is an error (JSON leaves which one wins undefined)."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a report written by ``edgec bench --json``.
 
@@ -438,15 +423,14 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise BadInputError(f"cannot read report {p} ({reason}): pass a readable file") from None
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys)
+        data = strict_loads(text)
     except json.JSONDecodeError as exc:
         raise BadInputError(
             f"report {p} is not valid JSON (line {exc.lineno}: {exc.msg}): "
             "pass the file written by `edgec bench --json`"
         ) from None
-    except _DuplicateKey as exc:
-        raise BadInputError(f"report {p} gives key {exc.key!r} twice: which one counts is undefined;"
-                            f" {_REGENERATE}") from None
+    except DuplicateKeyError as exc:
+        raise BadInputError(f"report {p}: {exc}; {_REGENERATE}") from None
     except (RecursionError, ValueError) as exc:  # nesting too deep; an integer too long to convert
         raise BadInputError(f"report {p} cannot be read ({first_line(exc)}): {_REGENERATE}") from None
     if not isinstance(data, dict):

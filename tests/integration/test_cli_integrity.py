@@ -109,6 +109,12 @@ def test_malformed_manifests_are_one_line(cli, art, change) -> None:
     _fails(_bench(cli, art), "manifest.json")
 
 
+def test_a_manifest_giving_a_key_twice_is_refused(cli, art) -> None:
+    text = (art / "manifest.json").read_text()
+    (art / "manifest.json").write_text(text.replace("{", '{"schema": "edgec.manifest/1", ', 1))
+    _fails(_bench(cli, art), "manifest.json", "given twice")
+
+
 def test_compile_refuses_to_replace_the_directory_holding_its_input(cli, art) -> None:
     model = art / "input.onnx"
     shutil.copyfile(art / "model.onnx", model)
