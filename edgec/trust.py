@@ -6,8 +6,11 @@ Trust model, per format:
 - `.pt2` (`torch.export.save`): a graph and tensors, unless the archive holds pickles:
   `torch.export.load` unpickles weights and constants flagged `use_pickle` (and custom or opaque
   objects) with `torch.load(weights_only=False)`, retries sample inputs the same way when the
-  safe unpickler refuses them, and loads AOTInductor's compiled libraries. An archive that needs
-  none of that loads without trust; any other needs it.
+  safe unpickler refuses them, and loads AOTInductor's compiled libraries. It also parses each
+  symbolic-shape expression (`expr_str`, e.g. `Symbol('s77', positive=True, integer=True)`) with
+  `sympy.sympify`, which evaluates it as Python. An archive that needs no unpickling, no compiled
+  code, and whose expressions call only sympy's and torch's shape functions loads without trust;
+  any other needs it.
 - TorchScript and TensorFlow SavedModel: model code by nature (TorchScript's `__setstate__`,
   SavedModel resource initializers run on load); never loaded without trust.
 
@@ -22,6 +25,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,6 +46,17 @@ TRUST_HINT = ("pass --trust-source (API: trust_source=True) only if you trust wh
               " to ONNX yourself")
 
 _CONFIG = "data/{kind}/{model}_{kind}_config.json"
+#: What a `.pt2`'s shape expressions may call: sympy's constructors and relations, and the shape functions
+#: torch's deserializer passes to `sympy.sympify`.
+_SHAPE_FUNCTIONS = frozenset({
+    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "floor", "ceiling",
+    "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "Piecewise", "ITE",
+    "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift",
+    "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator",
+    "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat", "Identity",
+})
+_EXPRESSION_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
+                               r"|'[A-Za-z0-9_]*'|\"[A-Za-z0-9_]*\"|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%()<>=,&|~^]))")
 _SAFE_CONSTANT_PREFIX = "tensor_"
 
 
@@ -75,6 +90,39 @@ def _payload_risk(archive: zipfile.ZipFile, root: str, model: str, kind: str) ->
     return None
 
 
+def _unsafe_expression(text: str) -> bool:
+    """Whether a shape expression could do more than build a sympy expression when `sympify` evaluates it:
+    anything but names, numbers, quoted symbol names and operators, a dunder name, or a call of a name
+    outside `_SHAPE_FUNCTIONS`."""
+    text, position, tokens = text.strip(), 0, []
+    while position < len(text):
+        token = _EXPRESSION_TOKEN.match(text, position)
+        if token is None:
+            return True
+        tokens.append(token)
+        position = token.end()
+    for token, following in zip(tokens, [*tokens[1:], None]):
+        name = token.group("name")
+        called = following is not None and following.group("op") == "("
+        if name is not None and ("__" in name or (called and name not in _SHAPE_FUNCTIONS)):
+            return True
+    return False
+
+
+def _expressions(node: Any) -> list[str]:
+    """Every `expr_str` in a deserialized program JSON, however deep."""
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found += [value for key, value in item.items() if key == "expr_str" and isinstance(value, str)]
+            stack += list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return found
+
+
 def pt2_code_risk(data: bytes, load_weights_only: Callable[[bytes], Any]) -> str | None:
     """Why loading this `.pt2` archive could run code (see the module docstring); None when it is safe.
 
@@ -101,6 +149,14 @@ def pt2_code_risk(data: bytes, load_weights_only: Callable[[bytes], Any]) -> str
     models = [name[len(f"{root}models/"):-len(".json")] for name in names
               if name.startswith(f"{root}models/") and name.endswith(".json") and name.count("/") == 2]
     for model in models:
+        name = f"{root}models/{model}.json"
+        try:
+            program = json.loads(archive.read(name))
+        except (ValueError, RecursionError):
+            return f"its program {name} is unreadable"
+        unsafe = next((text for text in _expressions(program) if _unsafe_expression(text)), None)
+        if unsafe is not None:
+            return f"its shape expression {unsafe[:60]!r} is Python that sympy would evaluate"
         for kind in ("weights", "constants"):
             risk = _payload_risk(archive, root, model, kind)
             if risk:

@@ -127,7 +127,7 @@ def _exported_source(path: Path, trust_source: bool) -> TorchSource:
     if not trust_source:
         risk = pt2_code_risk(data, lambda blob: torch.load(io.BytesIO(blob), weights_only=True))
         if risk:
-            raise refuse_untrusted(path, f"torch.export.load would unpickle code from it ({risk})")
+            raise refuse_untrusted(path, f"torch.export.load could run code from it ({risk})")
     try:
         program = torch.export.load(io.BytesIO(data))
     except Exception as exc:  # torch raises assorted types for foreign, truncated or newer-version archives

@@ -111,6 +111,37 @@ def test_other_pickles_in_a_pt2_are_refused(safe_pt2, tmp_path, kind) -> None:
     assert not marker.exists()
 
 
+def test_a_pt2_shape_expression_that_is_code_is_refused(tmp_path) -> None:
+    """torch parses symbolic shapes with sympy.sympify, which evaluates them as Python."""
+    path = tmp_path / "dynamic.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(torch.nn.ReLU(), (torch.ones(2, 3),), dynamic_shapes=({0: batch},)), path)
+    assert pt2_code_risk(path.read_bytes(), _weights_only) is None  # its expressions are plain sympy
+    marker = tmp_path / "code-ran"
+    code = f"__import__('os').mkdir('{marker}')"
+
+    def change(inner: str, data: bytes, extra: dict) -> bytes:
+        if not (inner.startswith("models/") and inner.endswith(".json")):
+            return data
+        program, stack = json.loads(data), []
+        stack.append(program)
+        while stack:  # the first symbolic-shape expression becomes code
+            item = stack.pop()
+            if isinstance(item, dict) and "expr_str" in item:
+                item["expr_str"] = code
+                break
+            stack += list(item.values()) if isinstance(item, dict) else item if isinstance(item, list) else []
+        return json.dumps(program).encode()
+
+    crafted = _rewrite(path, tmp_path / "crafted.pt2", change)
+    with pytest.raises(UntrustedSourceError, match="shape expression .* is Python"):
+        import_model(crafted)
+    assert not marker.exists()
+    with pytest.raises(Exception):  # trusted, torch evaluates the expression: the code runs
+        import_model(crafted, options=ImportOptions(trust_source=True))
+    assert marker.is_dir()
+
+
 def test_torchscript_is_refused_before_torch_loads_it(tmp_path, monkeypatch) -> None:
     path = tmp_path / "net.pt"
     torch.jit.save(torch.jit.script(torch.nn.ReLU()), path)
