@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgec.errors import BadInputError, first_line
+from edgec.errors import BadInputError, EdgecError, first_line
 from edgec.limits import utf8_path
 
 __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
@@ -353,8 +353,16 @@ def _manifest_problem(manifest: Any) -> str | None:
         for key, kind in keys.items():
             if not isinstance(value.get(key), kind):
                 return f"has no valid '{table}.{key}'"
-    if not isinstance(manifest["target"]["descriptor"].get("runtime"), str):
-        return "has no valid 'target.descriptor.runtime'"
+    from edgec.frontends import FORMATS  # deferred: the frontends import onnx
+    from edgec.target import check_descriptor
+
+    source = manifest["source"]
+    if source.get("format", "onnx") not in FORMATS or not isinstance(source.get("onnx"), (str, type(None))):
+        return "has no valid 'source.format' or 'source.onnx'"
+    try:
+        check_descriptor(manifest["target"]["descriptor"], "target.descriptor")
+    except EdgecError as exc:
+        return f"has an invalid {exc}"
     return None
 
 

@@ -322,6 +322,8 @@ def _environment_error(exc: BaseException) -> str | None:
         return "out of memory: the input declares more data than this machine can hold; use smaller inputs"
     if isinstance(exc, RecursionError):
         return "the input is nested too deeply to read; flatten it"
+    if isinstance(exc, UnicodeError):  # edgec writes only valid text: the undecodable bytes came in with the input
+        return f"the input holds text that is not valid UTF-8 ({first_line(exc)})"
     library = type(exc).__module__.split(".")[0]
     if library in ("onnxruntime", "onnx"):  # the libraries refuse the model the user gave
         return f"{'ONNX Runtime' if library == 'onnxruntime' else 'ONNX'} cannot process the model: {first_line(exc)}"

@@ -340,8 +340,12 @@ def _threshold_value(name: str, value: Any, where: str) -> float:
     measurement could meet or miss."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadInputError(f"threshold {name} {where}must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise BadInputError(f"threshold {name} {where}must be a finite number, got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite:
+        raise BadInputError(f"threshold {name} {where}must be a finite number, got {str(value)[:40]}")
     low, high = _POSSIBLE[name]
     if not low <= value <= high:
         valid = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"

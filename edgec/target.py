@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_QUANT_OPS",
     "MAX_INHERITANCE",
     "shown",
+    "check_descriptor",
 ]
 
 logger = logging.getLogger(__name__)
@@ -389,7 +390,10 @@ class _Table(NamedTuple):
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _is_int(v: Any) -> bool:
@@ -515,6 +519,17 @@ def shown(target: Target) -> dict[str, Any]:
         return result
 
     return {**hide({k: v for k, v in target.to_dict().items() if k != "source"}, _SCHEMA), "source": target.source}
+
+
+def check_descriptor(data: Any, label: str) -> None:
+    """Check a resolved descriptor read back from JSON (a manifest's copy) the way a descriptor file is checked."""
+
+    def present(value: Any) -> Any:
+        return {k: present(v) for k, v in value.items() if v is not None} if isinstance(value, Mapping) else value
+
+    if not isinstance(data, Mapping):
+        raise TargetError(f"{label}: the target descriptor must be a table")
+    _check({k: v for k, v in present(data).items() if k != "source"}, _SCHEMA, label, prefix="", complete=True)
 
 
 def merge_overrides(overrides: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

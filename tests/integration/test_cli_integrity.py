@@ -103,7 +103,12 @@ def test_a_source_changed_since_compile_is_refused(cli, art, tmp_path) -> None:
     lambda m: m.update(artifact=[]),
     lambda m: m["source"].update(path=5),
     lambda m: m.update(schema="other/1"),
-], ids=["no-target", "no-descriptor", "artifact-list", "path-number", "schema"])
+    lambda m: m["target"]["descriptor"].update(options=5),
+    lambda m: m["target"]["descriptor"].update(device={"arch": ["x"], "isa": [1]}),
+    lambda m: m["source"].update(format="/etc/passwd"),
+    lambda m: m["source"].update(onnx=5),
+], ids=["no-target", "no-descriptor", "artifact-list", "path-number", "schema", "options-number", "device-lists",
+        "format-unknown", "onnx-number"])
 def test_malformed_manifests_are_one_line(cli, art, change) -> None:
     _edit(art, change)
     _fails(_bench(cli, art), "manifest.json")

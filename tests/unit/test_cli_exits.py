@@ -46,7 +46,10 @@ def test_a_bug_shows_its_traceback_with_verbose(monkeypatch, capsys) -> None:
     (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
     (OSError(errno.ENOSPC, "No space left on device", "/tmp/x"), "No space left on device: /tmp/x"),
     (OSError(errno.ENAMETOOLONG, "File name too long", "a" * 300), "File name too long"),
-], ids=["memory", "recursion", "enospc", "name-too-long"])
+    (UnicodeDecodeError("utf-8", b"\xf4", 0, 1, "invalid continuation byte"), "not valid UTF-8"),
+    (type("Fail", (Exception,), {"__module__": "onnxruntime.capi.onnxruntime_pybind11_state"})("bad model"),
+     "ONNX Runtime cannot process the model: bad model"),
+], ids=["memory", "recursion", "enospc", "name-too-long", "undecodable-text", "runtime-refusal"])
 def test_what_the_machine_or_input_size_causes_is_exit_2(monkeypatch, capsys, exc, needle) -> None:
     code, err = _run(monkeypatch, capsys, _raise(exc))
     assert code == 2

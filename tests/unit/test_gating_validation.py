@@ -95,3 +95,12 @@ def test_a_strict_report_with_an_undefined_metric_fails_closed(tmp_path) -> None
     path = tmp_path / "r.json"
     path.write_text(strict_json(report))
     assert not evaluate(load_report(Path(path)), {"min_cosine": 0.5})
+
+
+def test_a_policy_number_beyond_any_float_is_refused(tmp_path) -> None:
+    from edgec.gating import load_policy
+
+    path = tmp_path / "gate.toml"
+    path.write_text(f"min_speedup = {10**400}\n")
+    with pytest.raises(BadInputError, match="must be a finite number"):
+        load_policy(path)

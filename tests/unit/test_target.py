@@ -636,3 +636,9 @@ def test_target_type_is_exported() -> None:
 def test_overrides_are_checked_when_merged(text: str, needle: str) -> None:
     with pytest.raises(TargetError, match=needle):
         merge_overrides([parse_override(text)])
+
+
+def test_a_number_beyond_any_float_is_a_bad_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "leaf.toml", f'inherits = "cpu-x86-fp32"\n[verify]\nrtol = {10**400}\n')
+    with pytest.raises(TargetError, match="verify.rtol"):
+        load_target(path)
