@@ -20,7 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import onnx
-import tf2onnx  # at import time, so a missing extra is reported by the dispatcher with its pip command
+
+from edgec.native_logs import quiet_native_logs
+
+with quiet_native_logs():
+    import tf2onnx  # at import time, so a missing extra is reported by the dispatcher with its pip command
 
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
@@ -42,8 +46,9 @@ def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
         kind = "a directory" if path.is_dir() else "a file"
         raise BadInputError(f"--from {fmt}: {path} is {kind}; a SavedModel is a directory, a Keras model a .keras file")
     source = load_source(path, options.inputs)
-    proto, _ = tf2onnx.convert.from_function(source.function, input_signature=source.function.input_signature,
-                                             opset=options.opset)
+    with quiet_native_logs():
+        proto, _ = tf2onnx.convert.from_function(source.function, input_signature=source.function.input_signature,
+                                                 opset=options.opset)
     graph = proto.graph
     adopt_io(proto, list(zip((value.name for value in graph.input), source.inputs)),
              list(zip((value.name for value in graph.output), (spec.name for spec in source.outputs))))

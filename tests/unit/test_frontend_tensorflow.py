@@ -7,6 +7,8 @@ SavedModel's signature, LiteRT's interpreter), never edgec's own runtimes.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,3 +287,64 @@ def test_int8_tflite_keeps_int8_io(tf_assets: TfAssets, tmp_path: Path) -> None:
     assert [s.dtype for s in (*runtime.inputs, *runtime.outputs)] == [np.dtype(np.int8)] * 2
     x = np.random.default_rng(4).integers(-128, 128, (3, 8, 8, 1)).astype(np.int8)
     np.testing.assert_array_equal(runtime.infer({"pixels": x})["output_0"], _litert(path, {"pixels": x})["output_0"])
+
+
+def _keras_model_of_each_kind(kind: str) -> Any:
+    """The same Dense(8 -> 5, relu) -> Dense(3) network as a Sequential, functional or subclassed model."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)])
+    if kind == "functional":
+        inputs = keras.Input((8,))
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(5, activation="relu")(inputs)))
+    model = _TwoDense()
+    model(np.zeros((1, 8), np.float32))  # builds it, which records the input shape in the .keras file
+    return model
+
+
+def _two_dense_class() -> Any:
+    """A subclassed Keras model, registered so that Keras' safe loading can rebuild it."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="edgec_tests")
+    class TwoDense(keras.Model):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.hidden = keras.layers.Dense(5, activation="relu")
+            self.head = keras.layers.Dense(3)
+
+        def call(self, features: Any) -> Any:
+            return self.head(self.hidden(features))
+
+    return TwoDense
+
+
+_TwoDense = _two_dense_class()
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_every_kind_of_keras_model_compiles_and_matches_keras(kind: str, tmp_path: Path) -> None:
+    model = _keras_model_of_each_kind(kind)
+    model.save(tmp_path / "model.keras")
+    result = edgec.compile(tmp_path / "model.keras", "cpu-x86-fp32", output_dir=tmp_path / "out")
+    proto = onnx.load(str(result.model_path))
+    (graph_input,) = proto.graph.input
+    if kind == "subclassed":
+        assert graph_input.name == "features"  # the argument of its `call`
+    x = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
+    (actual,) = _ort(result.model_path, {graph_input.name: x}).values()
+    np.testing.assert_allclose(actual, np.asarray(model(x, training=False)), rtol=FP32_RTOL, atol=FP32_ATOL)
+    assert result.manifest["source"]["import_verification"]["cosine_min"] > 0.99999
+
+
+def test_tensorflow_start_up_lines_stay_off_the_terminal(tf_assets: TfAssets, tmp_path: Path) -> None:
+    """oneDNN/absl lines go to file descriptor 2 from C++; a fresh process shows whether any leak."""
+    script = ("import sys, edgec; edgec.compile(sys.argv[1], 'cpu-x86-fp32', output_dir=sys.argv[2])")
+    for fmt in ("keras", "tflite"):
+        result = subprocess.run([sys.executable, "-c", script, str(tf_assets.paths[fmt]), str(tmp_path / fmt)],
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+        assert result.returncode == 0, result.stderr
+        assert "oneDNN" not in result.stderr and "absl" not in result.stderr and "XNNPACK" not in result.stderr, result.stderr
