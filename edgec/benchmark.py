@@ -49,31 +49,63 @@ def resolve_artifact(path: str | os.PathLike[str]) -> tuple[ModelRef, dict[str, 
     return ModelRef(path, "onnxruntime", {}, "artifact"), None
 
 
+def _model_record(ref: ModelRef, precision: str | None, what: str) -> dict[str, Any]:
+    """What a report says a measured model is: file, runtime, precision, and a phrase for people."""
+    return {"path": str(ref.path), "runtime": ref.runtime, "precision": precision, "description": what}
+
+
 def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] | None, artifact_dir: Path,
-              baseline_from: str | None) -> ModelRef | None:
-    """The float reference: an explicit file, else the manifest's source (in its own framework when
-    that is installed or asked for, else the imported float ONNX kept in the artifact)."""
+              options: dict[str, Any]) -> tuple[ModelRef, dict[str, Any]] | None:
+    """The float model on the artifact's own runtime: what a deployment decision compares with.
+
+    An explicit file wins; else the imported float ONNX kept in the artifact (non-ONNX sources),
+    else the ONNX source named in the manifest. It runs with the artifact's runtime options.
+    """
     if baseline is not None:
         path = Path(baseline)
         if not path.is_file():
             raise BadInputError(f"baseline: no such file {path}")
-        return ModelRef(path, "onnxruntime", {}, "baseline")
+        ref = ModelRef(path, "onnxruntime", {}, "baseline")
+        return ref, _model_record(ref, None, f"{path.name} (given with --baseline)")
     if manifest is None:
         return None
     source = manifest["source"]
-    path = artifact_dir / source["path"]  # an absolute path stays as it is; a kept copy is relative
-    runtime = FORMATS[source.get("format", "onnx")].runtime
-    kept_onnx = artifact_dir / source["onnx"] if source.get("onnx") else None
-    if runtime is not None and kept_onnx is not None and (
-        baseline_from == "onnx" or not path.exists()
-        or (baseline_from is None and not runtime_class(runtime).is_available())
-    ):
-        if baseline_from != "onnx":
-            logger.warning("baseline: using the imported float ONNX %s (the source %s cannot run here)", kept_onnx, path)
-        path, runtime = kept_onnx, None
+    runtime = manifest["target"]["descriptor"]["runtime"]
+    path = artifact_dir / (source["onnx"] or source["path"])  # an absolute path stays as it is
     if not path.exists():
         raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
-    return ModelRef(path, runtime or "onnxruntime", {}, "baseline")
+    what = "the imported float ONNX kept in the artifact" if source["onnx"] else "the float ONNX source"
+    ref = ModelRef(path, runtime, options, "baseline")
+    return ref, _model_record(ref, "fp32", f"{path.name} ({what}) on {runtime}")
+
+
+def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_from: str | None
+               ) -> tuple[ModelRef | None, dict[str, Any] | None, str | None]:
+    """The source in its own framework (PyTorch eager, TensorFlow, LiteRT): an extra comparison.
+
+    Returns (reference, its record, a warning when the comparison was wanted but cannot run).
+    `baseline_from="onnx"` skips it; "source" makes it required.
+    """
+    if manifest is None or baseline_from == "onnx":
+        return None, None, None
+    source = manifest["source"]
+    fmt = FORMATS[source.get("format", "onnx")]
+    if fmt.runtime is None:
+        if baseline_from == "source":
+            raise BadInputError("--baseline-from source: the source is ONNX; the float baseline already is the source")
+        return None, None, None
+    path = artifact_dir / source["path"]  # an absolute path stays as it is; a kept copy is relative
+    problem = None
+    if not path.exists():
+        problem = f"the source model {path} named in the manifest is gone"
+    elif not runtime_class(fmt.runtime).is_available():
+        problem = f"{fmt.runtime} is not installed here"
+    if problem:
+        if baseline_from == "source":
+            raise BadInputError(f"--baseline-from source: {problem}")
+        return None, None, f"no comparison with the {fmt.description} in its own framework: {problem}"
+    ref = ModelRef(path, fmt.runtime, {}, "framework")
+    return ref, _model_record(ref, "fp32", f"{path.name} ({fmt.description}) in {fmt.runtime}"), None
 
 
 def _default_threads(manifest: dict[str, Any] | None) -> int:
@@ -100,9 +132,11 @@ def bench(
         artifact: a `compile` output directory or a plain `.onnx` file.
         data: `.npz` samples keyed by input name (default: seeded random feeds, no accuracy).
         labels: `.npy` integer class per sample; needs `data`.
-        baseline: float model to compare with (default: the source model named in the manifest).
-        baseline_from: for non-ONNX sources, "source" (its own framework) or "onnx" (the imported float
-            ONNX kept in the artifact); default: "source" when that framework is installed.
+        baseline: float model to compare with (default: the float ONNX of the source, run on the
+            artifact's runtime: `speedup_p50` is the gain of deploying the artifact instead).
+        baseline_from: for non-ONNX sources, whether the source also runs in its own framework as an
+            extra comparison (`framework_baseline`): "source" requires it, "onnx" skips it; default:
+            when the source is still there and its framework is installed (else a report warning).
         threads: intra-op threads for both models (default: the target's, else all cores).
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
@@ -114,24 +148,36 @@ def bench(
     if labels is not None and data is None:
         raise BadInputError("--labels needs --data (the samples the labels belong to)")
     model, manifest = resolve_artifact(artifact)
-    reference = _baseline(baseline, manifest, Path(artifact), baseline_from)
+    warnings = []
+    found = _baseline(baseline, manifest, Path(artifact), dict(model.options))
+    reference, reference_record = found if found else (None, None)
+    framework, framework_record, skipped = (None, None, None) if baseline is not None else \
+        _framework(manifest, Path(artifact), baseline_from)
     specs = file_input_specs(model.path)
     samples = load_samples(data, specs, what="data") if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None
     threads = threads if threads else _default_threads(manifest)
-    warnings = []
     mismatch = device_mismatch(manifest["target"]["descriptor"].get("device", {})) if manifest else None
     if mismatch:
         warnings.append(f"target '{manifest['target']['name']}' {mismatch}: figures are not representative of it")
+    if skipped:
+        warnings.append(skipped)
+    for warning in warnings:
         if progress:
-            progress(f"warning: {warnings[-1]}")
+            progress(f"warning: {warning}")
     measured = benchmark(model, reference, samples, threads=threads, warmup=warmup, runs=runs, labels=label_array,
-                         progress=progress)
+                         framework=framework, progress=progress)
+    if measured["baseline"] is not None:
+        measured["baseline"]["model"] = reference_record
+    if measured["framework_baseline"] is not None:
+        measured["framework_baseline"]["model"] = framework_record
     report = {
         "schema": REPORT_SCHEMA,
         "target": manifest["target"]["name"] if manifest else "unspecified",
         "created_utc": utc_now(),
         "artifact": str(model.path),
+        "artifact_model": _model_record(model, manifest["artifact"]["precision"] if manifest else None,
+                                        f"{model.path.name} on {model.runtime}"),
         "baseline_model": str(reference.path) if reference else None,
         "data": str(data) if data is not None else "random",
         "samples": len(samples),

@@ -111,8 +111,17 @@ def _format_bench(report: dict[str, Any]) -> str:
     lines = [f"{a:<{width}}  {b:>10}  {c:>10}".rstrip() for a, b, c in rows]
     lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs, batch 1,"
                  f" {report['samples']} samples ({report['data']})")
+    if base.get("model"):
+        lines.append(f"artifact: {_describe_model(report.get('artifact_model'))}")
+        lines.append(f"baseline: {_describe_model(base['model'])}")
     if report.get("speedup_p50") is not None:
         lines.append(f"speedup (baseline p50 / artifact p50): {report['speedup_p50']:.2f}x")
+    framework = report.get("framework_baseline")
+    if framework and framework.get("speedup_p50") is not None:
+        lines.append(f"also vs the source in its framework: {_describe_model(framework.get('model'))}:"
+                     f" p50 {framework['latency_ms']['p50']:.3f} ms, speedup {framework['speedup_p50']:.2f}x")
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
     drift = report.get("drift")
     if drift:
         for name, d in drift["outputs"].items():
@@ -124,6 +133,13 @@ def _format_bench(report: dict[str, Any]) -> str:
             lines.append(f"accuracy: {drift['accuracy']:.4f} (baseline {drift['baseline_accuracy']:.4f},"
                          f" drop {drift['accuracy_drop_pp']:.2f} pp)")
     return "\n".join(lines)
+
+
+def _describe_model(record: dict[str, Any] | None) -> str:
+    """'<precision> <description>' of a report's model record (reports from before records: '?')."""
+    if not record:
+        return "?"
+    return " ".join(filter(None, (record.get("precision"), record.get("description"))))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -253,10 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="compile output directory or .onnx file")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
-    p.add_argument("--baseline", metavar="MODEL.onnx", help="float model to compare with (default: the source in the manifest)")
+    p.add_argument("--baseline", metavar="MODEL.onnx",
+                   help="float model to compare with (default: the source's float ONNX on the artifact's runtime)")
     p.add_argument("--baseline-from", choices=["source", "onnx"],
-                   help="for non-ONNX sources: run the source in its own framework, or its imported float ONNX"
-                        " (default: source when its framework is installed)")
+                   help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
+                        " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")

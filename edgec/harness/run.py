@@ -418,7 +418,7 @@ def measure(
 
 
 def _describe(role: str, ref: ModelRef) -> str:
-    """'artifact' or 'baseline', plus the user's label when it says more than the default does."""
+    """'artifact', 'baseline' or 'framework', plus the user's label when it says more than the default does."""
     return role if ref.label in ("", role, "artifact") else f"{role} '{ref.label}'"
 
 
@@ -431,6 +431,7 @@ def benchmark(
     warmup: int = 10,
     runs: int = 100,
     labels: np.ndarray | None = None,
+    framework: ModelRef | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure an artifact (and optionally its baseline) with `measure`, and compare the two.
@@ -449,12 +450,15 @@ def benchmark(
         warmup: Untimed inferences per model before timing.
         runs: Timed inferences per model.
         labels: Optional 1-D integer class per sample for accuracy; only used with a baseline.
+        framework: Optional second reference timed in the same rounds (the source model in its own
+            framework): reported with its own speedup, never used for drift.
         progress: Called with short human messages ("loading artifact", "round 3/10").
 
     Returns:
         `{"threads", "latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
         "size_bytes", "rss_before_load_mb", "baseline": {the same keys but threads} | None,
-        "speedup_p50": baseline p50 / artifact p50 | None, "drift": `drift(...)` | None}`.
+        "speedup_p50": baseline p50 / artifact p50 | None, "drift": `drift(...)` | None,
+        "framework_baseline": {the same keys as baseline, plus its "speedup_p50"} | None}`.
         `speedup_p50` above 1 means the artifact is faster.
 
     Raises:
@@ -470,26 +474,34 @@ def benchmark(
             )
         if baseline is None:
             logger.warning("labels are ignored without a baseline: accuracy is reported as part of drift")
-    roles = [("artifact", artifact)] + ([("baseline", baseline)] if baseline is not None else [])
-    refs = [replace(ref, label=_describe(role, ref)) for role, ref in roles]
+    roles = [("artifact", artifact), ("baseline", baseline), ("framework", framework)]
+    present = [(role, replace(ref, label=_describe(role, ref))) for role, ref in roles if ref is not None]
     measured = measure(
-        refs, samples, threads=threads, warmup=warmup, runs=runs, collect_outputs=baseline is not None,
-        progress=progress,
+        [ref for _, ref in present], samples, threads=threads, warmup=warmup, runs=runs,
+        collect_outputs=baseline is not None, progress=progress,
     )
-    sections = [measured[ref.label] for ref in refs]
-    outputs = [section.pop("outputs", None) for section in sections]
+    sections = {role: measured[ref.label] for role, ref in present}
+    outputs = {role: section.pop("outputs", None) for role, section in sections.items()}
     report: dict[str, Any] = {
         "threads": threads,
-        **sections[0],
-        "baseline": sections[1] if baseline is not None else None,
+        **sections["artifact"],
+        "baseline": sections.get("baseline"),
         "speedup_p50": None,
         "drift": None,
+        "framework_baseline": sections.get("framework"),
     }
+    for section in filter(None, (report["baseline"], report["framework_baseline"])):
+        section["speedup_p50"] = _speedup(section, sections["artifact"])
     if baseline is not None:
         logger.info("computing drift")
         if progress is not None:
             progress("computing drift")
-        artifact_p50 = sections[0]["latency_ms"]["p50"]
-        report["speedup_p50"] = sections[1]["latency_ms"]["p50"] / artifact_p50 if artifact_p50 > 0 else None
-        report["drift"] = drift(outputs[0], outputs[1], labels)
+        report["speedup_p50"] = report["baseline"].pop("speedup_p50")
+        report["drift"] = drift(outputs["artifact"], outputs["baseline"], labels)
     return report
+
+
+def _speedup(reference: Mapping[str, Any], artifact: Mapping[str, Any]) -> float | None:
+    """reference p50 / artifact p50: above 1 means the artifact is faster."""
+    artifact_p50 = artifact["latency_ms"]["p50"]
+    return reference["latency_ms"]["p50"] / artifact_p50 if artifact_p50 > 0 else None

@@ -140,7 +140,8 @@ def test_int8_drift_is_benched_against_the_source_runtime(fmt: str, tf_assets: T
     result = edgec.compile(tf_assets.paths[fmt], target, calib=tf_assets.calib, output_dir=tmp_path / "out")
     assert result.manifest["quantization"]["quantized_nodes"]
     report = edgec.bench(result.output_dir, data=tf_assets.test, runs=5, warmup=0, threads=1)
-    assert Path(report["baseline_model"]) == tf_assets.paths[fmt].resolve()
+    assert report["baseline_model"] == str(result.output_dir / "source.onnx")
+    assert Path(report["framework_baseline"]["model"]["path"]) == tf_assets.paths[fmt].resolve()
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
     assert report["baseline"]["latency_ms"]["runs"] == 5

@@ -197,7 +197,11 @@ def test_int8_cnn_drift_against_the_pytorch_source(models, compiled) -> None:
     model, result = models["cnn-pt2"], compiled("cnn-pt2", "int8")
     assert "QuantizeLinear" in {node.op_type for node in onnx.load(result.model_path).graph.node}
     report = edgec.bench(result.output_dir, data=model.data, runs=5, warmup=0, threads=1)
-    assert Path(report["baseline_model"]) == model.path.resolve()  # the .pt2 itself, run in PyTorch
+    assert report["baseline_model"] == str(result.output_dir / "source.onnx")  # float, on the artifact's runtime
+    assert report["baseline"]["model"]["runtime"] == "onnxruntime"
+    framework = report["framework_baseline"]  # the .pt2 itself, run in PyTorch, as an extra
+    assert Path(framework["model"]["path"]) == model.path.resolve() and framework["model"]["runtime"] == "torch"
+    assert framework["speedup_p50"] == pytest.approx(framework["latency_ms"]["p50"] / report["latency_ms"]["p50"])
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
     assert report["drift"]["top1_agreement"] is not None
@@ -225,7 +229,8 @@ def test_compile_a_module_object(tmp_path) -> None:
     moved = tmp_path / "moved"
     result.output_dir.rename(moved)  # an artifact is self-contained: it can be benched wherever it goes
     report = edgec.bench(moved, runs=2, warmup=0, threads=1)
-    assert report["baseline_model"] == str(moved / "source.pt2")
+    assert report["baseline_model"] == str(moved / "source.onnx")
+    assert report["framework_baseline"]["model"]["path"] == str(moved / "source.pt2")
 
 
 def test_compile_an_untraceable_module_object(tmp_path) -> None:
@@ -423,3 +428,7 @@ def test_bench_falls_back_to_the_kept_onnx_when_the_source_is_gone(tmp_path: Pat
     report = edgec.bench(result.output_dir, runs=2, warmup=0, threads=1)
     assert report["baseline_model"] == str(result.output_dir / "source.onnx")
     assert report["drift"]["outputs"]
+    assert report["framework_baseline"] is None
+    assert any("is gone" in warning and str(source) in warning for warning in report["warnings"])
+    with pytest.raises(BadInputError, match="--baseline-from source: the source model .* is gone"):
+        edgec.bench(result.output_dir, runs=2, warmup=0, threads=1, baseline_from="source")

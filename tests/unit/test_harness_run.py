@@ -71,7 +71,8 @@ def perturbed_report(models: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
 
 def test_report_structure(perturbed_report: tuple[dict[str, Any], list[str]], models: dict[str, Any]) -> None:
     report, _ = perturbed_report
-    assert set(report) == SECTION_KEYS | {"threads", "baseline", "speedup_p50", "drift"}
+    assert set(report) == SECTION_KEYS | {"threads", "baseline", "speedup_p50", "drift", "framework_baseline"}
+    assert report["framework_baseline"] is None
     assert set(report["baseline"]) == SECTION_KEYS
     assert report["threads"] == 1
     for section in (report, report["baseline"]):
@@ -125,6 +126,17 @@ def test_identical_models_do_not_drift(models: dict[str, Any]) -> None:
     assert y["cosine_min"] == pytest.approx(1.0)
     assert report["drift"]["top1_agreement"] == 1.0
     assert report["latency_ms"]["runs"] == report["baseline"]["latency_ms"]["runs"] == 5
+
+
+def test_framework_reference_is_timed_in_the_same_rounds_and_never_used_for_drift(models: dict[str, Any]) -> None:
+    report = benchmark(ModelRef(models["paths"]["copy"]), ModelRef(models["paths"]["fp32"]), models["samples"],
+                       threads=1, warmup=0, runs=15, framework=ModelRef(models["paths"]["perturbed"]))
+    framework = report["framework_baseline"]
+    assert framework["latency_ms"]["runs"] == report["latency_ms"]["runs"] == 15
+    assert framework["speedup_p50"] == pytest.approx(framework["latency_ms"]["p50"] / report["latency_ms"]["p50"])
+    assert report["speedup_p50"] == pytest.approx(report["baseline"]["latency_ms"]["p50"] / report["latency_ms"]["p50"])
+    assert "speedup_p50" not in report["baseline"]
+    assert report["drift"]["outputs"]["y"]["max_abs"] <= 1e-6  # against the baseline, not the perturbed framework
 
 
 def test_without_baseline(models: dict[str, Any]) -> None:
