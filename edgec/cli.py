@@ -170,20 +170,24 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
+    from edgec.compiler import builds
     from edgec.target import list_targets
 
     rows = []
     for target in list_targets():
-        ok, reason = target.runnable_here()
+        buildable, build_reason = builds(target)
+        runs, run_reason = target.runnable_here()
         rows.append({"name": target.name, "runtime": target.runtime, "precision": target.precision,
-                     "runs_here": ok, "why": reason, "description": target.description})
+                     "builds": buildable, "why_not_builds": build_reason, "runs_here": runs, "why": run_reason,
+                     "description": target.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     width = max(len(r["name"]) for r in rows)
     for r in rows:
+        built = "yes" if r["builds"] else f"no ({r['why_not_builds']})"
         here = "yes" if r["runs_here"] else f"no ({r['why']})"
-        print(f"{r['name']:<{width}}  {r['runtime']:<11} {r['precision']:<5} runs here: {here}")
+        print(f"{r['name']:<{width}}  {r['runtime']:<11} {r['precision']:<5} builds: {built}; runs on this host: {here}")
         print(f"{'':<{width}}  {r['description']}")
     return EXIT_OK
 
@@ -226,11 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "benchmark it against the float model, and gate its release.")
     parser.add_argument("--version", action="version", version=f"edgec {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks on errors")
+    # also accepted after the subcommand; SUPPRESS keeps a subcommand without it from resetting the global one
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log details and show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from edgec.frontends import FORMATS
 
-    p = commands.add_parser("compile", help="compile a model for a target into an artifact directory")
+    p = commands.add_parser("compile", parents=[verbose], help="compile a model for a target into an artifact directory")
     p.add_argument("model", help="source model: .onnx, .pt2, TorchScript .pt, SavedModel dir, .keras or .tflite")
     p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
     p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets, also the samples --verify and import checks run on;"
@@ -265,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval", metavar="DATA.npz", help="samples the budget and --report are measured on (default: --calib)")
     p.set_defaults(func=_cmd_compile)
 
-    p = commands.add_parser("bench", help="measure an artifact against its float baseline")
+    p = commands.add_parser("bench", parents=[verbose], help="measure an artifact against its float baseline")
     p.add_argument("artifact", help="compile output directory or .onnx file")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
@@ -280,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=_cmd_bench)
 
-    p = commands.add_parser("gate", help="check a bench report against release thresholds (exit 1 on failure)")
+    p = commands.add_parser("gate", parents=[verbose], help="check a bench report against release thresholds (exit 1 on failure)")
     p.add_argument("report", help="report JSON written by `edgec bench --json`")
     p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
     for name in THRESHOLD_NAMES:
@@ -289,18 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
     p.set_defaults(func=_cmd_gate)
 
-    p = commands.add_parser("targets", help="list the built-in targets")
+    p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_targets)
 
-    p = commands.add_parser("target", help="show one resolved target descriptor")
+    p = commands.add_parser("target", parents=[verbose], help="show one resolved target descriptor")
     p.add_argument("name", help="target name or path to a .toml descriptor")
     p.set_defaults(func=_cmd_target)
 
-    p = commands.add_parser("passes", help="list the available graph passes")
+    p = commands.add_parser("passes", parents=[verbose], help="list the available graph passes")
     p.set_defaults(func=_cmd_passes)
 
-    p = commands.add_parser("demo", help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
+    p = commands.add_parser("demo", parents=[verbose], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
     p.add_argument("-o", "--output", default="edgec-demo", help="working directory for the demo's files (default ./edgec-demo)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the benchmark (default 1)")

@@ -30,7 +30,7 @@ from edgec.quant.fallback import Budget
 from edgec.runtime.base import Feeds, TensorSpec
 from edgec.target import Target, list_targets, load_target, override_target
 
-__all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
+__all__ = ["compile", "builds", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +60,27 @@ class CompileResult:
     worst_layers: str | None = None
 
 
+def builds(target: Target) -> tuple[bool, str]:
+    """Whether this version of edgec can build `target` at all (on any host), and if not, why.
+
+    Building is separate from running: whether the target's runtime and ISA are on this host is
+    `Target.runnable_here`.
+    """
+    if (target.runtime, target.precision) in _BUILDS:
+        return True, ""
+    if target.runtime != "onnxruntime":
+        return False, f"edgec {__version__} builds no {target.runtime} artifacts yet"
+    return False, f"edgec {__version__} builds no {target.precision} ONNX Runtime artifacts yet"
+
+
 def _check_buildable(target: Target) -> None:
     """Say which runtime or feature is missing before any work is done."""
+    buildable, why = builds(target)
+    if not buildable:
+        error = RuntimeUnavailableError if target.runtime != "onnxruntime" else TargetError
+        others = ", ".join(t.name for t in list_targets() if builds(t)[0])
+        raise error(f"target '{target.name}' cannot be built: {why} (buildable: {others})")
     ok, reason = target.runnable_here()
-    if target.runtime != "onnxruntime":
-        status = "" if ok else f" ({reason})"
-        buildable = ", ".join(t.name for t in list_targets() if (t.runtime, t.precision) in _BUILDS)
-        raise RuntimeUnavailableError(
-            f"target '{target.name}' needs the {target.runtime} runtime{status}; edgec {__version__} builds only "
-            f"ONNX Runtime artifacts ({buildable})"
-        )
-    if (target.runtime, target.precision) not in _BUILDS:
-        raise TargetError(
-            f"target '{target.name}': precision '{target.precision}' for onnxruntime is not implemented in edgec "
-            f"{__version__} (supported: fp32, int8, auto)"
-        )
     provider = target.options.get("provider", "CPUExecutionProvider")
     if provider != "CPUExecutionProvider" and not ok:
         raise RuntimeUnavailableError(f"target '{target.name}': {reason}")

@@ -162,9 +162,14 @@ def test_targets_listing(cli) -> None:
     assert {"cpu-x86-fp32", "cpu-x86-int8", "cpu-arm64-int8", "cuda-fp16", "tensorrt-fp16", "tensorrt-int8",
             "tflite-int8", "tflite-fp16"} <= set(rows)
     assert rows["tensorrt-int8"]["runs_here"] is False and "tensorrt" in rows["tensorrt-int8"]["why"]
+    # building and running are told apart: an Arm target builds here but does not run here
+    assert rows["cpu-arm64-int8"]["builds"] is True and rows["cpu-arm64-int8"]["runs_here"] is False
+    assert rows["tflite-int8"]["builds"] is False and "tflite" in rows["tflite-int8"]["why_not_builds"]
+    assert "builds: yes; runs on this host: no (built for aarch64" in cli("targets").out
     shown = json.loads(cli("target", "cpu-x86-int8").out)
     assert shown["quant"]["activations"]["dtype"] == "uint8" and shown["quant"]["weights"]["granularity"] == "per_channel"
     assert "fold_batchnorm" in cli("passes").out
+    assert cli("targets", "--verbose").code == 0 and cli("passes", "-v").code == 0  # after the subcommand too
 
 
 def test_console_script_and_module_entry_point(tiny) -> None:
