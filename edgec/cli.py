@@ -127,6 +127,8 @@ def _format_bench(report: dict[str, Any]) -> str:
         for name, d in drift["outputs"].items():
             lines.append(f"drift {name}: cosine min {d['cosine_min']:.5f} mean {d['cosine_mean']:.5f},"
                          f" max |diff| {d['max_abs']:.4g}, SQNR {d['sqnr_db']:.1f} dB")
+        for name, why in (drift.get("degenerate") or {}).items():
+            lines.append(f"warning: output '{name}' is degenerate ({why}): its drift figures measure nothing")
         if drift.get("top1_agreement") is not None:
             lines.append(f"top-1 agreement with baseline: {drift['top1_agreement']:.4f}")
         if drift.get("accuracy") is not None:

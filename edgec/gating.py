@@ -78,6 +78,7 @@ _HINTS: dict[str, str] = {
     "drift.outputs": _NEED_BASELINE,
     "speedup_p50": _NEED_BASELINE,
     "drift.accuracy_drop_pp": "run edgec bench with --data and --labels so accuracy is measured",
+    "drift.degenerate": "check the model and its inputs: real data, and weights with a sane initialization",
     "drift.top1_agreement": (
         "it is measured only for class-score outputs; drop min_top1_agreement for this model"
     ),
@@ -267,10 +268,22 @@ class GateResult:
         }
 
 
+def _degenerate_outputs(report: Mapping[str, Any]) -> None:
+    """Drift of an output that is all zero or constant across samples measures nothing (two all-zero
+    models agree at cosine 1 and top-1 1.0): every drift threshold fails on it."""
+    drift = report.get("drift")
+    degenerate = drift.get("degenerate") if isinstance(drift, Mapping) else None
+    if isinstance(degenerate, Mapping) and degenerate:
+        name, why = next(iter(degenerate.items()))
+        raise _Missing("drift.degenerate", f"output '{name}': {why}")
+
+
 def _check(name: str, report: Mapping[str, Any], threshold: float) -> CheckResult:
     spec = _METRICS[name]
     unit = spec.unit.strip()
     try:
+        if spec.metric.startswith(("drift.", "min(drift.")):
+            _degenerate_outputs(report)
         value: float | None = spec.read(report)
     except _Missing as missing:
         hint = _HINTS.get(missing.field, _REGENERATE)
@@ -280,6 +293,8 @@ def _check(name: str, report: Mapping[str, Any], threshold: float) -> CheckResul
         else:
             what = "key absent" if missing.state == "absent" else missing.state
         message = f"{spec.metric} missing from report ({what}; {hint}): fail"
+        if missing.field == "drift.degenerate":
+            message = f"{spec.metric} measures nothing: {missing.state} ({hint}): fail"
         return CheckResult(name, spec.metric, None, threshold, spec.op, False, message, unit)
 
     v, t = _fmt_pair(value, threshold)

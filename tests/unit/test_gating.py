@@ -169,6 +169,17 @@ def test_min_cosine_nan_in_any_output_fails_regardless_of_order() -> None:
         assert check.value is not None and math.isnan(check.value)
 
 
+def test_degenerate_output_fails_every_drift_threshold_but_not_the_others() -> None:
+    report = with_drift(degenerate={"logits": "artifact output all zero; baseline output all zero"})
+    result = evaluate(report, {"min_cosine": 0.9, "min_top1_agreement": 0.9, "max_accuracy_drop_pp": 1.0,
+                               "max_latency_p90_ms": 10.0})
+    verdicts = {check.name: check.passed for check in result.checks}
+    assert verdicts == {"min_cosine": False, "min_top1_agreement": False, "max_accuracy_drop_pp": False,
+                        "max_latency_p90_ms": True}
+    assert "measures nothing: output 'logits': artifact output all zero" in result.checks[0].message
+    assert evaluate(with_drift(degenerate={}), {"min_cosine": 0.9}).passed
+
+
 def test_checks_come_in_threshold_names_order_one_per_threshold() -> None:
     given_ = {name: MEASURED[name][0] for name in reversed(THRESHOLD_NAMES)}
     result = evaluate(make_report(), given_)
