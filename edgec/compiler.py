@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import shutil
@@ -13,6 +14,7 @@ from typing import Any
 
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import NameFixPass
 
 from edgec import __version__
 from edgec.artifact import MANIFEST_SCHEMA, sha256_file, sha256_path, size_on_disk, utc_now, versions, write_artifact
@@ -227,6 +229,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         nodes_optimized = count_nodes(graph)
         quantized = None
         if int8:
+            _check_keep_float(graph, keep_float)
             request = _int8_request(graph, budget, report, eval_data, labels, samples, calib_source)
             quantized = quantize(graph, target, samples, calib_source, request, say)
             graph = quantized.model
@@ -294,6 +297,23 @@ def _check_budget_args(target: Target, budget: Budget, labels: Any, report: bool
         raise BadInputError(f"--max-accuracy-drop must be >= 0, got {budget.max_accuracy_drop_pp}")
     if budget.min_cosine is not None and not -1.0 <= budget.min_cosine <= 1.0:
         raise BadInputError(f"--min-cosine must be in [-1, 1], got {budget.min_cosine}")
+
+
+def _check_keep_float(model: ir.Model, keep_float: Sequence[str]) -> None:
+    """Every `--keep-float` entry must name a node or an op type of the optimized model.
+
+    A typo would otherwise quantize the layer the user meant to protect, without a word. Nodes get
+    the names the sensitivity report shows (unnamed ones are named first, as the quantizer does).
+    """
+    if not keep_float:
+        return
+    NameFixPass()(model)
+    known = {node.name for node in model.graph.all_nodes()} | {node.op_type for node in model.graph.all_nodes()}
+    unknown = [name for name in keep_float if name not in known]
+    if unknown:
+        near = sorted({match for name in unknown for match in difflib.get_close_matches(name, known, n=3, cutoff=0.6)})
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see the node names in sensitivity.json (--report)"
+        raise BadInputError(f"--keep-float: {', '.join(unknown)} names no node or op type of the optimized model{hint}")
 
 
 def _int8_request(model: ir.Model, budget: Budget, report: bool, eval_data: Any, labels: Any,

@@ -274,7 +274,7 @@ def test_report_writes_sensitivity_and_prints_the_worst_layers(cli, digits, tmp_
     sqnr = [layer["model_alone"]["sqnr_db"] for layer in layers]
     assert sqnr == sorted(sqnr)  # most harmful first
     table = result.out[result.out.index("most sensitive layers"):].splitlines()
-    assert "model SQNR alone dB" in table[1]
+    assert "model out, only it int8" in table[1] and "(SQNR dB)" in table[1]
     assert [row.split()[0] for row in table[2:2 + len(layers)]] == [layer["node"] for layer in layers]
 
 
@@ -296,6 +296,23 @@ def test_accuracy_budget_met(cli, digits, tmp_path, int8_target) -> None:
     x = np.load(digits.test)["pixels"]
     int8, fp32 = _ort_outputs(out / "model.onnx", x), _ort_outputs(digits.model, x)
     assert 100 * ((fp32.argmax(1) == labels).mean() - (int8.argmax(1) == labels).mean()) <= 0.5
+
+
+def test_keep_float_takes_the_full_node_names_the_report_prints(cli, digits, tmp_path, int8_target) -> None:
+    report = json.loads((_compile_report(cli, digits, int8_target, tmp_path)).read_text())
+    worst = report["layers"][0]["node"]
+    out = tmp_path / "kept"
+    result = _compile_int8(cli, digits, int8_target, out, "--keep-float", worst)
+    assert result.code == 0, result.err
+    manifest = _manifest(out)
+    assert worst in manifest["target"]["descriptor"]["quant"]["keep_float"]
+    assert sum(manifest["quantization"]["quantized_nodes"].values()) == len(report["layers"]) - 1
+
+
+def _compile_report(cli, assets, target: str, tmp_path: Path) -> Path:
+    result = _compile_int8(cli, assets, target, tmp_path / "with-report", "--report")
+    assert result.code == 0, result.err
+    return tmp_path / "with-report" / "sensitivity.json"
 
 
 def test_unmeetable_budget_exits_1_and_keeps_the_best_attempt(cli, digits, tmp_path, int8_target) -> None:
@@ -352,7 +369,8 @@ def test_calibrator_override_reaches_the_manifest(cli, tiny, tmp_path, int8_targ
     (None, ("--set", "quant"), "KEY=VALUE"),
     (None, ("--max-accuracy-drop", 1.0), "--labels"),
     ("cpu-x86-fp32", ("--report",), "fp32"),
-], ids=["unknown-key", "bad-value", "malformed", "drop-without-labels", "report-fp32"])
+    (None, ("--keep-float", "Comv"), "Comv names no node or op type of the optimized model; did you mean Conv?"),
+], ids=["unknown-key", "bad-value", "malformed", "drop-without-labels", "report-fp32", "keep-float-typo"])
 def test_int8_option_errors_exit_2(cli, tiny, tmp_path, int8_target, target, options, needle) -> None:
     """Refused before any work: exit 2, one line naming the problem, no output directory."""
     result = _compile_int8(cli, tiny, target or int8_target, tmp_path / "out", *options)
