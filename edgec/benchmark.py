@@ -16,7 +16,7 @@ from edgec.artifact import MANIFEST, read_manifest, utc_now, versions, write_tex
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
-from edgec.harness.run import ModelRef, benchmark
+from edgec.harness.run import ModelRef, benchmark, exit_if_spawning
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
 
@@ -141,6 +141,7 @@ def bench(
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
     """
+    exit_if_spawning()
     if runs < 1 or warmup < 0:
         raise BadInputError("--runs must be >= 1 and --warmup >= 0")
     if threads is not None and threads < 0:

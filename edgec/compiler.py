@@ -27,6 +27,7 @@ from edgec.passes.manager import PassRecord, count_nodes
 from edgec.passes.opset import upgrade_opset
 from edgec.passes.pipeline import optimize
 from edgec.passes.verify import VerifyInstrument
+from edgec.harness.run import exit_if_spawning
 from edgec.int8 import Int8Request, Int8Result, quantize
 from edgec.quant.fallback import Budget
 from edgec.runtime.base import Feeds, TensorSpec
@@ -198,6 +199,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     Raises:
         AccuracyBudgetError: no int8 model met the budget; the best attempt was still written.
     """
+    exit_if_spawning()
     say = progress or (lambda message: logger.info(message))
     target = target if isinstance(target, Target) else load_target(target)
     target = override_target(target, _target_overrides(target, overrides, precision, calibrator, keep_float))

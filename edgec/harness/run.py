@@ -38,6 +38,7 @@ import logging
 import math
 import multiprocessing
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -57,7 +58,7 @@ from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
 from edgec.runtime.base import runtime_class
 
-__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "ROUND_RUNS"]
+__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "ROUND_RUNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,20 @@ _START_TIMEOUT_S = 120.0
 _COMMAND_TIMEOUT_S = 600.0
 #: Seconds to wait for a worker to exit by itself before terminating it.
 _JOIN_TIMEOUT_S = 5.0
+#: Exit code of a worker that found itself re-running the caller's unguarded script (see `exit_if_spawning`).
+_UNGUARDED_MAIN_EXIT = 86
+
+
+def exit_if_spawning() -> None:
+    """End this process quietly if it is a worker still starting up (re-importing the caller's main module).
+
+    A spawned worker re-runs the top level of the script that started it. When that script calls
+    edgec without an `if __name__ == "__main__":` guard, the worker would compile or benchmark all
+    over again (or fail inside multiprocessing); instead it exits with `_UNGUARDED_MAIN_EXIT`, which
+    the parent turns into an error that says how to fix the script.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        sys.exit(_UNGUARDED_MAIN_EXIT)
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,10 @@ class _Worker:
 
     def _died(self) -> EdgecError:
         self.process.join(timeout=1.0)
+        if self.process.exitcode == _UNGUARDED_MAIN_EXIT:
+            return BadInputError(
+                "the benchmark worker re-ran your script's top level, which calls edgec again: put that code under"
+                " `if __name__ == \"__main__\":` (workers are spawned, and spawning re-imports the main module)")
         return EdgecError(
             f"{self.who}: the worker process exited unexpectedly (exit code {self.process.exitcode}); "
             "the runtime may have crashed on this model, or run out of memory; see its stderr above"
@@ -344,6 +363,7 @@ def measure(
             counts, or a model the runtime cannot load (the worker's own error class is kept).
         EdgecError: If a worker fails otherwise, crashes or stops answering.
     """
+    exit_if_spawning()
     if not refs:
         raise BadInputError("no models to measure; give at least one")
     names = [ref.label for ref in refs]

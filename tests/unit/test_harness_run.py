@@ -7,6 +7,8 @@ counts, sizes, and drift against a NumPy oracle are.
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +260,19 @@ def test_round_order_rotates_every_model_through_every_position(count: int) -> N
     assert orders[:count] == orders[count:]
     if count == 2:
         assert orders[:2] == [[0, 1], [1, 0]]  # plain alternation
+
+
+def test_unguarded_script_gets_told_to_guard_its_entry_point(tmp_path: Path, models: dict[str, Any]) -> None:
+    """A spawned worker re-runs the caller's script; without a __main__ guard that calls edgec again."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys, edgec\n"
+        "try:\n"
+        f"    edgec.bench({str(models['paths']['fp32'])!r}, runs=2, warmup=0, threads=1)\n"
+        "except edgec.EdgecError as exc:\n"
+        "    sys.exit(f'EdgecError: {exc}')\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1
+    assert 'EdgecError: the benchmark worker re-ran your script\'s top level' in result.stderr
+    assert 'if __name__ == "__main__":' in result.stderr
