@@ -214,8 +214,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edgec.demo import run_demo
     from edgec.gating import format_table
 
-    result = run_demo(Path(args.output), runs=args.runs, threads=args.threads, progress=_say)
+    result = run_demo(Path(args.output) if args.output else None, runs=args.runs, threads=args.threads, progress=_say)
     print(_format_bench(result.report))
+    print(result.precision)
     print()
     print(format_table(result.gate))
     print()
@@ -311,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_passes)
 
     p = commands.add_parser("demo", parents=[verbose], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
-    p.add_argument("-o", "--output", default="edgec-demo", help="working directory for the demo's files (default ./edgec-demo)")
+    p.add_argument("-o", "--output", help="working directory for the demo's files (default: edgec's folder in the"
+                                          " user cache dir, printed at the end)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the benchmark (default 1)")
     p.set_defaults(func=_cmd_demo)

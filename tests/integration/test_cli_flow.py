@@ -183,14 +183,23 @@ def test_console_script_and_module_entry_point(tiny) -> None:
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path) -> None:
-    """`edgec demo` on a fresh cache: trains, compiles, benchmarks, gates and says where files went."""
+    """`edgec demo` on a fresh cache: trains, compiles, benchmarks, gates and says where files went.
+
+    By default it writes under the user cache dir, never into the current directory."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    result = subprocess.run(["edgec", "demo", "-o", str(tmp_path / "demo"), "--runs", "20"], capture_output=True,
-                            text=True, timeout=900, env=env)
+    result = subprocess.run(["edgec", "demo", "--runs", "20"], capture_output=True, text=True, timeout=900, env=env,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gate: PASS" in result.stdout
-    assert (tmp_path / "demo" / "report.json").is_file()
+    workdir = tmp_path / "cache" / "edgec" / "demo-run"
+    assert (workdir / "report.json").is_file() and f"files written to {workdir}" in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache"]
     assert any((tmp_path / "cache").rglob("*.onnx"))
+    # the speed question is answered, not skipped: int8 is kept only if it pays here, and the output says which
+    assert "precision auto: int8 measured" in result.stdout
+    manifest = json.loads(next(workdir.glob("digits_cnn-*/manifest.json")).read_text())
+    auto = manifest["quantization"]["auto"]
+    assert manifest["artifact"]["precision"] == auto["chosen"] == ("int8" if auto["speedup"] >= 1.10 else "fp32")
 
 
 def _input_dims(path: Path) -> list[int | str]:
