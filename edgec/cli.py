@@ -201,6 +201,14 @@ def _cmd_target(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from edgec.model_info import format_info, inspect_model
+
+    info = inspect_model(args.model, fmt=args.source_format, inputs=args.input)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return EXIT_OK
+
+
 def _cmd_passes(args: argparse.Namespace) -> int:
     from edgec.passes.pipeline import PASSES
 
@@ -307,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("target", parents=[verbose], help="show one resolved target descriptor")
     p.add_argument("name", help="target name or path to a .toml descriptor")
     p.set_defaults(func=_cmd_target)
+
+    p = commands.add_parser("inspect", parents=[verbose],
+                            help="show a model's inputs, outputs, opset, size and ops (any format edgec reads)")
+    p.add_argument("model", help="model file or SavedModel dir, as for compile, or a compile output dir")
+    p.add_argument("--from", dest="source_format", choices=list(FORMATS), help="the model's format (default: detected)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                   help="declare an input for formats that record no shapes (TorchScript)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_inspect)
 
     p = commands.add_parser("passes", parents=[verbose], help="list the available graph passes")
     p.set_defaults(func=_cmd_passes)

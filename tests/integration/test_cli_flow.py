@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -387,3 +388,19 @@ def test_int8_option_errors_exit_2(cli, tiny, tmp_path, int8_target, target, opt
     assert "Traceback" not in result.err and result.error_line.startswith("edgec: error: ")
     assert needle in result.error_line, result.error_line
     assert not (tmp_path / "out").exists()
+
+
+def test_inspect_onnx_and_an_artifact(cli, tiny, tmp_path) -> None:
+    result = cli("inspect", tiny.model, "--json")
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    model = onnx.load(tiny.model)
+    assert [spec["name"] for spec in info["inputs"]] == [value.name for value in model.graph.input]
+    assert info["ops"] == dict(collections.Counter(node.op_type for node in model.graph.node))
+    assert info["size_bytes"] == os.path.getsize(tiny.model) and info["artifact"] is None
+    out = tmp_path / "art"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out).code == 0
+    text = cli("inspect", out).out
+    assert "edgec artifact for cpu-x86-fp32 (fp32)" in text and "inputs:" in text
+    bad = cli("inspect", tmp_path / "missing.onnx")
+    assert bad.code == 2 and bad.error_line.startswith("edgec: error: model: no such file")

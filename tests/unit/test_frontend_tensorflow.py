@@ -349,3 +349,17 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal(tf_assets: TfAssets, tm
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
         assert result.returncode == 0, result.stderr
         assert "oneDNN" not in result.stderr and "absl" not in result.stderr and "XNNPACK" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("fmt", SOURCE_FORMATS)
+def test_inspect_shows_the_names_compile_will_use(fmt: str, tf_assets: TfAssets) -> None:
+    from edgec.model_info import format_info, inspect_model
+
+    info = inspect_model(tf_assets.paths[fmt])
+    assert info["format"] == fmt
+    (pixels,) = info["inputs"]
+    assert pixels == {"name": "pixels", "dtype": "float32", "shape": ["batch", 8, 8, 1], "dynamic": ["batch"]}
+    # a SavedModel's and a flatbuffer's signature name the output output_0; Keras keeps the layer's name
+    assert [output["name"] for output in info["outputs"]] == ["scores" if fmt == "keras" else "output_0"]
+    assert info["parameters"] > 0 and "Conv" in info["ops"]
+    assert "keyed by input name: pixels" in format_info(info)

@@ -7,6 +7,7 @@ session because one dynamo export costs seconds.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import subprocess
 import sys
@@ -432,3 +433,18 @@ def test_bench_falls_back_to_the_kept_onnx_when_the_source_is_gone(tmp_path: Pat
     assert any("is gone" in warning and str(source) in warning for warning in report["warnings"])
     with pytest.raises(BadInputError, match="--baseline-from source: the source model .* is gone"):
         edgec.bench(result.output_dir, runs=2, warmup=0, threads=1, baseline_from="source")
+
+
+@pytest.mark.parametrize("name", ["cnn-pt2", "cnn-torchscript"])
+def test_inspect_shows_the_names_compile_will_use(models, compiled, name) -> None:
+    from edgec.model_info import inspect_model
+
+    model = models[name]
+    info = inspect_model(model.path, inputs=model.inputs)
+    assert info["format"] == model.format
+    (image,) = info["inputs"]
+    assert image["name"] == model.input_name == "image" and image["dtype"] == "float32"
+    assert image["shape"] == ["batch", 3, 16, 16] and image["dynamic"] == ["batch"]
+    imported = onnx.load(compiled(name, "fp32").output_dir / "source.onnx")  # the same conversion, read by onnx
+    assert info["parameters"] == sum(int(np.prod(t.dims)) for t in imported.graph.initializer)
+    assert info["ops"] == dict(collections.Counter(node.op_type for node in imported.graph.node))
