@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,7 @@ def bench(
     warmup: int = 10,
     runs: int = 100,
     json_path: str | os.PathLike[str] | None = None,
+    input_map: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark `artifact` side by side with its float baseline; returns (and optionally writes) the report.
@@ -140,6 +141,7 @@ def bench(
         threads: intra-op threads for both models (default: the target's, else all cores).
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
+        input_map: {.npz key: model input name} for data saved under other names than the model's inputs.
     """
     exit_if_spawning()
     if runs < 1 or warmup < 0:
@@ -155,7 +157,7 @@ def bench(
     framework, framework_record, skipped = (None, None, None) if baseline is not None else \
         _framework(manifest, Path(artifact), baseline_from)
     specs = file_input_specs(model.path)
-    samples = load_samples(data, specs, what="data") if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
+    samples = load_samples(data, specs, what="data", input_map=input_map) if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None
     threads = threads if threads else _default_threads(manifest)
     mismatch = device_mismatch(manifest["target"]["descriptor"].get("device", {})) if manifest else None

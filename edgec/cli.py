@@ -32,6 +32,12 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _input_map(texts: Sequence[str]) -> dict[str, str]:
+    from edgec.data import parse_input_map
+
+    return parse_input_map(texts)
+
+
 def _overrides(texts: Sequence[str]) -> dict[str, Any]:
     from edgec.target import merge_overrides, parse_override
 
@@ -47,7 +53,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                            verify_import=not args.no_verify_import, precision=args.precision,
                            calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
                            report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
-                           labels=args.labels, eval_data=args.eval, progress=_say)
+                           labels=args.labels, eval_data=args.eval, input_map=_input_map(args.input_map), progress=_say)
     _print_compile(args, result)
     return EXIT_OK
 
@@ -149,7 +155,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
                    baseline_from=args.baseline_from, threads=args.threads,
-                   warmup=args.warmup, runs=args.runs, json_path=args.json, progress=_say)
+                   warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
+                   progress=_say)
     print(_format_bench(report))
     if args.json:
         print(f"report written to {args.json}")
@@ -234,6 +241,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.gate.passed else EXIT_GATE_FAILED
 
 
+def _add_input_map(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-map", action="append", default=[], metavar="KEY=NAME",
+                        help="feed the .npz key KEY to the model input NAME (`edgec inspect` shows input names; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgec.gating import THRESHOLD_NAMES
 
@@ -265,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="declare an input, e.g. pixel_values:1x3x224x224 or input_ids:batchxseq:int64 (repeatable)")
     p.add_argument("--fix-shape", action="append", default=[], metavar="NAME:SHAPE",
                    help="make an input's shape static, e.g. input_ids:1x128 (repeatable)")
+    _add_input_map(p)
     p.add_argument("--no-verify-import", action="store_true",
                    help="skip comparing the imported ONNX with the source model run in its own framework")
     q = p.add_argument_group("int8 options")
@@ -288,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="compile output directory or .onnx file")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
+    _add_input_map(p)
     p.add_argument("--baseline", metavar="MODEL.onnx",
                    help="float model to compare with (default: the source's float ONNX on the artifact's runtime)")
     p.add_argument("--baseline-from", choices=["source", "onnx"],

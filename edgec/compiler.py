@@ -89,7 +89,8 @@ def _check_buildable(target: Target) -> None:
         raise RuntimeUnavailableError(f"target '{target.name}': {reason}")
 
 
-def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target) -> tuple[list[Feeds], str]:
+def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target,
+                         input_map: Mapping[str, str] | None) -> tuple[list[Feeds], str]:
     if calib is None:
         raise BadInputError(
             f"target '{target.name}' is {target.precision} and needs calibration data: pass --calib DATA.npz"
@@ -98,7 +99,7 @@ def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, 
     specs = input_specs(model)
     if str(calib) == "random":
         return random_samples(specs, RANDOM_CALIBRATION_SAMPLES), "random"
-    return load_samples(calib, specs, what="calibration data"), str(Path(calib).resolve())
+    return load_samples(calib, specs, what="calibration data", input_map=input_map), str(Path(calib).resolve())
 
 
 def _check_settings(target: Target) -> dict[str, Any]:
@@ -158,6 +159,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     min_cosine: float | None = None,
     labels: str | os.PathLike[str] | None = None,
     eval_data: str | os.PathLike[str] | None = None,
+    input_map: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory.
@@ -194,6 +196,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         min_cosine: accuracy budget as the minimum output cosine to the float model on every sample.
         labels: `.npy` integer class per evaluation sample.
         eval_data: `.npz` samples the budget and the report are measured on (default: `calib`).
+        input_map: {.npz key: model input name} for data saved under other names than the model's inputs.
         progress: receives one-line status messages.
 
     Raises:
@@ -221,7 +224,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         int8 = target.precision in ("int8", "auto")
         uses_calib = int8 or verify or (verify_import and imported.format.runtime is not None)
         needs_calib = int8 or (calib is not None and uses_calib)  # otherwise checks run on random feeds
-        samples, calib_source = _calibration_samples(calib, graph, target) if needs_calib else ([], None)
+        samples, calib_source = _calibration_samples(calib, graph, target, input_map) if needs_calib else ([], None)
         if calib is not None and not uses_calib:
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
         check = _check_import(source_path, imported, graph, target, samples, calib_source, say) if verify_import else None
@@ -232,7 +235,8 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         quantized = None
         if int8:
             _check_keep_float(graph, keep_float)
-            request = _int8_request(graph, budget, report, eval_data, labels, samples, calib_source)
+            request = _int8_request(graph, budget, report, eval_data, labels, samples, calib_source,
+                                    input_map)
             quantized = quantize(graph, target, samples, calib_source, request, say)
             graph = quantized.model
         proto = ir.serde.serialize_model(graph)
@@ -319,11 +323,12 @@ def _check_keep_float(model: ir.Model, keep_float: Sequence[str]) -> None:
 
 
 def _int8_request(model: ir.Model, budget: Budget, report: bool, eval_data: Any, labels: Any,
-                  samples: Sequence[Feeds], calib_source: str | None) -> Int8Request:
+                  samples: Sequence[Feeds], calib_source: str | None, input_map: Mapping[str, str] | None
+                  ) -> Int8Request:
     """Evaluation samples and labels for the budget and the report, checked against each other."""
     eval_samples = None
     if eval_data is not None:
-        eval_samples = load_samples(eval_data, input_specs(model), what="evaluation data")
+        eval_samples = load_samples(eval_data, input_specs(model), what="evaluation data", input_map=input_map)
     elif (budget or report) and calib_source == "random":
         raise BadInputError("accuracy budgets and --report need real data: give --calib DATA.npz or --eval DATA.npz")
     count = len(eval_samples if eval_samples is not None else samples)

@@ -404,3 +404,14 @@ def test_inspect_onnx_and_an_artifact(cli, tiny, tmp_path) -> None:
     assert "edgec artifact for cpu-x86-fp32 (fp32)" in text and "inputs:" in text
     bad = cli("inspect", tmp_path / "missing.onnx")
     assert bad.code == 2 and bad.error_line.startswith("edgec: error: model: no such file")
+
+
+def test_input_map_on_compile_and_bench(cli, tiny, tmp_path) -> None:
+    renamed = tmp_path / "renamed.npz"
+    np.savez(renamed, pixels=np.load(tiny.calib)["x"])
+    out = tmp_path / "int8"
+    result = cli("compile", tiny.model, "-t", "cpu-x86-avx2-int8", "--calib", renamed, "--input-map", "pixels=x", "-o", out)
+    assert result.code == 0, result.err
+    assert cli("bench", out, "--data", renamed, "--input-map", "pixels=x", "--runs", 3, "--warmup", 0).code == 0
+    unmapped = cli("bench", out, "--data", renamed, "--runs", 3, "--warmup", 0)
+    assert unmapped.code == 2 and "x" in unmapped.error_line
