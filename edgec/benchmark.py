@@ -16,6 +16,7 @@ from edgec.artifact import MANIFEST, read_manifest, utc_now, versions, write_tex
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
+from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
@@ -165,6 +166,9 @@ def bench(
         warnings.append(f"target '{manifest['target']['name']}' {mismatch}: figures are not representative of it")
     if skipped:
         warnings.append(skipped)
+    if runs < MIN_LATENCY_RUNS:
+        warnings.append(f"only {runs} timed runs: latency and speedup are not significant, and the gate fails"
+                        f" latency thresholds below {MIN_LATENCY_RUNS} (use --runs {MIN_LATENCY_RUNS} or more)")
     for warning in warnings:
         if progress:
             progress(f"warning: {warning}")

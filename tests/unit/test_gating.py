@@ -180,6 +180,16 @@ def test_degenerate_output_fails_every_drift_threshold_but_not_the_others() -> N
     assert evaluate(with_drift(degenerate={}), {"min_cosine": 0.9}).passed
 
 
+def test_latency_verdicts_need_enough_runs() -> None:
+    report = make_report()
+    report["latency_ms"] = {**report["latency_ms"], "runs": 1}
+    result = evaluate(report, {"min_speedup": 1.0, "max_latency_p90_ms": 10.0, "max_size_mb": 10.0})
+    assert [check.passed for check in result.checks] == [False, False, True]
+    assert "only 1 timed runs, fewer than the 20 a latency verdict needs" in result.checks[0].message
+    report["latency_ms"]["runs"] = 20
+    assert evaluate(report, {"min_speedup": 1.0, "max_latency_p90_ms": 10.0}).passed
+
+
 def test_checks_come_in_threshold_names_order_one_per_threshold() -> None:
     given_ = {name: MEASURED[name][0] for name in reversed(THRESHOLD_NAMES)}
     result = evaluate(make_report(), given_)
