@@ -22,6 +22,8 @@ from edgec.errors import AccuracyBudgetError, EdgecError
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Input shapes whose latency the bench table lists (the report has all of them).
+_SHAPES_SHOWN = 8
 
 
 def _say(message: str) -> None:
@@ -117,6 +119,12 @@ def _format_bench(report: dict[str, Any]) -> str:
     lines = [f"{a:<{width}}  {b:>10}  {c:>10}".rstrip() for a, b, c in rows]
     lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs, batch 1,"
                  f" {report['samples']} samples ({report['data']})")
+    by_shape = report.get("latency_by_shape_ms")
+    if by_shape:
+        shown = list(by_shape.items())[:_SHAPES_SHOWN]
+        more = f" (first {_SHAPES_SHOWN} of {len(by_shape)}; all in the JSON report)" if len(by_shape) > _SHAPES_SHOWN else ""
+        lines.append(f"artifact latency p50 by input shape{more}:")
+        lines.extend(f"  {shape}: {summary['p50']:.3f} ms ({summary['runs']} runs)" for shape, summary in shown)
     if base.get("model"):
         lines.append(f"artifact: {_describe_model(report.get('artifact_model'))}")
         lines.append(f"baseline: {_describe_model(base['model'])}")

@@ -354,7 +354,8 @@ def measure(
 
     Returns:
         `{label: section}` in the order of `refs`, each section
-        `{"latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
+        `{"latency_ms" (see `summarize`), "latency_by_shape_ms" ({input shapes: summary} when samples
+        differ in shape, else None), "throughput_per_s", "load_ms", "peak_rss_mb",
         "rss_before_load_mb", "size_bytes"}` plus, with `collect_outputs`, `"outputs"`: one
         `{output name: array}` per sample, in sample order.
 
@@ -421,10 +422,12 @@ def measure(
         for worker in workers:
             worker.stop()
 
+    shapes = _timed_shapes(feeds, warmup, runs)
     sections: dict[str, dict[str, Any]] = {}
     for k, ref in enumerate(refs):
         section: dict[str, Any] = {
             "latency_ms": summarize([ns / 1e6 for ns in latencies[k]]),
+            "latency_by_shape_ms": _by_shape(latencies[k], shapes),
             "throughput_per_s": _throughput(latencies[k]),
             "load_ms": float(loads[k]["load_ms"]),
             "peak_rss_mb": float(peaks[k]),
@@ -435,6 +438,29 @@ def measure(
             section["outputs"] = outputs[k]
         sections[ref.label] = section
     return sections
+
+
+def _shape_key(feeds: Mapping[str, np.ndarray]) -> str:
+    """A sample's input shapes, e.g. "input_ids=1x7, attention_mask=1x7"."""
+    return ", ".join(f"{name}={'x'.join(map(str, np.shape(value))) or 'scalar'}" for name, value in feeds.items())
+
+
+def _timed_shapes(feeds: Sequence[Mapping[str, np.ndarray]], warmup: int, runs: int) -> list[str]:
+    """The shape key of each timed run: workers cycle through the samples, warm-up runs first."""
+    keys = [_shape_key(sample) for sample in feeds]
+    return [keys[(warmup + i) % len(keys)] for i in range(runs)]
+
+
+def _by_shape(latencies_ns: Sequence[int], shapes: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+    """Latency summaries per input shape when samples differ in shape (token sequences of different
+    lengths), in the order the shapes were first timed; None when every sample has one shape, where
+    the overall summary already is the per-shape one."""
+    if len(set(shapes)) < 2:
+        return None
+    groups: dict[str, list[float]] = {}
+    for latency, shape in zip(latencies_ns, shapes):
+        groups.setdefault(shape, []).append(latency / 1e6)
+    return {shape: summarize(values) for shape, values in groups.items()}
 
 
 def _describe(role: str, ref: ModelRef) -> str:

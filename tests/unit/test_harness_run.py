@@ -22,7 +22,8 @@ from edgec.errors import BadInputError, EdgecError, RuntimeUnavailableError
 from edgec.harness.run import ModelRef, _round_order, benchmark, measure, model_size_bytes
 
 IN, OUT, SAMPLES = 8, 4, 6
-SECTION_KEYS = {"latency_ms", "throughput_per_s", "load_ms", "peak_rss_mb", "rss_before_load_mb", "size_bytes"}
+SECTION_KEYS = {"latency_ms", "latency_by_shape_ms", "throughput_per_s", "load_ms", "peak_rss_mb", "rss_before_load_mb",
+                "size_bytes"}
 
 
 def linear_model(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -276,3 +277,18 @@ def test_unguarded_script_gets_told_to_guard_its_entry_point(tmp_path: Path, mod
     assert result.returncode == 1
     assert 'EdgecError: the benchmark worker re-ran your script\'s top level' in result.stderr
     assert 'if __name__ == "__main__":' in result.stderr
+
+
+def test_samples_of_different_shapes_get_latency_per_shape(tmp_path: Path) -> None:
+    """Token sequences of different lengths must not blur into one latency distribution."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[1, seq] x) => (float[1] y) <int64[1] axes = {1}> { y = ReduceSum <keepdims = 0> (x, axes) }""")
+    path = tmp_path / "sum.onnx"
+    onnx.save_model(model, path)
+    samples = [{"x": np.ones((1, n), np.float32)} for n in (4, 64, 4)]
+    section = measure([ModelRef(path)], samples, threads=1, warmup=1, runs=12)["artifact"]
+    by_shape = section["latency_by_shape_ms"]
+    assert list(by_shape) == ["x=1x64", "x=1x4"]  # timing starts after one warm-up run: sample 1 first
+    assert [summary["runs"] for summary in by_shape.values()] == [4, 8]
+    uniform = measure([ModelRef(path)], samples[:1], threads=1, warmup=0, runs=3)["artifact"]
+    assert uniform["latency_by_shape_ms"] is None
