@@ -72,6 +72,8 @@ def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] 
         return None
     source = manifest["source"]
     runtime = manifest["target"]["descriptor"]["runtime"]
+    if not source["onnx"] and FORMATS[source.get("format", "onnx")].runtime is not None:
+        return None  # a slim artifact keeps no float ONNX of its non-ONNX source
     path = artifact_dir / (source["onnx"] or source["path"])  # an absolute path stays as it is
     if not path.exists():
         raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
@@ -95,9 +97,11 @@ def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_fro
         if baseline_from == "source":
             raise BadInputError("--baseline-from source: the source is ONNX; the float baseline already is the source")
         return None, None, None
-    path = artifact_dir / source["path"]  # an absolute path stays as it is; a kept copy is relative
+    path = artifact_dir / source["path"] if source["path"] else None  # absolute stays absolute; a kept copy is relative
     problem = None
-    if not path.exists():
+    if path is None:
+        problem = "the artifact was compiled --slim from a Python object, whose saved copy it does not keep"
+    elif not path.exists():
         problem = f"the source model {path} named in the manifest is gone"
     elif not runtime_class(fmt.runtime).is_available():
         problem = f"{fmt.runtime} is not installed here"
@@ -166,6 +170,9 @@ def bench(
         warnings.append(f"target '{manifest['target']['name']}' {mismatch}: figures are not representative of it")
     if skipped:
         warnings.append(skipped)
+    if manifest is not None and reference is None:
+        warnings.append("no float baseline: the artifact was compiled --slim and keeps no float ONNX of its source;"
+                        " pass --baseline MODEL.onnx for speedup and drift")
     if runs < MIN_LATENCY_RUNS:
         warnings.append(f"only {runs} timed runs: latency and speedup are not significant, and the gate fails"
                         f" latency thresholds below {MIN_LATENCY_RUNS} (use --runs {MIN_LATENCY_RUNS} or more)")

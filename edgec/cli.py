@@ -55,7 +55,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                            verify_import=not args.no_verify_import, precision=args.precision,
                            calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
                            report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
-                           labels=args.labels, eval_data=args.eval, input_map=_input_map(args.input_map), progress=_say)
+                           labels=args.labels, eval_data=args.eval, input_map=_input_map(args.input_map),
+                           slim=args.slim, progress=_say)
     _print_compile(args, result)
     return EXIT_OK
 
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                         " 'random' for latency-only work")
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output directory (default: <model>-<target> beside the model)")
     p.add_argument("--force", action="store_true", help="replace an earlier edgec artifact at the output path")
+    p.add_argument("--slim", action="store_true",
+                   help="keep only the deployable files (model, manifest, calibration): no source.onnx or saved"
+                        " module copy; bench then needs --baseline for a float comparison")
     p.add_argument("--passes", metavar="A,B,C", help="run these passes instead of the target's pipeline")
     p.add_argument("--skip-passes", metavar="A,B", help="remove these passes from the pipeline")
     p.add_argument("--verify", action="store_true",

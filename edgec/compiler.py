@@ -160,13 +160,14 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     labels: str | os.PathLike[str] | None = None,
     eval_data: str | os.PathLike[str] | None = None,
     input_map: Mapping[str, str] | None = None,
+    slim: bool = False,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory.
 
     The directory holds `model.onnx` and `manifest.json`, plus `calibration.json` (int8),
     `source.onnx` (the imported float model, for non-ONNX sources) and `source.pt2` (an in-memory
-    module's only copy).
+    module's only copy); `slim` leaves out the last two.
 
     Args:
         model: path of the source model (ONNX, .pt2, TorchScript, SavedModel dir, .keras, .tflite), or a
@@ -197,6 +198,8 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         labels: `.npy` integer class per evaluation sample.
         eval_data: `.npz` samples the budget and the report are measured on (default: `calib`).
         input_map: {.npz key: model input name} for data saved under other names than the model's inputs.
+        slim: keep only what deployment needs (the model, manifest, calibration table): no `source.onnx`
+            or saved module copy; `bench` then needs `--baseline` for a float comparison.
         progress: receives one-line status messages.
 
     Raises:
@@ -228,7 +231,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         if calib is not None and not uses_calib:
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
         check = _check_import(source_path, imported, graph, target, samples, calib_source, say) if verify_import else None
-        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime else None
+        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime and not slim else None
         nodes_source = count_nodes(graph)
         graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
         nodes_optimized = count_nodes(graph)
@@ -253,15 +256,18 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                     (staging / SENSITIVITY_FILE).write_text(quantized.report_json + "\n", encoding="utf-8")
             if source_onnx is not None:
                 onnx.save_model(source_onnx, staging / SOURCE_ONNX)
-            if not from_file:  # the saved module is the only copy of the source: keep it, by relative name
+            if not from_file and not slim:  # the saved module is the only copy of the source: keep it, by relative name
                 shutil.copyfile(source_path, staging / source_path.name)
             source = {
                 **_source_record(source_path, kept=not from_file),
                 "format": imported.format.name, "import_seconds": round(imported.seconds, 3),
                 "import_verification": check, "onnx": SOURCE_ONNX if source_onnx is not None else None,
             }
+            if not from_file and slim:
+                source["path"] = None  # the module's only saved copy was not kept
             manifest = _manifest(target, source, staging / ARTIFACT_MODEL, records,
                                  (nodes_source, nodes_optimized, count_nodes(graph)), quantized, calib_source)
+            manifest["slim"] = slim
             manifest["verification"] = None if verifier is None else {
                 "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
                 "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}

@@ -448,3 +448,16 @@ def test_inspect_shows_the_names_compile_will_use(models, compiled, name) -> Non
     imported = onnx.load(compiled(name, "fp32").output_dir / "source.onnx")  # the same conversion, read by onnx
     assert info["parameters"] == sum(int(np.prod(t.dims)) for t in imported.graph.initializer)
     assert info["ops"] == dict(collections.Counter(node.op_type for node in imported.graph.node))
+
+
+def test_slim_artifact_keeps_only_deployable_files(tmp_path) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    result = edgec.compile(module, "cpu-x86-fp32", example_inputs=torch.randn(1, 4), output_dir=tmp_path / "slim",
+                           slim=True)
+    assert sorted(path.name for path in result.output_dir.iterdir()) == ["manifest.json", "model.onnx"]
+    assert result.manifest["slim"] is True and result.manifest["source"]["path"] is None
+    report = edgec.bench(result.output_dir, runs=2, warmup=0, threads=1)
+    assert report["baseline"] is None and report["framework_baseline"] is None
+    assert any("--slim" in warning and "--baseline" in warning for warning in report["warnings"])
+    full = edgec.compile(module, "cpu-x86-fp32", example_inputs=torch.randn(1, 4), output_dir=tmp_path / "full")
+    assert {"source.onnx", "source.pt2"} <= {path.name for path in full.output_dir.iterdir()}
