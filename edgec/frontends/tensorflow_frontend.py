@@ -28,13 +28,11 @@ with quiet_native_logs():
 
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
+from edgec.frontends.specs import BATCH_DIM
 from edgec.runtime.base import TensorSpec
 from edgec.runtime.tensorflow_source import load_source
 
-__all__ = ["convert", "adopt_io", "check_converted", "BATCH_DIM"]
-
-#: Name given to a dynamic leading input dim, so targets' `fix_dims = {batch = 1}` can pin it.
-BATCH_DIM = "batch"
+__all__ = ["convert", "adopt_io", "check_converted"]
 
 
 def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:

@@ -168,7 +168,7 @@ def test_fp32_artifact_matches_pytorch(models, compiled, name) -> None:
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == [model.input_name]
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
-    assert batch_dim == "batch" if model.inputs else batch_dim.startswith("s")  # dynamic: --input's name, or torch's
+    assert batch_dim == "batch"  # dynamic: --input's name, or for a saved program's leading dim, the default
     actual = _onnx_outputs(result.model_path, {model.input_name: model.batch})
     for got, want in zip(actual, _torch_outputs(model.module, model.batch), strict=True):
         np.testing.assert_allclose(got, want, rtol=FP32_RTOL, atol=FP32_ATOL)
@@ -461,3 +461,13 @@ def test_slim_artifact_keeps_only_deployable_files(tmp_path) -> None:
     assert any("--slim" in warning and "--baseline" in warning for warning in report["warnings"])
     full = edgec.compile(module, "cpu-x86-fp32", example_inputs=torch.randn(1, 4), output_dir=tmp_path / "full")
     assert {"source.onnx", "source.pt2"} <= {path.name for path in full.output_dir.iterdir()}
+
+
+def test_dynamic_batch_of_a_saved_program_is_named_batch(tmp_path) -> None:
+    """A saved program keeps no Dim names (Dim("batch") becomes a symbol such as s31)."""
+    program = torch.export.export(torch.nn.Linear(4, 3).eval(), (torch.randn(2, 4),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "linear.pt2")
+    result = edgec.compile(tmp_path / "linear.pt2", "cpu-x86-fp32", output_dir=tmp_path / "out")
+    proto = onnx.load(result.model_path)
+    assert [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", 4]
