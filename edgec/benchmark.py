@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from edgec.artifact import MANIFEST, read_manifest, utc_now, versions, write_tex
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
+from edgec.frontends.specs import parse_tensor_spec
 from edgec.gating import MIN_LATENCY_RUNS
-from edgec.harness.run import ModelRef, benchmark, exit_if_spawning
+from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
+from edgec.runtime.base import TensorSpec
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
 
@@ -113,6 +116,29 @@ def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_fro
     return ref, _model_record(ref, "fp32", f"{path.name} ({fmt.description}) in {fmt.runtime}"), None
 
 
+def _shaped(specs: list[TensorSpec], shapes: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """The model's input specs with `--shape` declarations applied: random feeds of those shapes.
+
+    Only dynamic dims may change (a fixed dim is what the model computes with), and every name must
+    be an input; like trtexec's `--shapes`, this is how a batch or sequence length is chosen.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    unknown = sorted({shape.name for shape in shapes} - set(by_name))
+    if unknown:
+        raise BadInputError(f"--shape names {unknown}, but the model's inputs are {list(by_name)}")
+    for shape in shapes:
+        model = by_name[shape.name]
+        fixed = [d for d in shape.shape if isinstance(d, int)]
+        if len(shape.shape) != len(model.shape) or len(fixed) != len(shape.shape) or min(fixed, default=1) < 1:
+            raise BadInputError(f"--shape {shape.name}: give {len(model.shape)} positive sizes, e.g."
+                                f" {shape.name}:{'x'.join(str(d) if isinstance(d, int) else '1' for d in model.shape)}")
+        for axis, (have, want) in enumerate(zip(model.shape, shape.shape)):
+            if isinstance(have, int) and have != want:
+                raise BadInputError(f"--shape {shape.name}: dim {axis} is fixed at {have} in the model")
+        by_name[shape.name] = replace(model, shape=shape.shape)
+    return [by_name[spec.name] for spec in specs]
+
+
 def _default_threads(manifest: dict[str, Any] | None) -> int:
     configured = (manifest or {}).get("target", {}).get("descriptor", {}).get("options", {}).get("threads", 0)
     return int(configured) or (os.cpu_count() or 1)
@@ -130,6 +156,7 @@ def bench(
     runs: int = 100,
     json_path: str | os.PathLike[str] | None = None,
     input_map: Mapping[str, str] | None = None,
+    shapes: Sequence[str | TensorSpec] = (),
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark `artifact` side by side with its float baseline; returns (and optionally writes) the report.
@@ -147,6 +174,8 @@ def bench(
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
         input_map: {.npz key: model input name} for data saved under other names than the model's inputs.
+        shapes: `NAME:SHAPE` for the random feeds (without `data`): sizes of the model's dynamic dims,
+            e.g. a batch of 8 or a sequence length of 128.
     """
     exit_if_spawning()
     if runs < 1 or warmup < 0:
@@ -162,6 +191,9 @@ def bench(
     framework, framework_record, skipped = (None, None, None) if baseline is not None else \
         _framework(manifest, Path(artifact), baseline_from)
     specs = file_input_specs(model.path)
+    if shapes and data is not None:
+        raise BadInputError("--shape sets the shapes of random inputs; with --data the samples carry their own")
+    specs = _shaped(specs, [parse_tensor_spec(s) if isinstance(s, str) else s for s in shapes])
     samples = load_samples(data, specs, what="data", input_map=input_map) if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None
     threads = threads if threads else _default_threads(manifest)
@@ -195,6 +227,7 @@ def bench(
         "baseline_model": str(reference.path) if reference else None,
         "data": str(data) if data is not None else "random",
         "samples": len(samples),
+        "input_shapes": list(dict.fromkeys(shape_key(sample) for sample in samples)),
         "warmup": warmup,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions()},
         "warnings": warnings,

@@ -118,8 +118,10 @@ def _format_bench(report: dict[str, Any]) -> str:
     row("size (MiB)", report["size_bytes"] / 2**20, base.get("size_bytes", 0) / 2**20 if base else None, ".3f")
     width = max(len(r[0]) for r in rows)
     lines = [f"{a:<{width}}  {b:>10}  {c:>10}".rstrip() for a, b, c in rows]
-    lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs, batch 1,"
-                 f" {report['samples']} samples ({report['data']})")
+    shapes = report.get("input_shapes") or []
+    lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs,"
+                 f" {report['samples']} samples ({report['data']})"
+                 + (f", inputs {shapes[0]}" if len(shapes) == 1 else f", {len(shapes)} input shapes" if shapes else ""))
     by_shape = report.get("latency_by_shape_ms")
     if by_shape:
         shown = list(by_shape.items())[:_SHAPES_SHOWN]
@@ -165,7 +167,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
                    baseline_from=args.baseline_from, threads=args.threads,
                    warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
-                   progress=_say)
+                   shapes=args.shape, progress=_say)
     print(_format_bench(report))
     if args.json:
         print(f"report written to {args.json}")
@@ -319,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-from", choices=["source", "onnx"],
                    help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
                         " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:SHAPE",
+                   help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")

@@ -58,7 +58,7 @@ from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
 from edgec.runtime.base import runtime_class
 
-__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "ROUND_RUNS"]
+__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "shape_key", "ROUND_RUNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -440,14 +440,14 @@ def measure(
     return sections
 
 
-def _shape_key(feeds: Mapping[str, np.ndarray]) -> str:
+def shape_key(feeds: Mapping[str, np.ndarray]) -> str:
     """A sample's input shapes, e.g. "input_ids=1x7, attention_mask=1x7"."""
     return ", ".join(f"{name}={'x'.join(map(str, np.shape(value))) or 'scalar'}" for name, value in feeds.items())
 
 
 def _timed_shapes(feeds: Sequence[Mapping[str, np.ndarray]], warmup: int, runs: int) -> list[str]:
     """The shape key of each timed run: workers cycle through the samples, warm-up runs first."""
-    keys = [_shape_key(sample) for sample in feeds]
+    keys = [shape_key(sample) for sample in feeds]
     return [keys[(warmup + i) % len(keys)] for i in range(runs)]
 
 

@@ -415,3 +415,16 @@ def test_input_map_on_compile_and_bench(cli, tiny, tmp_path) -> None:
     assert cli("bench", out, "--data", renamed, "--input-map", "pixels=x", "--runs", 3, "--warmup", 0).code == 0
     unmapped = cli("bench", out, "--data", renamed, "--runs", 3, "--warmup", 0)
     assert unmapped.code == 2 and "x" in unmapped.error_line
+
+
+def test_bench_shape_sets_the_dynamic_dims_of_random_feeds(cli, tmp_path) -> None:
+    model = tmp_path / "dyn.onnx"
+    onnx.save_model(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[batch, 4] x) => (float[batch, 4] y) { y = Relu (x) }"""), model)
+    report_path = tmp_path / "r.json"
+    result = cli("bench", model, "--shape", "x:8x4", "--runs", 3, "--warmup", 0, "--json", report_path)
+    assert result.code == 0, result.err
+    assert json.loads(report_path.read_text())["input_shapes"] == ["x=8x4"] and "inputs x=8x4" in result.out
+    for shape, needle in (("x:8x5", "dim 1 is fixed at 4"), ("y:8x4", "--shape names ['y']"), ("x:8", "give 2 positive")):
+        bad = cli("bench", model, "--shape", shape, "--runs", 3)
+        assert bad.code == 2 and needle in bad.error_line, bad.error_line
