@@ -22,6 +22,16 @@ from edgec.errors import AccuracyBudgetError, EdgecError
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: `edgec gate --help` text of each threshold: what it bounds, in which unit.
+_THRESHOLD_HELP = {
+    "max_accuracy_drop_pp": "fail if top-1 accuracy drops more than X percentage points (needs bench --labels)",
+    "min_top1_agreement": "fail if the artifact's top-1 class agrees with the baseline's on less than X of samples (0-1)",
+    "min_cosine": "fail if any sample of any output has cosine similarity to the baseline below X (-1..1)",
+    "max_latency_p90_ms": "fail if the artifact's p90 latency exceeds X milliseconds",
+    "min_speedup": "fail if baseline p50 / artifact p50 is below X (1.0 = as fast as the float model)",
+    "max_size_mb": "fail if the artifact is larger than X MiB on disk",
+    "max_peak_rss_mb": "fail if the artifact's worker peaks above X MiB of resident memory",
+}
 #: Input shapes whose latency the bench table lists (the report has all of them).
 _SHAPES_SHOWN = 8
 
@@ -333,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report", help="report JSON written by `edgec bench --json`")
     p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
     for name in THRESHOLD_NAMES:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X")
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X", help=_THRESHOLD_HELP[name])
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
     p.set_defaults(func=_cmd_gate)

@@ -428,3 +428,16 @@ def test_bench_shape_sets_the_dynamic_dims_of_random_feeds(cli, tmp_path) -> Non
     for shape, needle in (("x:8x5", "dim 1 is fixed at 4"), ("y:8x4", "--shape names ['y']"), ("x:8", "give 2 positive")):
         bad = cli("bench", model, "--shape", shape, "--runs", 3)
         assert bad.code == 2 and needle in bad.error_line, bad.error_line
+
+
+def test_gate_help_explains_every_threshold(capsys) -> None:
+    from edgec.cli import main
+    from edgec.gating import THRESHOLD_NAMES
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gate", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in THRESHOLD_NAMES:
+        option = f"--{name.replace('_', '-')} X "
+        assert option in text and not text.split(option, 1)[1].startswith("--"), name  # each has its own help
