@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -20,11 +19,8 @@ from edgec.frontends import FORMATS, file_input_specs
 from edgec.frontends.specs import parse_tensor_spec
 from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
-from edgec.runtime.base import TensorSpec
-from edgec.runtime.base import runtime_class
+from edgec.runtime.base import TensorSpec, runtime_class
 from edgec.target import device_mismatch
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["bench", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
@@ -194,7 +190,10 @@ def bench(
     if shapes and data is not None:
         raise BadInputError("--shape sets the shapes of random inputs; with --data the samples carry their own")
     specs = _shaped(specs, [parse_tensor_spec(s) if isinstance(s, str) else s for s in shapes])
-    samples = load_samples(data, specs, what="data", input_map=input_map) if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
+    if data is not None:
+        samples = load_samples(data, specs, what="data", input_map=input_map)
+    else:
+        samples = random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None
     threads = threads if threads else _default_threads(manifest)
     mismatch = device_mismatch(manifest["target"]["descriptor"].get("device", {})) if manifest else None
