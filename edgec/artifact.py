@@ -41,7 +41,7 @@ _VERSIONED = ("edgec", "numpy", "onnx", "onnxruntime", "onnx-ir", "onnxscript")
 #: The keys (and their types) every reader of a manifest relies on.
 _MANIFEST_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "target": {"name": str, "descriptor": dict},
-    "source": {"path": str},
+    "source": {"path": (str, type(None))},  # None: a slim artifact of a Python object keeps no source
     "artifact": {"file": str, "sha256": str},
 }
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if ctypes.util.find_library("c") else None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,13 @@ from edgec.artifact import MANIFEST, check_writable, read_manifest, strict_json,
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, file_input_specs
-from edgec.harness.run import ModelRef, benchmark
-from edgec.integrity import check_artifact, vet_baseline
+from edgec.frontends.specs import parse_tensor_spec
+from edgec.gating import MIN_LATENCY_RUNS
+from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
+from edgec.integrity import check_artifact, vet_baseline, vet_framework
 from edgec.limits import MAX_THREADS, utf8_path
-from edgec.runtime.base import runtime_class
+from edgec.runtime.base import TensorSpec, runtime_class
 from edgec.target import device_mismatch
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["bench", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
@@ -50,31 +50,90 @@ def resolve_artifact(path: str | os.PathLike[str]) -> tuple[ModelRef, dict[str, 
     return ModelRef(path, "onnxruntime", {}, "artifact"), None
 
 
+def _model_record(ref: ModelRef, precision: str | None, what: str) -> dict[str, Any]:
+    """What a report says a measured model is: file, runtime, precision, and a phrase for people."""
+    return {"path": str(ref.path), "runtime": ref.runtime, "precision": precision, "description": what}
+
+
 def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] | None, artifact_dir: Path,
-              baseline_from: str | None) -> ModelRef | None:
-    """The float reference: an explicit file, else the manifest's source (in its own framework when
-    that is installed or asked for, else the imported float ONNX kept in the artifact)."""
+              options: dict[str, Any]) -> tuple[ModelRef, dict[str, Any]] | None:
+    """The float model on the artifact's own runtime: what a deployment decision compares with.
+
+    An explicit file wins; else the imported float ONNX kept in the artifact (non-ONNX sources),
+    else the ONNX source named in the manifest. It runs with the artifact's runtime options.
+    """
     if baseline is not None:
         path = Path(baseline)
         if not path.is_file():
             raise BadInputError(f"baseline: no such file {path}")
-        return ModelRef(path, "onnxruntime", {}, "baseline")
+        ref = ModelRef(path, "onnxruntime", {}, "baseline")
+        return ref, _model_record(ref, None, f"{path.name} (given with --baseline)")
     if manifest is None:
         return None
     source = manifest["source"]
-    path = artifact_dir / source["path"]  # an absolute path stays as it is; a kept copy is relative
-    runtime = FORMATS[source.get("format", "onnx")].runtime
-    kept_onnx = artifact_dir / source["onnx"] if source.get("onnx") else None
-    if runtime is not None and kept_onnx is not None and (
-        baseline_from == "onnx" or not path.exists()
-        or (baseline_from is None and not runtime_class(runtime).is_available())
-    ):
-        if baseline_from != "onnx":
-            logger.warning("baseline: using the imported float ONNX %s (the source %s cannot run here)", kept_onnx, path)
-        path, runtime = kept_onnx, None
+    runtime = manifest["target"]["descriptor"]["runtime"]
+    if not source["onnx"] and FORMATS[source.get("format", "onnx")].runtime is not None:
+        return None  # a slim artifact keeps no float ONNX of its non-ONNX source
+    path = artifact_dir / (source["onnx"] or source["path"])  # an absolute path stays as it is
     if not path.exists():
         raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
-    return ModelRef(path, runtime or "onnxruntime", {}, "baseline")
+    what = "the imported float ONNX kept in the artifact" if source["onnx"] else "the float ONNX source"
+    ref = ModelRef(path, runtime, options, "baseline")
+    return ref, _model_record(ref, "fp32", f"{path.name} ({what}) on {runtime}")
+
+
+def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_from: str | None
+               ) -> tuple[ModelRef | None, dict[str, Any] | None, str | None]:
+    """The source in its own framework (PyTorch eager, TensorFlow, LiteRT): an extra comparison.
+
+    Returns (reference, its record, a warning when the comparison was wanted but cannot run).
+    `baseline_from="onnx"` skips it; "source" makes it required.
+    """
+    if manifest is None or baseline_from == "onnx":
+        return None, None, None
+    source = manifest["source"]
+    fmt = FORMATS[source.get("format", "onnx")]
+    if fmt.runtime is None:
+        if baseline_from == "source":
+            raise BadInputError("--baseline-from source: the source is ONNX; the float baseline already is the source")
+        return None, None, None
+    path = artifact_dir / source["path"] if source["path"] else None  # absolute stays absolute; a kept copy is relative
+    problem = None
+    if path is None:
+        problem = "the artifact was compiled --slim from a Python object, whose saved copy it does not keep"
+    elif not path.exists():
+        problem = f"the source model {path} named in the manifest is gone"
+    elif not runtime_class(fmt.runtime).is_available():
+        problem = f"{fmt.runtime} is not installed here"
+    if problem:
+        if baseline_from == "source":
+            raise BadInputError(f"--baseline-from source: {problem}")
+        return None, None, f"no comparison with the {fmt.description} in its own framework: {problem}"
+    ref = ModelRef(path, fmt.runtime, {}, "framework")
+    return ref, _model_record(ref, "fp32", f"{path.name} ({fmt.description}) in {fmt.runtime}"), None
+
+
+def _shaped(specs: list[TensorSpec], shapes: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """The model's input specs with `--shape` declarations applied: random feeds of those shapes.
+
+    Only dynamic dims may change (a fixed dim is what the model computes with), and every name must
+    be an input; like trtexec's `--shapes`, this is how a batch or sequence length is chosen.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    unknown = sorted({shape.name for shape in shapes} - set(by_name))
+    if unknown:
+        raise BadInputError(f"--shape names {unknown}, but the model's inputs are {list(by_name)}")
+    for shape in shapes:
+        model = by_name[shape.name]
+        fixed = [d for d in shape.shape if isinstance(d, int)]
+        if len(shape.shape) != len(model.shape) or len(fixed) != len(shape.shape) or min(fixed, default=1) < 1:
+            raise BadInputError(f"--shape {shape.name}: give {len(model.shape)} positive sizes, e.g."
+                                f" {shape.name}:{'x'.join(str(d) if isinstance(d, int) else '1' for d in model.shape)}")
+        for axis, (have, want) in enumerate(zip(model.shape, shape.shape)):
+            if isinstance(have, int) and have != want:
+                raise BadInputError(f"--shape {shape.name}: dim {axis} is fixed at {have} in the model")
+        by_name[shape.name] = replace(model, shape=shape.shape)
+    return [by_name[spec.name] for spec in specs]
 
 
 def _default_threads(manifest: dict[str, Any] | None) -> int:
@@ -93,6 +152,8 @@ def bench(
     warmup: int = 10,
     runs: int = 100,
     json_path: str | os.PathLike[str] | None = None,
+    input_map: Mapping[str, str] | None = None,
+    shapes: Sequence[str | TensorSpec] = (),
     trust_source: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -102,15 +163,21 @@ def bench(
         artifact: a `compile` output directory or a plain `.onnx` file.
         data: `.npz` samples keyed by input name (default: seeded random feeds, no accuracy).
         labels: `.npy` integer class per sample; needs `data`.
-        baseline: float model to compare with (default: the source model named in the manifest).
-        baseline_from: for non-ONNX sources, "source" (its own framework) or "onnx" (the imported float
-            ONNX kept in the artifact); default: "source" when that framework is installed.
+        baseline: float model to compare with (default: the float ONNX of the source, run on the
+            artifact's runtime: `speedup_p50` is the gain of deploying the artifact instead).
+        baseline_from: for non-ONNX sources, whether the source also runs in its own framework as an
+            extra comparison (`framework_baseline`): "source" requires it, "onnx" skips it; default:
+            when the source is still there and its framework is installed (else a report warning).
         threads: intra-op threads for both models (default: the target's, else all cores).
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
-        trust_source: run a source baseline that runs code when loaded, if the artifact was compiled
-            with trust too (`edgec.trust`).
+        input_map: {.npz key: model input name} for data saved under other names than the model's inputs.
+        shapes: `NAME:SHAPE` for the random feeds (without `data`): sizes of the model's dynamic dims,
+            e.g. a batch of 8 or a sequence length of 128.
+        trust_source: run a source that runs code when loaded (TorchScript, SavedModel) in its framework,
+            if the artifact was compiled with trust too (`edgec.trust`).
     """
+    exit_if_spawning()
     if runs < 1 or warmup < 0:
         raise BadInputError("--runs must be >= 1 and --warmup >= 0")
     if threads is not None and not 0 <= threads <= MAX_THREADS:
@@ -123,28 +190,56 @@ def bench(
     model, manifest = resolve_artifact(artifact)
     if manifest is not None:
         check_artifact(artifact, manifest)
-    reference = vet_baseline(_baseline(baseline, manifest, Path(artifact), baseline_from), manifest, Path(artifact),
-                             explicit=baseline is not None, baseline_from=baseline_from, trust_source=trust_source)
+    warnings = []
+    found = _baseline(baseline, manifest, Path(artifact), dict(model.options))
+    reference, reference_record = found if found else (None, None)
+    framework, framework_record, skipped = (None, None, None) if baseline is not None else \
+        _framework(manifest, Path(artifact), baseline_from)
+    if baseline is None:
+        vet_baseline(reference, manifest, Path(artifact))
+        framework, skipped = vet_framework(framework, skipped, manifest, Path(artifact), baseline_from=baseline_from,
+                                           trust_source=trust_source)
     specs = file_input_specs(model.path)
-    samples = load_samples(data, specs, what="data") if data is not None else random_samples(specs, RANDOM_BENCH_SAMPLES)
+    if shapes and data is not None:
+        raise BadInputError("--shape sets the shapes of random inputs; with --data the samples carry their own")
+    specs = _shaped(specs, [parse_tensor_spec(s) if isinstance(s, str) else s for s in shapes])
+    if data is not None:
+        samples = load_samples(data, specs, what="data", input_map=input_map)
+    else:
+        samples = random_samples(specs, RANDOM_BENCH_SAMPLES)
     label_array: np.ndarray | None = load_labels(labels, len(samples)) if labels is not None else None
     threads = threads if threads else _default_threads(manifest)
-    warnings = []
     mismatch = device_mismatch(manifest["target"]["descriptor"].get("device", {})) if manifest else None
     if mismatch:
         warnings.append(f"target '{manifest['target']['name']}' {mismatch}: figures are not representative of it")
+    if skipped:
+        warnings.append(skipped)
+    if manifest is not None and reference is None:
+        warnings.append("no float baseline: the artifact was compiled --slim and keeps no float ONNX of its source;"
+                        " pass --baseline MODEL.onnx for speedup and drift")
+    if runs < MIN_LATENCY_RUNS:
+        warnings.append(f"only {runs} timed runs: latency and speedup are not significant, and the gate fails"
+                        f" latency thresholds below {MIN_LATENCY_RUNS} (use --runs {MIN_LATENCY_RUNS} or more)")
+    for warning in warnings:
         if progress:
-            progress(f"warning: {warnings[-1]}")
+            progress(f"warning: {warning}")
     measured = benchmark(model, reference, samples, threads=threads, warmup=warmup, runs=runs, labels=label_array,
-                         progress=progress)
+                         framework=framework, progress=progress)
+    if measured["baseline"] is not None:
+        measured["baseline"]["model"] = reference_record
+    if measured["framework_baseline"] is not None:
+        measured["framework_baseline"]["model"] = framework_record
     report = {
         "schema": REPORT_SCHEMA,
         "target": manifest["target"]["name"] if manifest else "unspecified",
         "created_utc": utc_now(),
         "artifact": str(model.path),
+        "artifact_model": _model_record(model, manifest["artifact"]["precision"] if manifest else None,
+                                        f"{model.path.name} on {model.runtime}"),
         "baseline_model": str(reference.path) if reference else None,
         "data": str(data) if data is not None else "random",
         "samples": len(samples),
+        "input_shapes": list(dict.fromkeys(shape_key(sample) for sample in samples)),
         "warmup": warmup,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions()},
         "warnings": warnings,

@@ -26,6 +26,18 @@ from edgec.errors import AccuracyBudgetError, EdgecError, first_line
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: `edgec gate --help` text of each threshold: what it bounds, in which unit.
+_THRESHOLD_HELP = {
+    "max_accuracy_drop_pp": "fail if top-1 accuracy drops more than X percentage points (needs bench --labels)",
+    "min_top1_agreement": "fail if the artifact's top-1 class agrees with the baseline's on less than X of samples (0-1)",
+    "min_cosine": "fail if any sample of any output has cosine similarity to the baseline below X (-1..1)",
+    "max_latency_p90_ms": "fail if the artifact's p90 latency exceeds X milliseconds",
+    "min_speedup": "fail if baseline p50 / artifact p50 is below X (1.0 = as fast as the float model)",
+    "max_size_mb": "fail if the artifact is larger than X MiB on disk",
+    "max_peak_rss_mb": "fail if the artifact's worker peaks above X MiB of resident memory",
+}
+#: Input shapes whose latency the bench table lists (the report has all of them).
+_SHAPES_SHOWN = 8
 
 
 def _say(message: str) -> None:
@@ -37,6 +49,12 @@ def _say(message: str) -> None:
 
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _input_map(texts: Sequence[str]) -> dict[str, str]:
+    from edgec.data import parse_input_map
+
+    return parse_input_map(texts)
 
 
 def _overrides(texts: Sequence[str]) -> dict[str, Any]:
@@ -54,7 +72,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                            verify_import=not args.no_verify_import, precision=args.precision,
                            calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
                            report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
-                           labels=args.labels, eval_data=args.eval, trust_source=args.trust_source, progress=_say)
+                           labels=args.labels, eval_data=args.eval, input_map=_input_map(args.input_map),
+                           slim=args.slim, trust_source=args.trust_source, progress=_say)
     _print_compile(args, result)
     return EXIT_OK
 
@@ -116,15 +135,34 @@ def _format_bench(report: dict[str, Any]) -> str:
     row("size (MiB)", report["size_bytes"] / 2**20, base.get("size_bytes", 0) / 2**20 if base else None, ".3f")
     width = max(len(r[0]) for r in rows)
     lines = [f"{a:<{width}}  {b:>10}  {c:>10}".rstrip() for a, b, c in rows]
-    lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs, batch 1,"
-                 f" {report['samples']} samples ({report['data']})")
+    shapes = report.get("input_shapes") or []
+    lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs,"
+                 f" {report['samples']} samples ({report['data']})"
+                 + (f", inputs {shapes[0]}" if len(shapes) == 1 else f", {len(shapes)} input shapes" if shapes else ""))
+    by_shape = report.get("latency_by_shape_ms")
+    if by_shape:
+        shown = list(by_shape.items())[:_SHAPES_SHOWN]
+        more = f" (first {_SHAPES_SHOWN} of {len(by_shape)}; all in the JSON report)" if len(by_shape) > _SHAPES_SHOWN else ""
+        lines.append(f"artifact latency p50 by input shape{more}:")
+        lines.extend(f"  {shape}: {summary['p50']:.3f} ms ({summary['runs']} runs)" for shape, summary in shown)
+    if base.get("model"):
+        lines.append(f"artifact: {_describe_model(report.get('artifact_model'))}")
+        lines.append(f"baseline: {_describe_model(base['model'])}")
     if report.get("speedup_p50") is not None:
         lines.append(f"speedup (baseline p50 / artifact p50): {report['speedup_p50']:.2f}x")
+    framework = report.get("framework_baseline")
+    if framework and framework.get("speedup_p50") is not None:
+        lines.append(f"also vs the source in its framework: {_describe_model(framework.get('model'))}:"
+                     f" p50 {framework['latency_ms']['p50']:.3f} ms, speedup {framework['speedup_p50']:.2f}x")
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
     drift = report.get("drift")
     if drift:
         for name, d in drift["outputs"].items():
             lines.append(f"drift {name}: cosine min {d['cosine_min']:.5f} mean {d['cosine_mean']:.5f},"
                          f" max |diff| {d['max_abs']:.4g}, SQNR {d['sqnr_db']:.1f} dB")
+        for name, why in (drift.get("degenerate") or {}).items():
+            lines.append(f"warning: output '{name}' is degenerate ({why}): its drift figures measure nothing")
         if drift.get("top1_agreement") is not None:
             lines.append(f"top-1 agreement with baseline: {drift['top1_agreement']:.4f}")
         if drift.get("accuracy") is not None:
@@ -133,13 +171,20 @@ def _format_bench(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _describe_model(record: dict[str, Any] | None) -> str:
+    """'<precision> <description>' of a report's model record (reports from before records: '?')."""
+    if not record:
+        return "?"
+    return " ".join(filter(None, (record.get("precision"), record.get("description"))))
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from edgec.benchmark import bench
 
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
                    baseline_from=args.baseline_from, threads=args.threads,
-                   warmup=args.warmup, runs=args.runs, json_path=args.json, trust_source=args.trust_source,
-                   progress=_say)
+                   warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
+                   shapes=args.shape, trust_source=args.trust_source, progress=_say)
     print(_format_bench(report))
     if args.json:
         print(f"report written to {args.json}")
@@ -165,20 +210,24 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
+    from edgec.compiler import builds
     from edgec.target import list_targets
 
     rows = []
     for target in list_targets():
-        ok, reason = target.runnable_here()
+        buildable, build_reason = builds(target)
+        runs, run_reason = target.runnable_here()
         rows.append({"name": target.name, "runtime": target.runtime, "precision": target.precision,
-                     "runs_here": ok, "why": reason, "description": target.description})
+                     "builds": buildable, "why_not_builds": build_reason, "runs_here": runs, "why": run_reason,
+                     "description": target.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     width = max(len(r["name"]) for r in rows)
     for r in rows:
+        built = "yes" if r["builds"] else f"no ({r['why_not_builds']})"
         here = "yes" if r["runs_here"] else f"no ({r['why']})"
-        print(f"{r['name']:<{width}}  {r['runtime']:<11} {r['precision']:<5} runs here: {here}")
+        print(f"{r['name']:<{width}}  {r['runtime']:<11} {r['precision']:<5} builds: {built}; runs on this host: {here}")
         print(f"{'':<{width}}  {r['description']}")
     return EXIT_OK
 
@@ -187,6 +236,14 @@ def _cmd_target(args: argparse.Namespace) -> int:
     from edgec.target import load_target, shown
 
     print(json.dumps(shown(load_target(args.name)), indent=2))
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from edgec.model_info import format_info, inspect_model
+
+    info = inspect_model(args.model, fmt=args.source_format, inputs=args.input, trust_source=args.trust_source)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
     return EXIT_OK
 
 
@@ -203,8 +260,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edgec.demo import run_demo
     from edgec.gating import format_table
 
-    result = run_demo(Path(args.output), runs=args.runs, threads=args.threads, progress=_say)
+    result = run_demo(Path(args.output) if args.output else None, runs=args.runs, threads=args.threads, progress=_say)
     print(_format_bench(result.report))
+    print(result.precision)
     print()
     print(format_table(result.gate))
     print()
@@ -214,6 +272,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.gate.passed else EXIT_GATE_FAILED
 
 
+def _add_input_map(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-map", action="append", default=[], metavar="KEY=NAME",
+                        help="feed the .npz key KEY to the model input NAME (`edgec inspect` shows input names; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgec.gating import THRESHOLD_NAMES
 
@@ -221,17 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      "benchmark it against the float model, and gate its release.")
     parser.add_argument("--version", action="version", version=f"edgec {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks on errors")
+    # also accepted after the subcommand; SUPPRESS keeps a subcommand without it from resetting the global one
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log details and show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from edgec.frontends import FORMATS
 
-    p = commands.add_parser("compile", help="compile a model for a target into an artifact directory")
+    p = commands.add_parser("compile", parents=[verbose], help="compile a model for a target into an artifact directory")
     p.add_argument("model", help="source model: .onnx, .pt2, TorchScript .pt, SavedModel dir, .keras or .tflite")
     p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
     p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets, also the samples --verify and import checks run on;"
                         " 'random' for latency-only work")
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output directory (default: <model>-<target> beside the model)")
     p.add_argument("--force", action="store_true", help="replace an earlier edgec artifact at the output path")
+    p.add_argument("--slim", action="store_true",
+                   help="keep only the deployable files (model, manifest, calibration): no source.onnx or saved"
+                        " module copy; bench then needs --baseline for a float comparison")
     p.add_argument("--passes", metavar="A,B,C", help="run these passes instead of the target's pipeline")
     p.add_argument("--skip-passes", metavar="A,B", help="remove these passes from the pipeline")
     p.add_argument("--verify", action="store_true",
@@ -241,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="declare an input, e.g. pixel_values:1x3x224x224 or input_ids:batchxseq:int64 (repeatable)")
     p.add_argument("--fix-shape", action="append", default=[], metavar="NAME:SHAPE",
                    help="make an input's shape static, e.g. input_ids:1x128 (repeatable)")
+    _add_input_map(p)
     p.add_argument("--no-verify-import", action="store_true",
                    help="skip comparing the imported ONNX with the source model run in its own framework")
     p.add_argument("--trust-source", action="store_true",
@@ -263,14 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval", metavar="DATA.npz", help="samples the budget and --report are measured on (default: --calib)")
     p.set_defaults(func=_cmd_compile)
 
-    p = commands.add_parser("bench", help="measure an artifact against its float baseline")
+    p = commands.add_parser("bench", parents=[verbose], help="measure an artifact against its float baseline")
     p.add_argument("artifact", help="compile output directory or .onnx file")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
-    p.add_argument("--baseline", metavar="MODEL.onnx", help="float model to compare with (default: the source in the manifest)")
+    _add_input_map(p)
+    p.add_argument("--baseline", metavar="MODEL.onnx",
+                   help="float model to compare with (default: the source's float ONNX on the artifact's runtime)")
     p.add_argument("--baseline-from", choices=["source", "onnx"],
-                   help="for non-ONNX sources: run the source in its own framework, or its imported float ONNX"
-                        " (default: source when its framework is installed)")
+                   help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
+                        " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME:SHAPE",
+                   help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
@@ -280,28 +355,41 @@ def build_parser() -> argparse.ArgumentParser:
                         " compiled with --trust-source too")
     p.set_defaults(func=_cmd_bench)
 
-    p = commands.add_parser("gate", help="check a bench report against release thresholds (exit 1 on failure)")
+    p = commands.add_parser("gate", parents=[verbose], help="check a bench report against release thresholds (exit 1 on failure)")
     p.add_argument("report", help="report JSON written by `edgec bench --json`")
     p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
     for name in THRESHOLD_NAMES:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X")
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X", help=_THRESHOLD_HELP[name])
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
     p.set_defaults(func=_cmd_gate)
 
-    p = commands.add_parser("targets", help="list the built-in targets")
+    p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_targets)
 
-    p = commands.add_parser("target", help="show one resolved target descriptor")
+    p = commands.add_parser("target", parents=[verbose], help="show one resolved target descriptor")
     p.add_argument("name", help="target name or path to a .toml descriptor")
     p.set_defaults(func=_cmd_target)
 
-    p = commands.add_parser("passes", help="list the available graph passes")
+    p = commands.add_parser("inspect", parents=[verbose],
+                            help="show a model's inputs, outputs, opset, size and ops (any format edgec reads)")
+    p.add_argument("model", help="model file or SavedModel dir, as for compile, or a compile output dir")
+    p.add_argument("--from", dest="source_format", choices=list(FORMATS), help="the model's format (default: detected)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                   help="declare an input for formats that record no shapes (TorchScript)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--trust-source", action="store_true",
+                   help="read a model file that runs code when loaded (TorchScript, SavedModel); only for files from"
+                        " someone you trust")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = commands.add_parser("passes", parents=[verbose], help="list the available graph passes")
     p.set_defaults(func=_cmd_passes)
 
-    p = commands.add_parser("demo", help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
-    p.add_argument("-o", "--output", default="edgec-demo", help="working directory for the demo's files (default ./edgec-demo)")
+    p = commands.add_parser("demo", parents=[verbose], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
+    p.add_argument("-o", "--output", help="working directory for the demo's files (default: edgec's folder in the"
+                                          " user cache dir, printed at the end)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for the benchmark (default 1)")
     p.set_defaults(func=_cmd_demo)

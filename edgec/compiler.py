@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import shutil
@@ -13,6 +14,7 @@ from typing import Any
 
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import NameFixPass
 
 from edgec import __version__
 from edgec.artifact import (MANIFEST_SCHEMA, check_output_dir, clean_stale, sha256_file, sha256_path, size_on_disk, utc_now,
@@ -26,12 +28,13 @@ from edgec.passes.manager import PassRecord, count_nodes
 from edgec.passes.opset import upgrade_opset
 from edgec.passes.pipeline import optimize
 from edgec.passes.verify import VerifyInstrument
+from edgec.harness.run import exit_if_spawning
 from edgec.int8 import Int8Request, Int8Result, quantize
 from edgec.quant.fallback import Budget
 from edgec.runtime.base import Feeds, TensorSpec
 from edgec.target import Target, list_targets, load_target, override_target
 
-__all__ = ["compile", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
+__all__ = ["compile", "builds", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,27 +64,34 @@ class CompileResult:
     worst_layers: str | None = None
 
 
+def builds(target: Target) -> tuple[bool, str]:
+    """Whether this version of edgec can build `target` at all (on any host), and if not, why.
+
+    Building is separate from running: whether the target's runtime and ISA are on this host is
+    `Target.runnable_here`.
+    """
+    if (target.runtime, target.precision) in _BUILDS:
+        return True, ""
+    if target.runtime != "onnxruntime":
+        return False, f"edgec {__version__} builds no {target.runtime} artifacts yet"
+    return False, f"edgec {__version__} builds no {target.precision} ONNX Runtime artifacts yet"
+
+
 def _check_buildable(target: Target) -> None:
     """Say which runtime or feature is missing before any work is done."""
+    buildable, why = builds(target)
+    if not buildable:
+        error = RuntimeUnavailableError if target.runtime != "onnxruntime" else TargetError
+        others = ", ".join(t.name for t in list_targets() if builds(t)[0])
+        raise error(f"target '{target.name}' cannot be built: {why} (buildable: {others})")
     ok, reason = target.runnable_here()
-    if target.runtime != "onnxruntime":
-        status = "" if ok else f" ({reason})"
-        buildable = ", ".join(t.name for t in list_targets() if (t.runtime, t.precision) in _BUILDS)
-        raise RuntimeUnavailableError(
-            f"target '{target.name}' needs the {target.runtime} runtime{status}; edgec {__version__} builds only "
-            f"ONNX Runtime artifacts ({buildable})"
-        )
-    if (target.runtime, target.precision) not in _BUILDS:
-        raise TargetError(
-            f"target '{target.name}': precision '{target.precision}' for onnxruntime is not implemented in edgec "
-            f"{__version__} (supported: fp32, int8, auto)"
-        )
     provider = target.options.get("provider", "CPUExecutionProvider")
     if provider != "CPUExecutionProvider" and not ok:
         raise RuntimeUnavailableError(f"target '{target.name}': {reason}")
 
 
-def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target) -> tuple[list[Feeds], str]:
+def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target,
+                         input_map: Mapping[str, str] | None) -> tuple[list[Feeds], str]:
     if calib is None:
         raise BadInputError(
             f"target '{target.name}' is {target.precision} and needs calibration data: pass --calib DATA.npz"
@@ -90,7 +100,7 @@ def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, 
     specs = input_specs(model)
     if str(calib) == "random":
         return random_samples(specs, RANDOM_CALIBRATION_SAMPLES), "random"
-    return load_samples(calib, specs, what="calibration data"), str(Path(calib).resolve())
+    return load_samples(calib, specs, what="calibration data", input_map=input_map), str(Path(calib).resolve())
 
 
 def _check_settings(target: Target) -> dict[str, Any]:
@@ -150,6 +160,8 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     min_cosine: float | None = None,
     labels: str | os.PathLike[str] | None = None,
     eval_data: str | os.PathLike[str] | None = None,
+    input_map: Mapping[str, str] | None = None,
+    slim: bool = False,
     trust_source: bool = False,
     progress: Progress | None = None,
 ) -> CompileResult:
@@ -157,7 +169,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
 
     The directory holds `model.onnx` and `manifest.json`, plus `calibration.json` (int8),
     `source.onnx` (the imported float model, for non-ONNX sources) and `source.pt2` (an in-memory
-    module's only copy).
+    module's only copy); `slim` leaves out the last two.
 
     Args:
         model: path of the source model (ONNX, .pt2, TorchScript, SavedModel dir, .keras, .tflite), or a
@@ -187,6 +199,9 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         min_cosine: accuracy budget as the minimum output cosine to the float model on every sample.
         labels: `.npy` integer class per evaluation sample.
         eval_data: `.npz` samples the budget and the report are measured on (default: `calib`).
+        input_map: {.npz key: model input name} for data saved under other names than the model's inputs.
+        slim: keep only what deployment needs (the model, manifest, calibration table): no `source.onnx`
+            or saved module copy; `bench` then needs `--baseline` for a float comparison.
         trust_source: load a source that runs code when loaded (TorchScript, SavedModel, a `.pt2`
             holding pickles; see `edgec.trust`); recorded in the manifest.
         progress: receives one-line status messages.
@@ -194,6 +209,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     Raises:
         AccuracyBudgetError: no int8 model met the budget; the best attempt was still written.
     """
+    exit_if_spawning()
     say = progress or (lambda message: logger.info(message))
     target = target if isinstance(target, Target) else load_target(target)
     target = override_target(target, _target_overrides(target, overrides, precision, calibrator, keep_float))
@@ -216,18 +232,20 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
         int8 = target.precision in ("int8", "auto")
         uses_calib = int8 or verify or (verify_import and imported.format.runtime is not None)
         needs_calib = int8 or (calib is not None and uses_calib)  # otherwise checks run on random feeds
-        samples, calib_source = _calibration_samples(calib, graph, target) if needs_calib else ([], None)
+        samples, calib_source = _calibration_samples(calib, graph, target, input_map) if needs_calib else ([], None)
         if calib is not None and not uses_calib:
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
         check = (_check_import(source_path, imported, graph, target, samples, calib_source, say, trust_source)
                  if verify_import else None)
-        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime else None
+        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime and not slim else None
         nodes_source = count_nodes(graph)
         graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
         nodes_optimized = count_nodes(graph)
         quantized = None
         if int8:
-            request = _int8_request(graph, budget, report, eval_data, labels, samples, calib_source)
+            _check_keep_float(graph, keep_float)
+            request = _int8_request(graph, budget, report, eval_data, labels, samples, calib_source,
+                                    input_map)
             quantized = quantize(graph, target, samples, calib_source, request, say)
             graph = quantized.model
         proto = ir.serde.serialize_model(graph)
@@ -244,7 +262,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                     (staging / SENSITIVITY_FILE).write_text(quantized.report_json + "\n", encoding="utf-8")
             if source_onnx is not None:
                 onnx.save_model(source_onnx, staging / SOURCE_ONNX)
-            if not from_file:  # the saved module is the only copy of the source: keep it, by relative name
+            if not from_file and not slim:  # the saved module is the only copy of the source: keep it, by relative name
                 shutil.copyfile(source_path, staging / source_path.name)
             source = {
                 **_source_record(source_path, kept=not from_file),
@@ -252,8 +270,11 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                 "import_verification": check, "onnx": SOURCE_ONNX if source_onnx is not None else None,
                 "trusted": trust_source,
             }
+            if not from_file and slim:
+                source["path"] = None  # the module's only saved copy was not kept
             manifest = _manifest(target, source, staging / ARTIFACT_MODEL, records,
                                  (nodes_source, nodes_optimized, count_nodes(graph)), quantized, calib_source)
+            manifest["slim"] = slim
             manifest["verification"] = None if verifier is None else {
                 "samples": len(verifier.samples), "data": "random" if calib_source in (None, "random") else calib_source,
                 "rtol": verifier.rtol, "atol": verifier.atol, "max_abs_diff": verifier.max_abs_diff}
@@ -297,12 +318,30 @@ def _check_budget_args(target: Target, budget: Budget, labels: Any, report: bool
         raise BadInputError(f"--min-cosine must be in [-1, 1], got {budget.min_cosine}")
 
 
+def _check_keep_float(model: ir.Model, keep_float: Sequence[str]) -> None:
+    """Every `--keep-float` entry must name a node or an op type of the optimized model.
+
+    A typo would otherwise quantize the layer the user meant to protect, without a word. Nodes get
+    the names the sensitivity report shows (unnamed ones are named first, as the quantizer does).
+    """
+    if not keep_float:
+        return
+    NameFixPass()(model)
+    known = {node.name for node in model.graph.all_nodes()} | {node.op_type for node in model.graph.all_nodes()}
+    unknown = [name for name in keep_float if name not in known]
+    if unknown:
+        near = sorted({match for name in unknown for match in difflib.get_close_matches(name, known, n=3, cutoff=0.6)})
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see the node names in sensitivity.json (--report)"
+        raise BadInputError(f"--keep-float: {', '.join(unknown)} names no node or op type of the optimized model{hint}")
+
+
 def _int8_request(model: ir.Model, budget: Budget, report: bool, eval_data: Any, labels: Any,
-                  samples: Sequence[Feeds], calib_source: str | None) -> Int8Request:
+                  samples: Sequence[Feeds], calib_source: str | None, input_map: Mapping[str, str] | None
+                  ) -> Int8Request:
     """Evaluation samples and labels for the budget and the report, checked against each other."""
     eval_samples = None
     if eval_data is not None:
-        eval_samples = load_samples(eval_data, input_specs(model), what="evaluation data")
+        eval_samples = load_samples(eval_data, input_specs(model), what="evaluation data", input_map=input_map)
     elif (budget or report) and calib_source == "random":
         raise BadInputError("accuracy budgets and --report need real data: give --calib DATA.npz or --eval DATA.npz")
     count = len(eval_samples if eval_samples is not None else samples)

@@ -23,7 +23,7 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from edgec.errors import BadInputError
 from edgec.limits import check_npy_sizes, check_tensor_bytes, regular_file
 from edgec.runtime.base import Feeds, TensorSpec
 
-__all__ = ["load_samples", "save_samples", "random_samples", "load_labels", "DYNAMIC_DIM_DEFAULT"]
+__all__ = ["load_samples", "parse_input_map", "save_samples", "random_samples", "load_labels", "DYNAMIC_DIM_DEFAULT"]
 
 #: Size given to a dynamic non-batch dimension when random feeds are made (e.g. a sequence length).
 DYNAMIC_DIM_DEFAULT = 8
@@ -180,16 +180,36 @@ def _samples_of(spec: TensorSpec, stored: _Stored, what: str) -> list[np.ndarray
     return _split(spec.name, stored.stacked, spec, what)
 
 
-def load_samples(path: str | Path, inputs: Sequence[TensorSpec], *, what: str = "data") -> list[dict[str, np.ndarray]]:
-    """Load a `.npz` dataset and return one feed dict per sample, validated against `inputs`."""
-    expected = [spec.name for spec in inputs]
-    grouped = _group(_read_npz(Path(path), what), expected, what)
-    per_input = {spec.name: _samples_of(spec, grouped[spec.name], what) for spec in inputs}
+def load_samples(path: str | Path, inputs: Sequence[TensorSpec], *, what: str = "data",
+                 input_map: Mapping[str, str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Load a `.npz` dataset and return one feed dict per sample, validated against `inputs`.
+
+    `input_map` ({archive key: input name}) reads inputs stored under other names, e.g. data saved
+    as `x` for a model whose input the Keras export called `input_layer`.
+    """
+    key_of = {name: key for key, name in (input_map or {}).items()}
+    unknown = sorted(set(key_of) - {spec.name for spec in inputs})
+    if unknown:
+        raise BadInputError(f"--input-map names {unknown}, but the model's inputs are {[spec.name for spec in inputs]}")
+    keyed = [replace(spec, name=key_of.get(spec.name, spec.name)) for spec in inputs]
+    grouped = _group(_read_npz(Path(path), what), [spec.name for spec in keyed], what)
+    per_input = {spec.name: _samples_of(key, grouped[key.name], what) for spec, key in zip(inputs, keyed)}
     counts = {name: len(samples) for name, samples in per_input.items()}
     if len(set(counts.values())) != 1:
         raise BadInputError(f"{what}: inputs have different sample counts {counts}")
     count = next(iter(counts.values()))
-    return [{name: per_input[name][i] for name in expected} for i in range(count)]
+    return [{spec.name: per_input[spec.name][i] for spec in inputs} for i in range(count)]
+
+
+def parse_input_map(texts: Sequence[str]) -> dict[str, str]:
+    """`KEY=NAME` pairs (each text may hold several, comma-separated) as {archive key: input name}."""
+    mapping: dict[str, str] = {}
+    for pair in (part.strip() for text in texts for part in text.split(",") if part.strip()):
+        key, sep, name = pair.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise BadInputError(f"--input-map '{pair}': expected KEY=NAME (an .npz key, then the model input it feeds)")
+        mapping[key.strip()] = name.strip()
+    return mapping
 
 
 def _input_arrays(name: str, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -47,6 +47,7 @@ from edgec.limits import regular_file
 __all__ = [
     "THRESHOLD_NAMES",
     "GATE_SCHEMA",
+    "MIN_LATENCY_RUNS",
     "REPORT_SCHEMA_PREFIX",
     "CheckResult",
     "GateResult",
@@ -69,6 +70,9 @@ THRESHOLD_NAMES: tuple[str, ...] = (
     "max_peak_rss_mb",
 )
 
+#: Fewest timed runs a latency or speedup threshold accepts: a median of a handful of runs moves by
+#: tens of percent between runs on a shared machine.
+MIN_LATENCY_RUNS = 20
 #: Schema tag of `GateResult.to_dict`; bump the number only if a key changes meaning.
 GATE_SCHEMA = "edgec.gate/1"
 #: Reports the gate accepts carry a ``schema`` starting with this.
@@ -85,6 +89,8 @@ _HINTS: dict[str, str] = {
     "drift.outputs": _NEED_BASELINE,
     "speedup_p50": _NEED_BASELINE,
     "drift.accuracy_drop_pp": "run edgec bench with --data and --labels so accuracy is measured",
+    "drift.degenerate": "check the model and its inputs: real data, and weights with a sane initialization",
+    "latency_ms.runs": "re-run edgec bench with more --runs",
     "drift.top1_agreement": (
         "it is measured only for class-score outputs; drop min_top1_agreement for this model"
     ),
@@ -303,10 +309,41 @@ class GateResult:
         }
 
 
+def _degenerate_outputs(report: Mapping[str, Any]) -> None:
+    """Drift of an output that is all zero or constant across samples measures nothing (two all-zero
+    models agree at cosine 1 and top-1 1.0): every drift threshold fails on it."""
+    drift = report.get("drift")
+    degenerate = drift.get("degenerate") if isinstance(drift, Mapping) else None
+    if isinstance(degenerate, Mapping) and degenerate:
+        name, why = next(iter(degenerate.items()))
+        raise _Missing("drift.degenerate", f"output '{name}': {why}")
+
+
+def _enough_runs(report: Mapping[str, Any]) -> None:
+    """A latency verdict from a handful of timed runs is noise: fewer than `MIN_LATENCY_RUNS` fail."""
+    runs = _walk(report, ("latency_ms", "runs"))
+    if isinstance(runs, (int, float)) and not isinstance(runs, bool) and runs < MIN_LATENCY_RUNS:
+        raise _Missing("latency_ms.runs", f"only {runs:g} timed runs, fewer than the {MIN_LATENCY_RUNS} a latency verdict needs")
+
+
+#: Which readings a metric depends on beyond its own field, checked before it is read.
+_PRECONDITIONS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "max_accuracy_drop_pp": _degenerate_outputs,
+    "min_top1_agreement": _degenerate_outputs,
+    "min_cosine": _degenerate_outputs,
+    "max_latency_p90_ms": _enough_runs,
+    "min_speedup": _enough_runs,
+}
+#: Fields whose `_Missing` means "measured, but the measurement says nothing", not "absent".
+_MEANINGLESS = ("drift.degenerate", "latency_ms.runs")
+
+
 def _check(name: str, report: Mapping[str, Any], threshold: float) -> CheckResult:
     spec = _METRICS[name]
     unit = spec.unit.strip()
     try:
+        if name in _PRECONDITIONS:
+            _PRECONDITIONS[name](report)
         value: float | None = spec.read(report)
     except _Missing as missing:
         hint = _HINTS.get(missing.field, _REGENERATE)
@@ -316,6 +353,8 @@ def _check(name: str, report: Mapping[str, Any], threshold: float) -> CheckResul
         else:
             what = "key absent" if missing.state == "absent" else missing.state
         message = f"{spec.metric} missing from report ({what}; {hint}): fail"
+        if missing.field in _MEANINGLESS:
+            message = f"{spec.metric} measures nothing: {missing.state} ({hint}): fail"
         return CheckResult(name, spec.metric, None, threshold, spec.op, False, message, unit)
 
     v, t = _fmt_pair(value, threshold)

@@ -15,9 +15,9 @@ from typing import Any
 from edgec.artifact import MANIFEST, sha256_path
 from edgec.errors import BadInputError
 from edgec.frontends import model_files
-from edgec.trust import trusted_baseline
+from edgec.trust import framework_trust
 
-__all__ = ["inside_artifact", "check_artifact", "check_source", "vet_baseline"]
+__all__ = ["inside_artifact", "check_artifact", "check_source", "vet_baseline", "vet_framework"]
 
 
 def inside_artifact(artifact_dir: Path, name: Any, what: str) -> Path:
@@ -70,15 +70,24 @@ def check_source(path: Path, source: Mapping[str, Any], files: list[Path]) -> No
                             " manifest); compile again, or pass --baseline MODEL.onnx")
 
 
-def vet_baseline(reference: Any, manifest: Mapping[str, Any] | None, artifact_dir: Path, *, explicit: bool,
-                 baseline_from: str | None, trust_source: bool) -> Any:
-    """The bench baseline as it may run: the manifest's source only when its sha256 still matches, and a
-    code-bearing one only with trust (`edgec.trust.trusted_baseline`). An explicit `--baseline` is the user's own."""
-    if reference is None or explicit or manifest is None:
-        return reference
-    source = manifest["source"]
-    kept = inside_artifact(artifact_dir, source["onnx"], "the imported float ONNX") if source.get("onnx") else None
-    if kept is not None and reference.path == kept:
-        return reference
-    check_source(reference.path, source, model_files(reference.path))
-    return trusted_baseline(reference, source, kept, baseline_from=baseline_from, trust_source=trust_source)
+def vet_baseline(reference: Any, manifest: Mapping[str, Any] | None, artifact_dir: Path) -> None:
+    """The manifest's float baseline may run: a file kept in the artifact was checked with it, and an ONNX
+    source outside it must still have the sha256 recorded at compile time."""
+    if reference is None or manifest is None or _kept(reference.path, artifact_dir):
+        return
+    check_source(reference.path, manifest["source"], model_files(reference.path))
+
+
+def vet_framework(framework: Any, skipped: str | None, manifest: Mapping[str, Any] | None, artifact_dir: Path, *,
+                  baseline_from: str | None, trust_source: bool) -> tuple[Any, str | None]:
+    """The source to run in its own framework as trust and hashes allow (`edgec.trust.framework_trust`), and the
+    warning when it is skipped."""
+    if framework is None or manifest is None:
+        return framework, skipped
+    if not _kept(framework.path, artifact_dir):
+        check_source(framework.path, manifest["source"], model_files(framework.path))
+    return framework_trust(framework, manifest["source"], baseline_from=baseline_from, trust_source=trust_source)
+
+
+def _kept(path: Path, artifact_dir: Path) -> bool:
+    return path.resolve().is_relative_to(artifact_dir.resolve())

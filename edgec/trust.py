@@ -15,8 +15,8 @@ Trust model, per format:
   SavedModel resource initializers run on load); never loaded without trust.
 
 Trust is given per run, `--trust-source` / `trust_source=True`, the convention of
-`trust_remote_code`. An artifact built with it records so, and `bench` runs such a source as its
-baseline only when the artifact says it was trusted *and* the user passes the flag again.
+`trust_remote_code`. An artifact built with it records so, and `bench` runs such a source in its
+framework only when the artifact says it was trusted *and* the user passes the flag again.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import logging
 import re
 import zipfile
 from collections.abc import Callable, Mapping
@@ -33,9 +32,7 @@ from typing import Any
 
 from edgec.errors import UntrustedSourceError
 
-__all__ = ["CODE_FORMATS", "TRUST_HINT", "require_trust", "pt2_code_risk", "refuse_untrusted", "trusted_baseline"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CODE_FORMATS", "TRUST_HINT", "require_trust", "pt2_code_risk", "refuse_untrusted", "framework_trust"]
 
 #: Formats whose loading runs code from the file, whatever the file holds.
 CODE_FORMATS: dict[str, str] = {
@@ -170,25 +167,22 @@ def pt2_code_risk(data: bytes, load_weights_only: Callable[[bytes], Any]) -> str
     return None
 
 
-def trusted_baseline(reference: Any, source: Mapping[str, Any], kept_onnx: Path | None, *, baseline_from: str | None,
-                     trust_source: bool) -> Any:
-    """The bench baseline `reference` (a `ModelRef` of the manifest's source) as trust allows it to run.
+def framework_trust(reference: Any, source: Mapping[str, Any], *, baseline_from: str | None,
+                    trust_source: bool) -> tuple[Any, str | None]:
+    """The bench comparison with the source in its own framework (a `ModelRef`) as trust allows it, and the
+    warning when it is skipped.
 
-    A code-bearing source runs only when the artifact was compiled with trust (`source.trusted`) and
-    the user trusts it again now; otherwise the float ONNX kept in the artifact replaces it (unless
-    the source itself was asked for, which is then refused). Other formats run with trust passed on
-    as given, so a `.pt2` holding pickles is refused when it loads.
+    A code-bearing source runs only when the artifact was compiled with trust (`source.trusted`) and the
+    user trusts it again now; otherwise the comparison is skipped with a warning (refused when
+    `--baseline-from source` asked for it). Other formats run with trust passed on as given, so a
+    `.pt2` holding pickles is refused when it loads.
     """
     fmt = source.get("format", "onnx")
     trusted = source.get("trusted") is True and trust_source
     if fmt in CODE_FORMATS and not trusted:
-        if kept_onnx is not None and baseline_from != "source":
-            logger.warning("baseline: using the imported float ONNX %s: %s (bench runs the source only when it was"
-                           " compiled with --trust-source and bench is given --trust-source too)", kept_onnx,
-                           CODE_FORMATS[fmt])
-            return dataclasses.replace(reference, path=kept_onnx, runtime="onnxruntime", options={})
-        raise refuse_untrusted(reference.path, f"{CODE_FORMATS[fmt]}; bench runs it only when the artifact was"
-                                               " compiled with --trust-source and bench is given --trust-source too")
-    if reference.runtime == "onnxruntime":
-        return reference
-    return dataclasses.replace(reference, options={**reference.options, "trust_source": trusted})
+        why = (f"{CODE_FORMATS[fmt]}; bench runs it only when the artifact was compiled with --trust-source and"
+               " bench is given --trust-source too")
+        if baseline_from == "source":
+            raise refuse_untrusted(reference.path, why)
+        return None, f"no comparison with the source in its own framework: {why}"
+    return dataclasses.replace(reference, options={**reference.options, "trust_source": trusted}), None

@@ -16,7 +16,10 @@ from edgec.errors import BadInputError
 from edgec.limits import check_dims
 from edgec.runtime.base import TensorSpec
 
-__all__ = ["parse_tensor_spec", "fix_shapes"]
+__all__ = ["parse_tensor_spec", "fix_shapes", "BATCH_DIM"]
+
+#: Name frontends give a dynamic leading input dim, so targets' `fix_dims = {batch = 1}` can pin it.
+BATCH_DIM = "batch"
 
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*|\?)$")
 

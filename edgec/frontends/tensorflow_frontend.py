@@ -20,17 +20,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import onnx
-import tf2onnx  # at import time, so a missing extra is reported by the dispatcher with its pip command
+
+from edgec.native_logs import quiet_native_logs
+
+with quiet_native_logs():
+    import tf2onnx  # at import time, so a missing extra is reported by the dispatcher with its pip command
 
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
+from edgec.frontends.specs import BATCH_DIM
 from edgec.runtime.base import TensorSpec
 from edgec.runtime.tensorflow_source import load_source
 
-__all__ = ["convert", "adopt_io", "check_converted", "BATCH_DIM"]
-
-#: Name given to a dynamic leading input dim, so targets' `fix_dims = {batch = 1}` can pin it.
-BATCH_DIM = "batch"
+__all__ = ["convert", "adopt_io", "check_converted"]
 
 
 def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
@@ -42,8 +44,9 @@ def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
         kind = "a directory" if path.is_dir() else "a file"
         raise BadInputError(f"--from {fmt}: {path} is {kind}; a SavedModel is a directory, a Keras model a .keras file")
     source = load_source(path, options.inputs, trust_source=options.trust_source)
-    proto, _ = tf2onnx.convert.from_function(source.function, input_signature=source.function.input_signature,
-                                             opset=options.opset)
+    with quiet_native_logs():
+        proto, _ = tf2onnx.convert.from_function(source.function, input_signature=source.function.input_signature,
+                                                 opset=options.opset)
     graph = proto.graph
     adopt_io(proto, list(zip((value.name for value in graph.input), source.inputs)),
              list(zip((value.name for value in graph.output), (spec.name for spec in source.outputs))))

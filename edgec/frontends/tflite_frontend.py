@@ -8,11 +8,14 @@ ONNX inputs and outputs, in the runtime's order.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import onnx
-import tf2onnx  # at import time, so a missing extra is reported by the dispatcher with its pip command
+
+from edgec.native_logs import quiet_native_logs
+
+with quiet_native_logs():
+    import tf2onnx  # at import time, so a missing extra is reported by the dispatcher with its pip command
 
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
@@ -28,10 +31,7 @@ def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
         raise BadInputError("--input: a .tflite model's input shapes are fixed by the file; pin dynamic dims with"
                             " --fix-shape NAME:SHAPE instead")
     source = TfliteRuntime(path)
-    with warnings.catch_warnings():
-        # tf2onnx reads tensor shapes through tf.lite.Interpreter, which warns about its own deprecation
-        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
-                                category=UserWarning)
+    with quiet_native_logs():  # also tf.lite.Interpreter's warning about its own deprecation
         proto, _ = tf2onnx.convert.from_tflite(str(path), opset=options.opset)
     names = source.tensor_names
     adopt_io(proto, [(names[spec.name], spec) for spec in source.inputs],

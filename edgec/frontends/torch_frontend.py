@@ -32,6 +32,7 @@ import onnx
 from edgec.data import random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import ImportOptions
+from edgec.frontends.specs import BATCH_DIM
 from edgec.runtime.base import TensorSpec
 from edgec.runtime.torch_source import TorchSource, load_source, require_torch, torch_error_line
 
@@ -126,7 +127,7 @@ def _dim_names(source: TorchSource, declared: Sequence[TensorSpec]) -> tuple[dic
     """
     matched = _declared_inputs(source, declared)
     if not matched:
-        return None
+        return _batch_dim_names(source)
     names = []
     for have, want in zip(source.inputs, matched):
         where = f"--input {want.name}"
@@ -146,6 +147,19 @@ def _dim_names(source: TorchSource, declared: Sequence[TensorSpec]) -> tuple[dic
                 axes[axis] = wanted
         names.append(axes)
     return tuple(names)
+
+
+def _batch_dim_names(source: TorchSource) -> tuple[dict[int, str], ...] | None:
+    """Name a dynamic leading dim `batch` when every input starts with the same one.
+
+    `torch.export.Dim("batch")` keeps no name in a saved program (it becomes a symbol such as `s31`),
+    and the exporter would carry that symbol into the ONNX; targets pin `fix_dims = {batch = 1}` by
+    name. Other dynamic dims keep the exporter's names; `--input` names any of them.
+    """
+    leading = {spec.shape[0] if spec.shape else None for spec in source.inputs}
+    if len(leading) != 1 or not isinstance(next(iter(leading)), str):
+        return None
+    return tuple({0: BATCH_DIM} for _ in source.inputs)
 
 
 def _dynamic_axes(declared: Sequence[TensorSpec]) -> dict[str, dict[int, str]] | None:

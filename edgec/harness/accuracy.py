@@ -19,13 +19,18 @@ import numpy as np
 
 from edgec.errors import BadInputError
 
-__all__ = ["SQNR_CAP_DB", "output_drift", "looks_like_class_scores", "drift"]
+__all__ = ["SQNR_CAP_DB", "CONSTANT_RTOL", "output_drift", "degeneracy", "looks_like_class_scores", "drift"]
 
 logger = logging.getLogger(__name__)
 
 #: |sqnr_db| never exceeds this: identical outputs would give +inf dB and JSON has no infinity.
 #: 200 dB is far above what any float format reaches (float64 round-off is ~ -320 dB relative).
 SQNR_CAP_DB = 200.0
+
+
+#: An output whose samples all agree to this fraction of its largest magnitude is "constant": the model
+#: ignores its input there (a head fed activations of ~1e-13 outputs its bias), so drift says nothing.
+CONSTANT_RTOL = 1e-6
 
 
 def _as_float64(array: Any, what: str) -> np.ndarray:
@@ -139,6 +144,26 @@ def _sqnr_db(signal: float, noise: float) -> float:
     return min(SQNR_CAP_DB, max(-SQNR_CAP_DB, 10.0 * math.log10(signal / noise)))
 
 
+def degeneracy(column: Sequence[np.ndarray]) -> str | None:
+    """Why one model's output cannot carry a drift measurement, or None when it can.
+
+    "all zero": every element of every sample is 0 (two all-zero models agree at cosine 1 and
+    200 dB). "constant across samples": with two or more samples of finite values, every sample
+    equals the first to within `CONSTANT_RTOL` of the largest magnitude (a model that ignores its input).
+    """
+    arrays = [np.asarray(x, dtype=np.float64).ravel() for x in column]
+    if not arrays or any(not np.all(np.isfinite(a)) for a in arrays):
+        return None  # non-finite values are reported by `nonfinite` and NaN metrics
+    peak = max((float(np.max(np.abs(a))) if a.size else 0.0) for a in arrays)
+    if peak == 0.0:
+        return "all zero"
+    if len(arrays) > 1 and all(a.shape == arrays[0].shape for a in arrays):
+        spread = max(float(np.max(np.abs(a - arrays[0]))) if a.size else 0.0 for a in arrays[1:])
+        if spread <= CONSTANT_RTOL * peak:
+            return "constant across samples"
+    return None
+
+
 def looks_like_class_scores(sample_output: np.ndarray) -> bool:
     """Whether one sample's output looks like a vector of per-class scores (logits or probabilities).
 
@@ -224,8 +249,9 @@ def drift(
         labels: Optional 1-D integer class index per sample.
 
     Returns:
-        `{"outputs": {name: output_drift(...)}, "top1_agreement", "accuracy", "baseline_accuracy",
-        "accuracy_drop_pp"}`.
+        `{"outputs": {name: output_drift(...)}, "degenerate": {name: why, for outputs where either
+        model's output is all zero or constant across samples (see `degeneracy`)}, "top1_agreement",
+        "accuracy", "baseline_accuracy", "accuracy_drop_pp"}`.
 
     Raises:
         BadInputError: If sample counts differ or are zero, outputs cannot be matched or have
@@ -243,15 +269,20 @@ def drift(
 
     pairs = _match_outputs(list(artifact_outputs[0]), list(baseline_outputs[0]))
     per_output: dict[str, dict[str, float]] = {}
+    degenerate: dict[str, str] = {}
     columns: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for base_name, art_name in pairs:
         art_column = _column(artifact_outputs, art_name, "artifact")
         base_column = _column(baseline_outputs, base_name, "baseline")
         columns[base_name] = (art_column, base_column)
         per_output[base_name] = output_drift(art_column, base_column)
+        found = {who: degeneracy(column) for who, column in (("artifact", art_column), ("baseline", base_column))}
+        if any(found.values()):
+            degenerate[base_name] = "; ".join(f"{who} output {why}" for who, why in found.items() if why)
 
     result: dict[str, Any] = {
         "outputs": per_output,
+        "degenerate": degenerate,
         "top1_agreement": None,
         "accuracy": None,
         "baseline_accuracy": None,

@@ -38,6 +38,7 @@ import logging
 import math
 import multiprocessing
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -57,7 +58,7 @@ from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
 from edgec.runtime.base import runtime_class
 
-__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "ROUND_RUNS"]
+__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "shape_key", "ROUND_RUNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,20 @@ _START_TIMEOUT_S = 120.0
 _COMMAND_TIMEOUT_S = 600.0
 #: Seconds to wait for a worker to exit by itself before terminating it.
 _JOIN_TIMEOUT_S = 5.0
+#: Exit code of a worker that found itself re-running the caller's unguarded script (see `exit_if_spawning`).
+_UNGUARDED_MAIN_EXIT = 86
+
+
+def exit_if_spawning() -> None:
+    """End this process quietly if it is a worker still starting up (re-importing the caller's main module).
+
+    A spawned worker re-runs the top level of the script that started it. When that script calls
+    edgec without an `if __name__ == "__main__":` guard, the worker would compile or benchmark all
+    over again (or fail inside multiprocessing); instead it exits with `_UNGUARDED_MAIN_EXIT`, which
+    the parent turns into an error that says how to fix the script.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        sys.exit(_UNGUARDED_MAIN_EXIT)
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,10 @@ class _Worker:
 
     def _died(self) -> EdgecError:
         self.process.join(timeout=1.0)
+        if self.process.exitcode == _UNGUARDED_MAIN_EXIT:
+            return BadInputError(
+                "the benchmark worker re-ran your script's top level, which calls edgec again: put that code under"
+                " `if __name__ == \"__main__\":` (workers are spawned, and spawning re-imports the main module)")
         return EdgecError(
             f"{self.who}: the worker process exited unexpectedly (exit code {self.process.exitcode}); "
             "the runtime may have crashed on this model, or run out of memory; see its stderr above"
@@ -335,7 +354,8 @@ def measure(
 
     Returns:
         `{label: section}` in the order of `refs`, each section
-        `{"latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
+        `{"latency_ms" (see `summarize`), "latency_by_shape_ms" ({input shapes: summary} when samples
+        differ in shape, else None), "throughput_per_s", "load_ms", "peak_rss_mb",
         "rss_before_load_mb", "size_bytes"}` plus, with `collect_outputs`, `"outputs"`: one
         `{output name: array}` per sample, in sample order.
 
@@ -344,6 +364,7 @@ def measure(
             counts, or a model the runtime cannot load (the worker's own error class is kept).
         EdgecError: If a worker fails otherwise, crashes or stops answering.
     """
+    exit_if_spawning()
     if not refs:
         raise BadInputError("no models to measure; give at least one")
     names = [ref.label for ref in refs]
@@ -401,10 +422,12 @@ def measure(
         for worker in workers:
             worker.stop()
 
+    shapes = _timed_shapes(feeds, warmup, runs)
     sections: dict[str, dict[str, Any]] = {}
     for k, ref in enumerate(refs):
         section: dict[str, Any] = {
             "latency_ms": summarize([ns / 1e6 for ns in latencies[k]]),
+            "latency_by_shape_ms": _by_shape(latencies[k], shapes),
             "throughput_per_s": _throughput(latencies[k]),
             "load_ms": float(loads[k]["load_ms"]),
             "peak_rss_mb": float(peaks[k]),
@@ -417,8 +440,31 @@ def measure(
     return sections
 
 
+def shape_key(feeds: Mapping[str, np.ndarray]) -> str:
+    """A sample's input shapes, e.g. "input_ids=1x7, attention_mask=1x7"."""
+    return ", ".join(f"{name}={'x'.join(map(str, np.shape(value))) or 'scalar'}" for name, value in feeds.items())
+
+
+def _timed_shapes(feeds: Sequence[Mapping[str, np.ndarray]], warmup: int, runs: int) -> list[str]:
+    """The shape key of each timed run: workers cycle through the samples, warm-up runs first."""
+    keys = [shape_key(sample) for sample in feeds]
+    return [keys[(warmup + i) % len(keys)] for i in range(runs)]
+
+
+def _by_shape(latencies_ns: Sequence[int], shapes: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+    """Latency summaries per input shape when samples differ in shape (token sequences of different
+    lengths), in the order the shapes were first timed; None when every sample has one shape, where
+    the overall summary already is the per-shape one."""
+    if len(set(shapes)) < 2:
+        return None
+    groups: dict[str, list[float]] = {}
+    for latency, shape in zip(latencies_ns, shapes):
+        groups.setdefault(shape, []).append(latency / 1e6)
+    return {shape: summarize(values) for shape, values in groups.items()}
+
+
 def _describe(role: str, ref: ModelRef) -> str:
-    """'artifact' or 'baseline', plus the user's label when it says more than the default does."""
+    """'artifact', 'baseline' or 'framework', plus the user's label when it says more than the default does."""
     return role if ref.label in ("", role, "artifact") else f"{role} '{ref.label}'"
 
 
@@ -431,6 +477,7 @@ def benchmark(
     warmup: int = 10,
     runs: int = 100,
     labels: np.ndarray | None = None,
+    framework: ModelRef | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure an artifact (and optionally its baseline) with `measure`, and compare the two.
@@ -449,12 +496,15 @@ def benchmark(
         warmup: Untimed inferences per model before timing.
         runs: Timed inferences per model.
         labels: Optional 1-D integer class per sample for accuracy; only used with a baseline.
+        framework: Optional second reference timed in the same rounds (the source model in its own
+            framework): reported with its own speedup, never used for drift.
         progress: Called with short human messages ("loading artifact", "round 3/10").
 
     Returns:
         `{"threads", "latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
         "size_bytes", "rss_before_load_mb", "baseline": {the same keys but threads} | None,
-        "speedup_p50": baseline p50 / artifact p50 | None, "drift": `drift(...)` | None}`.
+        "speedup_p50": baseline p50 / artifact p50 | None, "drift": `drift(...)` | None,
+        "framework_baseline": {the same keys as baseline, plus its "speedup_p50"} | None}`.
         `speedup_p50` above 1 means the artifact is faster.
 
     Raises:
@@ -470,26 +520,34 @@ def benchmark(
             )
         if baseline is None:
             logger.warning("labels are ignored without a baseline: accuracy is reported as part of drift")
-    roles = [("artifact", artifact)] + ([("baseline", baseline)] if baseline is not None else [])
-    refs = [replace(ref, label=_describe(role, ref)) for role, ref in roles]
+    roles = [("artifact", artifact), ("baseline", baseline), ("framework", framework)]
+    present = [(role, replace(ref, label=_describe(role, ref))) for role, ref in roles if ref is not None]
     measured = measure(
-        refs, samples, threads=threads, warmup=warmup, runs=runs, collect_outputs=baseline is not None,
-        progress=progress,
+        [ref for _, ref in present], samples, threads=threads, warmup=warmup, runs=runs,
+        collect_outputs=baseline is not None, progress=progress,
     )
-    sections = [measured[ref.label] for ref in refs]
-    outputs = [section.pop("outputs", None) for section in sections]
+    sections = {role: measured[ref.label] for role, ref in present}
+    outputs = {role: section.pop("outputs", None) for role, section in sections.items()}
     report: dict[str, Any] = {
         "threads": threads,
-        **sections[0],
-        "baseline": sections[1] if baseline is not None else None,
+        **sections["artifact"],
+        "baseline": sections.get("baseline"),
         "speedup_p50": None,
         "drift": None,
+        "framework_baseline": sections.get("framework"),
     }
+    for section in filter(None, (report["baseline"], report["framework_baseline"])):
+        section["speedup_p50"] = _speedup(section, sections["artifact"])
     if baseline is not None:
         logger.info("computing drift")
         if progress is not None:
             progress("computing drift")
-        artifact_p50 = sections[0]["latency_ms"]["p50"]
-        report["speedup_p50"] = sections[1]["latency_ms"]["p50"] / artifact_p50 if artifact_p50 > 0 else None
-        report["drift"] = drift(outputs[0], outputs[1], labels)
+        report["speedup_p50"] = report["baseline"].pop("speedup_p50")
+        report["drift"] = drift(outputs["artifact"], outputs["baseline"], labels)
     return report
+
+
+def _speedup(reference: Mapping[str, Any], artifact: Mapping[str, Any]) -> float | None:
+    """reference p50 / artifact p50: above 1 means the artifact is faster."""
+    artifact_p50 = artifact["latency_ms"]["p50"]
+    return reference["latency_ms"]["p50"] / artifact_p50 if artifact_p50 > 0 else None

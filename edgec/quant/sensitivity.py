@@ -92,13 +92,20 @@ def ranking(layers: Sequence[LayerSensitivity]) -> list[str]:
 
 
 def worst_table(layers: Sequence[LayerSensitivity], count: int = 10) -> str:
-    """The `count` most harmful layers as a fixed-width table for the terminal."""
+    """The `count` most harmful layers as a table for the terminal, full node names (for --keep-float).
+
+    Columns are SQNR in dB (higher is better) of: the model's output with only this layer int8, this
+    layer's output with only it int8, and this layer's output with every layer int8.
+    """
     by_name = {layer.node: layer for layer in layers}
-    rows = [f"{'node':<40} {'op':<8} {'model SQNR alone dB':>19} {'SQNR alone dB':>13} {'SQNR cumul. dB':>14}"]
-    for name in ranking(layers)[:count]:
+    names = ranking(layers)[:count]
+    width = max([len("node"), *map(len, names)])
+    headers = ("model out, only it int8", "layer out, only it int8", "layer out, all int8")
+    rows = [f"{'node':<{width}} {'op':<8} " + " ".join(f"{h:>24}" for h in headers) + "  (SQNR dB)"]
+    for name in names:
         layer = by_name[name]
-        rows.append(f"{name[-40:]:<40} {layer.op_type:<8} {layer.model_alone['sqnr_db']:>19.1f} "
-                    f"{layer.alone['sqnr_db']:>13.1f} {layer.cumulative['sqnr_db']:>14.1f}")
+        values = (layer.model_alone["sqnr_db"], layer.alone["sqnr_db"], layer.cumulative["sqnr_db"])
+        rows.append(f"{name:<{width}} {layer.op_type:<8} " + " ".join(f"{v:>24.1f}" for v in values))
     return "\n".join(rows)
 
 

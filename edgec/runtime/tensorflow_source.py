@@ -11,7 +11,9 @@ Naming:
 - SavedModel: the serving signature's keys (`pixels`, `output_0`), in TensorFlow's flat order for a
   signature (sorted by key, as `signature.inputs` / `signature.outputs` list them). TensorFlow's graph
   tensor names (`serving_default_pixels:0`, `Identity:0`) never appear.
-- Keras: the model's input names and `output_names`, in declaration order.
+- Keras: the model's input names and `output_names`, in declaration order (`output_0`, ... for
+  Sequential and subclassed models, which have no `output_names`; a subclassed model's one input is
+  named after the argument of its `call`).
 
 TensorFlow is imported only when a model is loaded, so importing this module (e.g. to ask
 `is_available`) costs nothing.
@@ -20,6 +22,7 @@ TensorFlow is imported only when a model is loaded, so importing this module (e.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
+from edgec.native_logs import quiet_native_logs
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 from edgec.trust import require_trust
 
@@ -62,7 +66,8 @@ class SourceFunction:
 
 def _tensorflow() -> Any:
     try:
-        import tensorflow as tf
+        with quiet_native_logs():
+            import tensorflow as tf
     except ModuleNotFoundError as exc:
         raise RuntimeUnavailableError(
             f"running TensorFlow models needs {exc.name}: pip install 'edgec[tensorflow]'"
@@ -132,8 +137,26 @@ def _load_savedmodel(tf: Any, path: Path) -> _Loaded:
     return loaded, names, [kwargs[name] for name in names], call, output_names
 
 
+def _unbuilt_inputs(tf: Any, model: Any, path: Path) -> tuple[list[str], list[Any]]:
+    """Inputs of a Keras model that declares none (subclassed): the argument of its `call` and the
+    shape Keras recorded when it was built, with the batch dim left dynamic."""
+    shape = (model.get_build_config() or {}).get("input_shape")
+    parameters = [p for p in inspect.signature(model.call).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not parameters or not isinstance(shape, (list, tuple)) or not all(isinstance(d, (int, type(None))) for d in shape):
+        raise BadInputError(
+            f"model: the Keras model {path} ({type(model).__name__}) declares no single input edgec can read;"
+            " build it with keras.Input(shape) before saving, or export a SavedModel with model.export(dir)")
+    return [parameters[0].name], [tf.TensorSpec((None, *shape[1:]), tf.float32)]
+
+
 def _load_keras(tf: Any, path: Path) -> _Loaded:
-    """A `.keras` model called in inference mode on its declared inputs."""
+    """A `.keras` model called in inference mode on its inputs.
+
+    Functional and built `Sequential` models declare their inputs; a subclassed model takes one
+    input named after its `call` argument (see `_unbuilt_inputs`). Only functional models have
+    `output_names`; the others get `output_0`, `output_1`, ...
+    """
     import keras
 
     try:
@@ -142,16 +165,14 @@ def _load_keras(tf: Any, path: Path) -> _Loaded:
         raise BadInputError(f"model: Keras cannot load {path}: {first_line(exc)}") from exc
     try:
         inputs = list(model.inputs)
-    except AttributeError as exc:  # unbuilt Sequential and subclassed models
-        raise BadInputError(
-            f"model: the Keras model {path} declares no inputs; build it with keras.Input(shape) before saving,"
-            " or export a SavedModel with model.export(dir)"
-        ) from exc
+        names = [tensor.name for tensor in inputs]
+    except AttributeError:  # subclassed models
+        names, inputs = _unbuilt_inputs(tf, model, path)
 
     def call(*args: Any) -> list[Any]:
         return tf.nest.flatten(model(list(args) if len(args) > 1 else args[0], training=False))
 
-    return model, [tensor.name for tensor in inputs], inputs, call, list(model.output_names)
+    return model, names, inputs, call, list(getattr(model, "output_names", None) or [])
 
 
 def load_source(path: str | Path, declared: Sequence[TensorSpec] = (), *, trust_source: bool = False) -> SourceFunction:
@@ -167,15 +188,17 @@ def load_source(path: str | Path, declared: Sequence[TensorSpec] = (), *, trust_
     if path.is_dir():
         require_trust(path, "savedmodel", trust_source)
     tf = _tensorflow()
-    owner, names, specs, call, output_names = (_load_savedmodel if path.is_dir() else _load_keras)(tf, path)
+    with quiet_native_logs():
+        owner, names, specs, call, output_names = (_load_savedmodel if path.is_dir() else _load_keras)(tf, path)
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
     shapes = _override(names, [_dims(tf.TensorShape(spec.shape)) for spec in specs], declared, path)
     function = tf.function(call, input_signature=[tf.TensorSpec(shape, dtype) for shape, dtype in zip(shapes, dtypes)])
     try:
-        traced = function.get_concrete_function().outputs
+        with quiet_native_logs():
+            traced = function.get_concrete_function().outputs
     except (TypeError, ValueError) as exc:  # e.g. --input x:2x5 for a model whose x is [None, 4]
         raise BadInputError(f"model: {path} cannot be traced with the declared inputs: {first_line(exc)}") from exc
-    if len(output_names) != len(traced):  # Keras output_names can disagree with nested (dict) outputs
+    if len(output_names) != len(traced):  # none (Sequential, subclassed), or disagreeing with nested (dict) outputs
         output_names = [f"output_{i}" for i in range(len(traced))]
     inputs = [TensorSpec(name, shape, np.dtype(dtype.as_numpy_dtype))
               for name, shape, dtype in zip(names, shapes, dtypes)]

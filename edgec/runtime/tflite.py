@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
+from edgec.native_logs import quiet_native_logs
 from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
 
 __all__ = ["TfliteRuntime", "RUNTIME"]
@@ -52,9 +53,10 @@ class TfliteRuntime(Runtime):
         if not self.path.is_file():
             raise BadInputError(f"model: no such .tflite file {self.path}")
         try:
-            self._interpreter = interpreter_class(model_path=str(self.path),
-                                                  num_threads=threads if threads > 0 else None)
-            self._interpreter.allocate_tensors()
+            with quiet_native_logs():
+                self._interpreter = interpreter_class(model_path=str(self.path),
+                                                      num_threads=threads if threads > 0 else None)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BadInputError(
                 f"model: {self.path} is not a valid TFLite model ({first_line(exc)});"

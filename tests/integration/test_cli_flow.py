@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ INT8_MIN_COSINE = 0.98
 INT8_MAX_ACCURACY_DROP_PP = 1.0
 
 REQUIRED_REPORT_KEYS = {"schema", "target", "threads", "latency_ms", "throughput_per_s", "load_ms", "peak_rss_mb",
-                        "size_bytes", "baseline", "speedup_p50", "drift"}
+                        "size_bytes", "baseline", "speedup_p50", "drift", "framework_baseline", "artifact_model"}
 LATENCY_KEYS = {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "runs"}
 
 
@@ -162,9 +163,14 @@ def test_targets_listing(cli) -> None:
     assert {"cpu-x86-fp32", "cpu-x86-int8", "cpu-arm64-int8", "cuda-fp16", "tensorrt-fp16", "tensorrt-int8",
             "tflite-int8", "tflite-fp16"} <= set(rows)
     assert rows["tensorrt-int8"]["runs_here"] is False and "tensorrt" in rows["tensorrt-int8"]["why"]
+    # building and running are told apart: an Arm target builds here but does not run here
+    assert rows["cpu-arm64-int8"]["builds"] is True and rows["cpu-arm64-int8"]["runs_here"] is False
+    assert rows["tflite-int8"]["builds"] is False and "tflite" in rows["tflite-int8"]["why_not_builds"]
+    assert "builds: yes; runs on this host: no (built for aarch64" in cli("targets").out
     shown = json.loads(cli("target", "cpu-x86-int8").out)
     assert shown["quant"]["activations"]["dtype"] == "uint8" and shown["quant"]["weights"]["granularity"] == "per_channel"
     assert "fold_batchnorm" in cli("passes").out
+    assert cli("targets", "--verbose").code == 0 and cli("passes", "-v").code == 0  # after the subcommand too
 
 
 def test_console_script_and_module_entry_point(tiny) -> None:
@@ -178,14 +184,23 @@ def test_console_script_and_module_entry_point(tiny) -> None:
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path) -> None:
-    """`edgec demo` on a fresh cache: trains, compiles, benchmarks, gates and says where files went."""
+    """`edgec demo` on a fresh cache: trains, compiles, benchmarks, gates and says where files went.
+
+    By default it writes under the user cache dir, never into the current directory."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    result = subprocess.run(["edgec", "demo", "-o", str(tmp_path / "demo"), "--runs", "20"], capture_output=True,
-                            text=True, timeout=900, env=env)
+    result = subprocess.run(["edgec", "demo", "--runs", "20"], capture_output=True, text=True, timeout=900, env=env,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gate: PASS" in result.stdout
-    assert (tmp_path / "demo" / "report.json").is_file()
+    workdir = tmp_path / "cache" / "edgec" / "demo-run"
+    assert (workdir / "report.json").is_file() and f"files written to {workdir}" in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache"]
     assert any((tmp_path / "cache").rglob("*.onnx"))
+    # the speed question is answered, not skipped: int8 is kept only if it pays here, and the output says which
+    assert "precision auto: int8 measured" in result.stdout
+    manifest = json.loads(next(workdir.glob("digits_cnn-*/manifest.json")).read_text())
+    auto = manifest["quantization"]["auto"]
+    assert manifest["artifact"]["precision"] == auto["chosen"] == ("int8" if auto["speedup"] >= 1.10 else "fp32")
 
 
 def _input_dims(path: Path) -> list[int | str]:
@@ -269,7 +284,7 @@ def test_report_writes_sensitivity_and_prints_the_worst_layers(cli, digits, tmp_
     sqnr = [layer["model_alone"]["sqnr_db"] for layer in layers]
     assert sqnr == sorted(sqnr)  # most harmful first
     table = result.out[result.out.index("most sensitive layers"):].splitlines()
-    assert "model SQNR alone dB" in table[1]
+    assert "model out, only it int8" in table[1] and "(SQNR dB)" in table[1]
     assert [row.split()[0] for row in table[2:2 + len(layers)]] == [layer["node"] for layer in layers]
 
 
@@ -291,6 +306,23 @@ def test_accuracy_budget_met(cli, digits, tmp_path, int8_target) -> None:
     x = np.load(digits.test)["pixels"]
     int8, fp32 = _ort_outputs(out / "model.onnx", x), _ort_outputs(digits.model, x)
     assert 100 * ((fp32.argmax(1) == labels).mean() - (int8.argmax(1) == labels).mean()) <= 0.5
+
+
+def test_keep_float_takes_the_full_node_names_the_report_prints(cli, digits, tmp_path, int8_target) -> None:
+    report = json.loads((_compile_report(cli, digits, int8_target, tmp_path)).read_text())
+    worst = report["layers"][0]["node"]
+    out = tmp_path / "kept"
+    result = _compile_int8(cli, digits, int8_target, out, "--keep-float", worst)
+    assert result.code == 0, result.err
+    manifest = _manifest(out)
+    assert worst in manifest["target"]["descriptor"]["quant"]["keep_float"]
+    assert sum(manifest["quantization"]["quantized_nodes"].values()) == len(report["layers"]) - 1
+
+
+def _compile_report(cli, assets, target: str, tmp_path: Path) -> Path:
+    result = _compile_int8(cli, assets, target, tmp_path / "with-report", "--report")
+    assert result.code == 0, result.err
+    return tmp_path / "with-report" / "sensitivity.json"
 
 
 def test_unmeetable_budget_exits_1_and_keeps_the_best_attempt(cli, digits, tmp_path, int8_target) -> None:
@@ -347,7 +379,8 @@ def test_calibrator_override_reaches_the_manifest(cli, tiny, tmp_path, int8_targ
     (None, ("--set", "quant"), "KEY=VALUE"),
     (None, ("--max-accuracy-drop", 1.0), "--labels"),
     ("cpu-x86-fp32", ("--report",), "fp32"),
-], ids=["unknown-key", "bad-value", "malformed", "drop-without-labels", "report-fp32"])
+    (None, ("--keep-float", "Comv"), "Comv names no node or op type of the optimized model; did you mean Conv?"),
+], ids=["unknown-key", "bad-value", "malformed", "drop-without-labels", "report-fp32", "keep-float-typo"])
 def test_int8_option_errors_exit_2(cli, tiny, tmp_path, int8_target, target, options, needle) -> None:
     """Refused before any work: exit 2, one line naming the problem, no output directory."""
     result = _compile_int8(cli, tiny, target or int8_target, tmp_path / "out", *options)
@@ -355,3 +388,56 @@ def test_int8_option_errors_exit_2(cli, tiny, tmp_path, int8_target, target, opt
     assert "Traceback" not in result.err and result.error_line.startswith("edgec: error: ")
     assert needle in result.error_line, result.error_line
     assert not (tmp_path / "out").exists()
+
+
+def test_inspect_onnx_and_an_artifact(cli, tiny, tmp_path) -> None:
+    result = cli("inspect", tiny.model, "--json")
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    model = onnx.load(tiny.model)
+    assert [spec["name"] for spec in info["inputs"]] == [value.name for value in model.graph.input]
+    assert info["ops"] == dict(collections.Counter(node.op_type for node in model.graph.node))
+    assert info["size_bytes"] == os.path.getsize(tiny.model) and info["artifact"] is None
+    out = tmp_path / "art"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "-o", out).code == 0
+    text = cli("inspect", out).out
+    assert "edgec artifact for cpu-x86-fp32 (fp32)" in text and "inputs:" in text
+    bad = cli("inspect", tmp_path / "missing.onnx")
+    assert bad.code == 2 and bad.error_line.startswith("edgec: error: model: no such file")
+
+
+def test_input_map_on_compile_and_bench(cli, tiny, tmp_path) -> None:
+    renamed = tmp_path / "renamed.npz"
+    np.savez(renamed, pixels=np.load(tiny.calib)["x"])
+    out = tmp_path / "int8"
+    result = cli("compile", tiny.model, "-t", "cpu-x86-avx2-int8", "--calib", renamed, "--input-map", "pixels=x", "-o", out)
+    assert result.code == 0, result.err
+    assert cli("bench", out, "--data", renamed, "--input-map", "pixels=x", "--runs", 3, "--warmup", 0).code == 0
+    unmapped = cli("bench", out, "--data", renamed, "--runs", 3, "--warmup", 0)
+    assert unmapped.code == 2 and "x" in unmapped.error_line
+
+
+def test_bench_shape_sets_the_dynamic_dims_of_random_feeds(cli, tmp_path) -> None:
+    model = tmp_path / "dyn.onnx"
+    onnx.save_model(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[batch, 4] x) => (float[batch, 4] y) { y = Relu (x) }"""), model)
+    report_path = tmp_path / "r.json"
+    result = cli("bench", model, "--shape", "x:8x4", "--runs", 3, "--warmup", 0, "--json", report_path)
+    assert result.code == 0, result.err
+    assert json.loads(report_path.read_text())["input_shapes"] == ["x=8x4"] and "inputs x=8x4" in result.out
+    for shape, needle in (("x:8x5", "dim 1 is fixed at 4"), ("y:8x4", "--shape names ['y']"), ("x:8", "give 2 positive")):
+        bad = cli("bench", model, "--shape", shape, "--runs", 3)
+        assert bad.code == 2 and needle in bad.error_line, bad.error_line
+
+
+def test_gate_help_explains_every_threshold(capsys) -> None:
+    from edgec.cli import main
+    from edgec.gating import THRESHOLD_NAMES
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gate", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in THRESHOLD_NAMES:
+        option = f"--{name.replace('_', '-')} X "
+        assert option in text and not text.split(option, 1)[1].startswith("--"), name  # each has its own help

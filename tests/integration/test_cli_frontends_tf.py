@@ -95,7 +95,7 @@ def test_input_declares_a_static_shape(affine: ModuleAssets, cli: Cli, tmp_path:
     assert [d.dim_value for d in value.type.tensor_type.shape.dim] == [1, 6]
 
 
-def test_int8_tflite_bench_uses_litert_as_baseline(affine: ModuleAssets, cli: Cli, tmp_path: Path) -> None:
+def test_int8_tflite_bench_compares_with_float_onnx_and_litert(affine: ModuleAssets, cli: Cli, tmp_path: Path) -> None:
     from edgec.target import host_target
 
     out = tmp_path / "int8"
@@ -106,7 +106,10 @@ def test_int8_tflite_bench_uses_litert_as_baseline(affine: ModuleAssets, cli: Cl
                  "--json", tmp_path / "r.json")
     assert result.code == 0, result.err
     report = json.loads((tmp_path / "r.json").read_text())
-    assert Path(report["baseline_model"]) == affine.tflite.resolve()
+    assert report["baseline"]["model"]["path"] == str(out / "source.onnx")
+    assert report["framework_baseline"]["model"]["runtime"] == "tflite"
+    assert Path(report["framework_baseline"]["model"]["path"]) == affine.tflite.resolve()
+    assert "baseline: fp32 source.onnx" in result.out and "also vs the source in its framework" in result.out
     assert report["drift"]["outputs"]["probs"]["cosine_min"] > 0.99
 
 

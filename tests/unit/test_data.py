@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.data import DYNAMIC_DIM_DEFAULT, load_labels, load_samples, random_samples, save_samples
+from edgec.data import DYNAMIC_DIM_DEFAULT, load_labels, load_samples, parse_input_map, random_samples, save_samples
 from edgec.errors import BadInputError
 from edgec.runtime.base import TensorSpec
 
@@ -39,6 +39,26 @@ def test_layout_with_batch_axis(tmp_path: Path) -> None:
         assert list(feed) == ["x"]
         assert feed["x"].shape == (1, 3)
         np.testing.assert_array_equal(feed["x"][0], x[i])
+
+
+def test_input_map_feeds_keys_saved_under_other_names(tmp_path: Path) -> None:
+    x = np.zeros((2, 1, 3, 4, 4), np.float32)
+    tokens = [np.arange(n, dtype=np.int64)[None] for n in (3, 5)]
+    path = _npz(tmp_path, pixels=x, **{"ids/0": tokens[0], "ids/1": tokens[1]})
+    samples = load_samples(path, [IMAGE, TOKENS], input_map=parse_input_map(["pixels=image", "ids=tokens"]))
+    assert [list(feed) for feed in samples] == [["image", "tokens"]] * 2
+    np.testing.assert_array_equal(samples[1]["tokens"], tokens[1])
+    with pytest.raises(BadInputError, match=r"--input-map names \['imgae'\], but the model's inputs are"):
+        load_samples(path, [IMAGE, TOKENS], input_map={"pixels": "imgae"})
+    with pytest.raises(BadInputError, match="tokens"):  # an unmapped input still needs its own key
+        load_samples(path, [IMAGE, TOKENS], input_map={"pixels": "image"})
+
+
+@pytest.mark.parametrize("text", ["pixels", "=image", "pixels="])
+def test_input_map_syntax(text: str) -> None:
+    with pytest.raises(BadInputError, match="expected KEY=NAME"):
+        parse_input_map([text])
+    assert parse_input_map(["a=x, b=y", "c=z"]) == {"a": "x", "b": "y", "c": "z"}
 
 
 def test_layout_without_batch_axis(tmp_path: Path) -> None:

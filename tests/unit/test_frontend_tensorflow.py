@@ -7,6 +7,8 @@ SavedModel's signature, LiteRT's interpreter), never edgec's own runtimes.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,7 +143,8 @@ def test_int8_drift_is_benched_against_the_source_runtime(fmt: str, tf_assets: T
                            trust_source=True)
     assert result.manifest["quantization"]["quantized_nodes"]
     report = edgec.bench(result.output_dir, data=tf_assets.test, runs=5, warmup=0, threads=1, trust_source=True)
-    assert Path(report["baseline_model"]) == tf_assets.paths[fmt].resolve()
+    assert report["baseline_model"] == str(result.output_dir / "source.onnx")
+    assert Path(report["framework_baseline"]["model"]["path"]) == tf_assets.paths[fmt].resolve()
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
     assert report["baseline"]["latency_ms"]["runs"] == 5
@@ -288,3 +291,78 @@ def test_int8_tflite_keeps_int8_io(tf_assets: TfAssets, tmp_path: Path) -> None:
     assert [s.dtype for s in (*runtime.inputs, *runtime.outputs)] == [np.dtype(np.int8)] * 2
     x = np.random.default_rng(4).integers(-128, 128, (3, 8, 8, 1)).astype(np.int8)
     np.testing.assert_array_equal(runtime.infer({"pixels": x})["output_0"], _litert(path, {"pixels": x})["output_0"])
+
+
+def _keras_model_of_each_kind(kind: str) -> Any:
+    """The same Dense(8 -> 5, relu) -> Dense(3) network as a Sequential, functional or subclassed model."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)])
+    if kind == "functional":
+        inputs = keras.Input((8,))
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(5, activation="relu")(inputs)))
+    model = _TwoDense()
+    model(np.zeros((1, 8), np.float32))  # builds it, which records the input shape in the .keras file
+    return model
+
+
+def _two_dense_class() -> Any:
+    """A subclassed Keras model, registered so that Keras' safe loading can rebuild it."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="edgec_tests")
+    class TwoDense(keras.Model):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.hidden = keras.layers.Dense(5, activation="relu")
+            self.head = keras.layers.Dense(3)
+
+        def call(self, features: Any) -> Any:
+            return self.head(self.hidden(features))
+
+    return TwoDense
+
+
+_TwoDense = _two_dense_class()
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_every_kind_of_keras_model_compiles_and_matches_keras(kind: str, tmp_path: Path) -> None:
+    model = _keras_model_of_each_kind(kind)
+    model.save(tmp_path / "model.keras")
+    result = edgec.compile(tmp_path / "model.keras", "cpu-x86-fp32", output_dir=tmp_path / "out")
+    proto = onnx.load(str(result.model_path))
+    (graph_input,) = proto.graph.input
+    if kind == "subclassed":
+        assert graph_input.name == "features"  # the argument of its `call`
+    x = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
+    (actual,) = _ort(result.model_path, {graph_input.name: x}).values()
+    np.testing.assert_allclose(actual, np.asarray(model(x, training=False)), rtol=FP32_RTOL, atol=FP32_ATOL)
+    assert result.manifest["source"]["import_verification"]["cosine_min"] > 0.99999
+
+
+def test_tensorflow_start_up_lines_stay_off_the_terminal(tf_assets: TfAssets, tmp_path: Path) -> None:
+    """oneDNN/absl lines go to file descriptor 2 from C++; a fresh process shows whether any leak."""
+    script = ("import sys, edgec; edgec.compile(sys.argv[1], 'cpu-x86-fp32', output_dir=sys.argv[2])")
+    for fmt in ("keras", "tflite"):
+        result = subprocess.run([sys.executable, "-c", script, str(tf_assets.paths[fmt]), str(tmp_path / fmt)],
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+        assert result.returncode == 0, result.stderr
+        assert "oneDNN" not in result.stderr and "absl" not in result.stderr and "XNNPACK" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("fmt", SOURCE_FORMATS)
+def test_inspect_shows_the_names_compile_will_use(fmt: str, tf_assets: TfAssets) -> None:
+    from edgec.model_info import format_info, inspect_model
+
+    info = inspect_model(tf_assets.paths[fmt], trust_source=True)  # the SavedModel runs code when loaded
+    assert info["format"] == fmt
+    (pixels,) = info["inputs"]
+    assert pixels == {"name": "pixels", "dtype": "float32", "shape": ["batch", 8, 8, 1], "dynamic": ["batch"]}
+    # a SavedModel's and a flatbuffer's signature name the output output_0; Keras keeps the layer's name
+    assert [output["name"] for output in info["outputs"]] == ["scores" if fmt == "keras" else "output_0"]
+    assert info["parameters"] > 0 and "Conv" in info["ops"]
+    assert "keyed by input name: pixels" in format_info(info)

@@ -7,6 +7,7 @@ session because one dynamo export costs seconds.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import subprocess
 import sys
@@ -172,7 +173,7 @@ def test_fp32_artifact_matches_pytorch(models, compiled, name) -> None:
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == [model.input_name]
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
-    assert batch_dim == "batch" if model.inputs else batch_dim.startswith("s")  # dynamic: --input's name, or torch's
+    assert batch_dim == "batch"  # dynamic: --input's name, or for a saved program's leading dim, the default
     actual = _onnx_outputs(result.model_path, {model.input_name: model.batch})
     for got, want in zip(actual, _torch_outputs(model.module, model.batch), strict=True):
         np.testing.assert_allclose(got, want, rtol=FP32_RTOL, atol=FP32_ATOL)
@@ -202,7 +203,11 @@ def test_int8_cnn_drift_against_the_pytorch_source(models, compiled) -> None:
     model, result = models["cnn-pt2"], compiled("cnn-pt2", "int8")
     assert "QuantizeLinear" in {node.op_type for node in onnx.load(result.model_path).graph.node}
     report = edgec.bench(result.output_dir, data=model.data, runs=5, warmup=0, threads=1)
-    assert Path(report["baseline_model"]) == model.path.resolve()  # the .pt2 itself, run in PyTorch
+    assert report["baseline_model"] == str(result.output_dir / "source.onnx")  # float, on the artifact's runtime
+    assert report["baseline"]["model"]["runtime"] == "onnxruntime"
+    framework = report["framework_baseline"]  # the .pt2 itself, run in PyTorch, as an extra
+    assert Path(framework["model"]["path"]) == model.path.resolve() and framework["model"]["runtime"] == "torch"
+    assert framework["speedup_p50"] == pytest.approx(framework["latency_ms"]["p50"] / report["latency_ms"]["p50"])
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
     assert report["drift"]["top1_agreement"] is not None
@@ -230,7 +235,8 @@ def test_compile_a_module_object(tmp_path) -> None:
     moved = tmp_path / "moved"
     result.output_dir.rename(moved)  # an artifact is self-contained: it can be benched wherever it goes
     report = edgec.bench(moved, runs=2, warmup=0, threads=1)
-    assert report["baseline_model"] == str(moved / "source.pt2")
+    assert report["baseline_model"] == str(moved / "source.onnx")
+    assert report["framework_baseline"]["model"]["path"] == str(moved / "source.pt2")
 
 
 def test_compile_an_untraceable_module_object(tmp_path) -> None:
@@ -428,3 +434,45 @@ def test_bench_falls_back_to_the_kept_onnx_when_the_source_is_gone(tmp_path: Pat
     report = edgec.bench(result.output_dir, runs=2, warmup=0, threads=1)
     assert report["baseline_model"] == str(result.output_dir / "source.onnx")
     assert report["drift"]["outputs"]
+    assert report["framework_baseline"] is None
+    assert any("is gone" in warning and str(source) in warning for warning in report["warnings"])
+    with pytest.raises(BadInputError, match="--baseline-from source: the source model .* is gone"):
+        edgec.bench(result.output_dir, runs=2, warmup=0, threads=1, baseline_from="source")
+
+
+@pytest.mark.parametrize("name", ["cnn-pt2", "cnn-torchscript"])
+def test_inspect_shows_the_names_compile_will_use(models, compiled, name) -> None:
+    from edgec.model_info import inspect_model
+
+    model = models[name]
+    info = inspect_model(model.path, inputs=model.inputs, trust_source=model.format == "torchscript")
+    assert info["format"] == model.format
+    (image,) = info["inputs"]
+    assert image["name"] == model.input_name == "image" and image["dtype"] == "float32"
+    assert image["shape"] == ["batch", 3, 16, 16] and image["dynamic"] == ["batch"]
+    imported = onnx.load(compiled(name, "fp32").output_dir / "source.onnx")  # the same conversion, read by onnx
+    assert info["parameters"] == sum(int(np.prod(t.dims)) for t in imported.graph.initializer)
+    assert info["ops"] == dict(collections.Counter(node.op_type for node in imported.graph.node))
+
+
+def test_slim_artifact_keeps_only_deployable_files(tmp_path) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    result = edgec.compile(module, "cpu-x86-fp32", example_inputs=torch.randn(1, 4), output_dir=tmp_path / "slim",
+                           slim=True)
+    assert sorted(path.name for path in result.output_dir.iterdir()) == ["manifest.json", "model.onnx"]
+    assert result.manifest["slim"] is True and result.manifest["source"]["path"] is None
+    report = edgec.bench(result.output_dir, runs=2, warmup=0, threads=1)
+    assert report["baseline"] is None and report["framework_baseline"] is None
+    assert any("--slim" in warning and "--baseline" in warning for warning in report["warnings"])
+    full = edgec.compile(module, "cpu-x86-fp32", example_inputs=torch.randn(1, 4), output_dir=tmp_path / "full")
+    assert {"source.onnx", "source.pt2"} <= {path.name for path in full.output_dir.iterdir()}
+
+
+def test_dynamic_batch_of_a_saved_program_is_named_batch(tmp_path) -> None:
+    """A saved program keeps no Dim names (Dim("batch") becomes a symbol such as s31)."""
+    program = torch.export.export(torch.nn.Linear(4, 3).eval(), (torch.randn(2, 4),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "linear.pt2")
+    result = edgec.compile(tmp_path / "linear.pt2", "cpu-x86-fp32", output_dir=tmp_path / "out")
+    proto = onnx.load(result.model_path)
+    assert [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", 4]

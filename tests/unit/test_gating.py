@@ -170,6 +170,27 @@ def test_min_cosine_nan_in_any_output_fails_regardless_of_order() -> None:
         assert check.value is not None and math.isnan(check.value)
 
 
+def test_degenerate_output_fails_every_drift_threshold_but_not_the_others() -> None:
+    report = with_drift(degenerate={"logits": "artifact output all zero; baseline output all zero"})
+    result = evaluate(report, {"min_cosine": 0.9, "min_top1_agreement": 0.9, "max_accuracy_drop_pp": 1.0,
+                               "max_latency_p90_ms": 10.0})
+    verdicts = {check.name: check.passed for check in result.checks}
+    assert verdicts == {"min_cosine": False, "min_top1_agreement": False, "max_accuracy_drop_pp": False,
+                        "max_latency_p90_ms": True}
+    assert "measures nothing: output 'logits': artifact output all zero" in result.checks[0].message
+    assert evaluate(with_drift(degenerate={}), {"min_cosine": 0.9}).passed
+
+
+def test_latency_verdicts_need_enough_runs() -> None:
+    report = make_report()
+    report["latency_ms"] = {**report["latency_ms"], "runs": 1}
+    result = evaluate(report, {"min_speedup": 1.0, "max_latency_p90_ms": 10.0, "max_size_mb": 10.0})
+    assert [check.passed for check in result.checks] == [False, False, True]
+    assert "only 1 timed runs, fewer than the 20 a latency verdict needs" in result.checks[0].message
+    report["latency_ms"]["runs"] = 20
+    assert evaluate(report, {"min_speedup": 1.0, "max_latency_p90_ms": 10.0}).passed
+
+
 def test_checks_come_in_threshold_names_order_one_per_threshold() -> None:
     given_ = {name: MEASURED[name][0] for name in reversed(THRESHOLD_NAMES)}
     result = evaluate(make_report(), given_)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgec.errors import BadInputError
-from edgec.harness.accuracy import SQNR_CAP_DB, drift, looks_like_class_scores, output_drift
+from edgec.harness.accuracy import SQNR_CAP_DB, degeneracy, drift, looks_like_class_scores, output_drift
 
 
 def f32(*rows: list[float]) -> list[np.ndarray]:
@@ -158,3 +158,33 @@ def test_unmatchable_outputs_raise() -> None:
         drift(artifact, baseline)
     with pytest.raises(BadInputError, match="samples"):
         drift(artifact, baseline * 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Degenerate outputs: all zero, or the same for every input
+# --------------------------------------------------------------------------------------------
+
+
+def test_two_all_zero_models_agree_perfectly_but_are_flagged() -> None:
+    zeros = [{"logits": np.zeros((1, 10), np.float32)} for _ in range(4)]
+    result = drift(zeros, zeros)
+    assert result["outputs"]["logits"]["cosine_min"] == 1.0 and result["top1_agreement"] == 1.0
+    assert result["degenerate"] == {"logits": "artifact output all zero; baseline output all zero"}
+
+
+def test_output_that_ignores_its_input_is_constant_across_samples() -> None:
+    rng = np.random.default_rng(0)
+    bias = rng.standard_normal((1, 5))
+    baseline = [{"y": bias + 1e-9 * rng.standard_normal((1, 5))} for _ in range(6)]  # a head fed ~1e-13 activations
+    artifact = [{"y": bias.copy()} for _ in range(6)]
+    assert degeneracy([b["y"] for b in baseline]) == "constant across samples"
+    assert drift(artifact, baseline)["degenerate"] == {
+        "y": "artifact output constant across samples; baseline output constant across samples"}
+
+
+def test_healthy_outputs_are_not_degenerate() -> None:
+    rng = np.random.default_rng(1)
+    outputs = [{"y": rng.standard_normal((1, 5))} for _ in range(6)]
+    assert drift(outputs, outputs)["degenerate"] == {}
+    assert degeneracy([outputs[0]["y"]]) is None  # one sample cannot show constancy
+    assert degeneracy([np.array([np.nan, 0.0])]) is None  # non-finite values are reported elsewhere

@@ -7,6 +7,8 @@ counts, sizes, and drift against a NumPy oracle are.
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from edgec.errors import BadInputError, EdgecError, RuntimeUnavailableError
 from edgec.harness.run import ModelRef, _round_order, benchmark, measure, model_size_bytes
 
 IN, OUT, SAMPLES = 8, 4, 6
-SECTION_KEYS = {"latency_ms", "throughput_per_s", "load_ms", "peak_rss_mb", "rss_before_load_mb", "size_bytes"}
+SECTION_KEYS = {"latency_ms", "latency_by_shape_ms", "throughput_per_s", "load_ms", "peak_rss_mb", "rss_before_load_mb",
+                "size_bytes"}
 
 
 def linear_model(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -71,7 +74,8 @@ def perturbed_report(models: dict[str, Any]) -> tuple[dict[str, Any], list[str]]
 
 def test_report_structure(perturbed_report: tuple[dict[str, Any], list[str]], models: dict[str, Any]) -> None:
     report, _ = perturbed_report
-    assert set(report) == SECTION_KEYS | {"threads", "baseline", "speedup_p50", "drift"}
+    assert set(report) == SECTION_KEYS | {"threads", "baseline", "speedup_p50", "drift", "framework_baseline"}
+    assert report["framework_baseline"] is None
     assert set(report["baseline"]) == SECTION_KEYS
     assert report["threads"] == 1
     for section in (report, report["baseline"]):
@@ -125,6 +129,17 @@ def test_identical_models_do_not_drift(models: dict[str, Any]) -> None:
     assert y["cosine_min"] == pytest.approx(1.0)
     assert report["drift"]["top1_agreement"] == 1.0
     assert report["latency_ms"]["runs"] == report["baseline"]["latency_ms"]["runs"] == 5
+
+
+def test_framework_reference_is_timed_in_the_same_rounds_and_never_used_for_drift(models: dict[str, Any]) -> None:
+    report = benchmark(ModelRef(models["paths"]["copy"]), ModelRef(models["paths"]["fp32"]), models["samples"],
+                       threads=1, warmup=0, runs=15, framework=ModelRef(models["paths"]["perturbed"]))
+    framework = report["framework_baseline"]
+    assert framework["latency_ms"]["runs"] == report["latency_ms"]["runs"] == 15
+    assert framework["speedup_p50"] == pytest.approx(framework["latency_ms"]["p50"] / report["latency_ms"]["p50"])
+    assert report["speedup_p50"] == pytest.approx(report["baseline"]["latency_ms"]["p50"] / report["latency_ms"]["p50"])
+    assert "speedup_p50" not in report["baseline"]
+    assert report["drift"]["outputs"]["y"]["max_abs"] <= 1e-6  # against the baseline, not the perturbed framework
 
 
 def test_without_baseline(models: dict[str, Any]) -> None:
@@ -246,3 +261,34 @@ def test_round_order_rotates_every_model_through_every_position(count: int) -> N
     assert orders[:count] == orders[count:]
     if count == 2:
         assert orders[:2] == [[0, 1], [1, 0]]  # plain alternation
+
+
+def test_unguarded_script_gets_told_to_guard_its_entry_point(tmp_path: Path, models: dict[str, Any]) -> None:
+    """A spawned worker re-runs the caller's script; without a __main__ guard that calls edgec again."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys, edgec\n"
+        "try:\n"
+        f"    edgec.bench({str(models['paths']['fp32'])!r}, runs=2, warmup=0, threads=1)\n"
+        "except edgec.EdgecError as exc:\n"
+        "    sys.exit(f'EdgecError: {exc}')\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1
+    assert 'EdgecError: the benchmark worker re-ran your script\'s top level' in result.stderr
+    assert 'if __name__ == "__main__":' in result.stderr
+
+
+def test_samples_of_different_shapes_get_latency_per_shape(tmp_path: Path) -> None:
+    """Token sequences of different lengths must not blur into one latency distribution."""
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        agraph (float[1, seq] x) => (float[1] y) <int64[1] axes = {1}> { y = ReduceSum <keepdims = 0> (x, axes) }""")
+    path = tmp_path / "sum.onnx"
+    onnx.save_model(model, path)
+    samples = [{"x": np.ones((1, n), np.float32)} for n in (4, 64, 4)]
+    section = measure([ModelRef(path)], samples, threads=1, warmup=1, runs=12)["artifact"]
+    by_shape = section["latency_by_shape_ms"]
+    assert list(by_shape) == ["x=1x64", "x=1x4"]  # timing starts after one warm-up run: sample 1 first
+    assert [summary["runs"] for summary in by_shape.values()] == [4, 8]
+    uniform = measure([ModelRef(path)], samples[:1], threads=1, warmup=0, runs=3)["artifact"]
+    assert uniform["latency_by_shape_ms"] is None

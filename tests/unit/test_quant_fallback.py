@@ -184,6 +184,13 @@ def test_worst_table_lists_the_outlier_layer_first(layers: Sequence[sensitivity.
     assert len(sensitivity.worst_table(layers, count=1).splitlines()) == 2
 
 
+def test_worst_table_prints_long_node_names_whole() -> None:
+    long_name = "encoder/layer.5/attention/output/dense/MatMul_with_a_name_longer_than_forty_characters"
+    metrics = {"sqnr_db": 20.0, "cosine_min": 0.99, "max_abs": 0.1}
+    layer = sensitivity.LayerSensitivity(long_name, "MatMul", "t", metrics, metrics, metrics)
+    assert sensitivity.worst_table([layer]).splitlines()[1].split()[0] == long_name
+
+
 # --------------------------------------------------------------------------------------------
 # search
 # --------------------------------------------------------------------------------------------

@@ -148,6 +148,10 @@ def test_torchscript_is_refused_before_torch_loads_it(tmp_path, monkeypatch) -> 
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load ran without trust"))
     with pytest.raises(UntrustedSourceError, match="TorchScript runs the model's own code"):
         import_model(path, options=ImportOptions(trust_source=False))
+    from edgec.model_info import inspect_model
+
+    with pytest.raises(UntrustedSourceError, match="--trust-source"):  # inspecting is loading too
+        inspect_model(path, inputs=["input:1x4"])
 
 
 def test_savedmodel_is_refused_before_tensorflow_loads(tmp_path) -> None:
@@ -174,12 +178,14 @@ def test_bench_runs_a_code_bearing_source_only_when_both_trust_it(scripted_artif
     out, data = scripted_artifacts["trusted"], scripted_artifacts["data"]
     quick = {"data": data, "runs": 1, "warmup": 0, "threads": 1}
     assert json.loads((out / "manifest.json").read_text())["source"]["trusted"] is True
-    report = edgec.bench(out, **quick)  # no trust now: the kept float ONNX stands in
+    report = edgec.bench(out, **quick)  # no trust now: no run in TorchScript, the float ONNX baseline stays
+    assert report["framework_baseline"] is None
+    assert any("bench is given --trust-source too" in warning for warning in report["warnings"])
     assert Path(report["baseline_model"]) == out / "source.onnx"
     with pytest.raises(UntrustedSourceError, match="compiled with --trust-source and bench is given --trust-source"):
         edgec.bench(out, baseline_from="source", **quick)
     report = edgec.bench(out, trust_source=True, **quick)
-    assert Path(report["baseline_model"]).name == "net.pt"
+    assert Path(report["framework_baseline"]["model"]["path"]).name == "net.pt"
 
 
 def test_bench_trust_cannot_vouch_for_an_artifact_built_without_it(scripted_artifacts, tmp_path) -> None:
