@@ -277,6 +277,12 @@ def _add_input_map(parser: argparse.ArgumentParser) -> None:
                         help="feed the .npz key KEY to the model input NAME (`edgec inspect` shows input names; repeatable)")
 
 
+def _trust_flag(parser: argparse.ArgumentParser, action: str, condition: str = "") -> None:
+    parser.add_argument("--trust-source", action="store_true",
+                        help=f"{action} runs code when loaded (TorchScript, SavedModel, a .pt2 holding pickles){condition};"
+                             " only for files from someone you trust")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgec.gating import THRESHOLD_NAMES
 
@@ -314,9 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_map(p)
     p.add_argument("--no-verify-import", action="store_true",
                    help="skip comparing the imported ONNX with the source model run in its own framework")
-    p.add_argument("--trust-source", action="store_true",
-                   help="load a model file that runs code when loaded (TorchScript, SavedModel, a .pt2 holding pickles);"
-                        " only for files from someone you trust")
+    _trust_flag(p, "load a model file even if it")
     q = p.add_argument_group("int8 options")
     q.add_argument("--precision", choices=["fp32", "int8", "auto"],
                    help="override the target's precision; 'auto' keeps int8 only where it is measurably faster than fp32 here")
@@ -350,9 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
-    p.add_argument("--trust-source", action="store_true",
-                   help="run a baseline source that runs code when loaded (TorchScript, SavedModel), if it was"
-                        " compiled with --trust-source too")
+    _trust_flag(p, "run the source in its framework even if it", " (only if compile had --trust-source too)")
     p.set_defaults(func=_cmd_bench)
 
     p = commands.add_parser("gate", parents=[verbose], help="check a bench report against release thresholds (exit 1 on failure)")
@@ -379,9 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
                    help="declare an input for formats that record no shapes (TorchScript)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--trust-source", action="store_true",
-                   help="read a model file that runs code when loaded (TorchScript, SavedModel); only for files from"
-                        " someone you trust")
+    _trust_flag(p, "read a model file even if it")
     p.set_defaults(func=_cmd_inspect)
 
     p = commands.add_parser("passes", parents=[verbose], help="list the available graph passes")
