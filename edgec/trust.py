@@ -26,11 +26,12 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgec.errors import UntrustedSourceError
+from edgec.errors import BadInputError, UntrustedSourceError, first_line
 
 __all__ = ["CODE_FORMATS", "TRUST_HINT", "require_trust", "pt2_code_risk", "refuse_untrusted", "framework_trust"]
 
@@ -77,7 +78,7 @@ def _payload_risk(archive: zipfile.ZipFile, root: str, model: str, kind: str) ->
     try:
         config = json.loads(archive.read(name)).get("config", {})
         entries = list(config.items())
-    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile, NotImplementedError):
         return f"its {kind} config {name} is missing or unreadable"
     for fqn, meta in entries:
         if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
@@ -131,6 +132,13 @@ def pt2_code_risk(data: bytes, load_weights_only: Callable[[bytes], Any]) -> str
         names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return None  # not a zip: torch.export.load refuses it without unpickling anything
+    try:
+        return _archive_risk(archive, names, load_weights_only)
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as exc:  # damaged or exotic members
+        raise BadInputError(f"model: cannot read the .pt2 archive: {first_line(exc)}") from exc
+
+
+def _archive_risk(archive: zipfile.ZipFile, names: list[str], load_weights_only: Callable[[bytes], Any]) -> str | None:
     roots = {name.partition("/")[0] for name in names}
     if len(roots) != 1 or not all("/" in name for name in names):
         return "its members are not under one archive root, which torch reads with its legacy, pickle-based loader"

@@ -454,3 +454,15 @@ def test_fixed_batch_larger_than_one_is_fed_in_chunks_of_that_batch(tmp_path: Pa
     np.testing.assert_array_equal(samples[1]["x"], rows[2:4])
     with pytest.raises(BadInputError, match="not a multiple of the model's fixed batch 2"):
         load_samples(_npz(tmp_path, "odd.npz", x=rows[:3]), [spec])
+
+
+def test_an_npz_with_an_unknown_compression_is_one_error(tmp_path: Path) -> None:
+    """zipfile raises NotImplementedError for a compression method it lacks (here a flipped method field)."""
+    path = tmp_path / "data.npz"
+    np.savez(path, image=np.zeros((2, 3, 4, 4), np.float32))
+    raw = bytearray(path.read_bytes())
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # local and central headers: method at offset 8 and 10
+        at = raw.find(header)
+        raw[at + (8 if header == b"PK\x03\x04" else 10)] = 99
+    path.write_bytes(bytes(raw))
+    _bad(path, [IMAGE], "cannot read")
