@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.parser
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from edgec.cli import main
 
-__all__ = ["KINDS", "Fuzzer", "Outcome", "Tally"]
+__all__ = ["KINDS", "Fuzzer", "Outcome", "Tally", "run_cases"]
 
 #: Values a structural mutation puts where a valid one was: types, signs, sizes and paths no input should hold.
 _ODD_VALUES: tuple[Any, ...] = (
@@ -381,5 +381,3 @@ def run_cases(workdir: Path, seed: int, per_kind: dict[str, int], *,
             on_outcome(outcome)
     return tally
 
-
-__all__ += ["run_cases"]
