@@ -42,7 +42,7 @@ _VERSIONED = ("edgec", "numpy", "onnx", "onnxruntime", "onnx-ir", "onnxscript")
 _MANIFEST_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "target": {"name": str, "descriptor": dict},
     "source": {"path": (str, type(None))},  # None: a slim artifact of a Python object keeps no source
-    "artifact": {"file": str, "sha256": str},
+    "artifact": {"file": str, "sha256": str, "precision": str},
 }
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if ctypes.util.find_library("c") else None
 _AT_FDCWD, _RENAME_NOREPLACE, _RENAME_EXCHANGE = -100, 1, 2

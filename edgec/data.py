@@ -43,7 +43,7 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     check_npy_sizes(path, what)
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # e.g. an unknown zip compression
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:  # unknown zip method, encryption
         raise BadInputError(f"{what}: cannot read {path} as .npz ({exc})") from exc
     # a single .npy loads as a plain ndarray, which is not a context manager
     if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -51,7 +51,7 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     try:
         with loaded as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:  # e.g. an unknown zip compression
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:  # unknown zip method, encryption
         raise BadInputError(f"{what}: cannot read {path} as .npz ({exc})") from exc
 
 

@@ -104,7 +104,8 @@ def check_npy_sizes(path: Path, what: str) -> None:
             with open(path, "rb") as handle:
                 shape, dtype = _npy_header(handle)
             total += _declared(shape, dtype, f"{what}: {path}")
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, SyntaxError, NotImplementedError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, SyntaxError, NotImplementedError,
+            RuntimeError):  # zipfile's RuntimeError: an encrypted member
         return  # not readable as arrays: numpy's own loader reports that in its words
     if total > limit:
         raise BadInputError(f"{what}: {path} declares {total / _MIB:,.0f} MiB of arrays, more than the"

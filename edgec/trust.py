@@ -78,7 +78,7 @@ def _payload_risk(archive: zipfile.ZipFile, root: str, model: str, kind: str) ->
     try:
         config = json.loads(archive.read(name)).get("config", {})
         entries = list(config.items())
-    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile, NotImplementedError):
+    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile, NotImplementedError, RuntimeError):
         return f"its {kind} config {name} is missing or unreadable"
     for fqn, meta in entries:
         if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
@@ -134,7 +134,7 @@ def pt2_code_risk(data: bytes, load_weights_only: Callable[[bytes], Any]) -> str
         return None  # not a zip: torch.export.load refuses it without unpickling anything
     try:
         return _archive_risk(archive, names, load_weights_only)
-    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as exc:  # damaged or exotic members
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error) as exc:  # damaged, encrypted
         raise BadInputError(f"model: cannot read the .pt2 archive: {first_line(exc)}") from exc
 
 

@@ -25,7 +25,7 @@ def _manifest(content: str) -> dict[str, Any]:
     """The smallest manifest edgec recognises as its own, plus a marker of which run wrote it."""
     return {"schema": MANIFEST_SCHEMA, "content": content,
             "target": {"name": "t", "descriptor": {"runtime": "onnxruntime", "precision": "fp32"}}, "source": {"path": "in.onnx"},
-            "artifact": {"file": "model.onnx", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
+            "artifact": {"file": "model.onnx", "precision": "fp32", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
 
 
 def _fill(content: str = "model bytes") -> Any:

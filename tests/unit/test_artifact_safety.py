@@ -26,7 +26,7 @@ def _fill(content: str = "v1", during: Any = None) -> Any:
             during()
         return {"schema": MANIFEST_SCHEMA, "content": content,
                 "target": {"name": "t", "descriptor": {"runtime": "onnxruntime", "precision": "fp32"}}, "source": {"path": "in.onnx"},
-                "artifact": {"file": "model.onnx", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
+                "artifact": {"file": "model.onnx", "precision": "fp32", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
 
     return fill
 

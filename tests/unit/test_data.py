@@ -456,13 +456,14 @@ def test_fixed_batch_larger_than_one_is_fed_in_chunks_of_that_batch(tmp_path: Pa
         load_samples(_npz(tmp_path, "odd.npz", x=rows[:3]), [spec])
 
 
-def test_an_npz_with_an_unknown_compression_is_one_error(tmp_path: Path) -> None:
-    """zipfile raises NotImplementedError for a compression method it lacks (here a flipped method field)."""
+@pytest.mark.parametrize("field, value", [("method", 99), ("flags", 1)], ids=["unknown-compression", "encrypted"])
+def test_an_npz_zipfile_cannot_open_is_one_error(tmp_path: Path, field: str, value: int) -> None:
+    """zipfile raises NotImplementedError for a compression method it lacks and RuntimeError for an encrypted member."""
     path = tmp_path / "data.npz"
     np.savez(path, image=np.zeros((2, 3, 4, 4), np.float32))
     raw = bytearray(path.read_bytes())
-    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # local and central headers: method at offset 8 and 10
-        at = raw.find(header)
-        raw[at + (8 if header == b"PK\x03\x04" else 10)] = 99
+    offsets = {"method": (8, 10), "flags": (6, 8)}[field]  # in the local and the central header
+    for header, offset in zip((b"PK\x03\x04", b"PK\x01\x02"), offsets):
+        raw[raw.find(header) + offset] = value
     path.write_bytes(bytes(raw))
     _bad(path, [IMAGE], "cannot read")
