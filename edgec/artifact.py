@@ -41,7 +41,7 @@ _VERSIONED = ("edgec", "numpy", "onnx", "onnxruntime", "onnx-ir", "onnxscript")
 #: The keys (and their types) every reader of a manifest relies on.
 _MANIFEST_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "target": {"name": str, "descriptor": dict},
-    "source": {"path": (str, type(None))},  # None: a slim artifact of a Python object keeps no source
+    "source": {"path": (str, type(None)), "format": str, "onnx": (str, type(None))},  # path None: a slim module
     "artifact": {"file": str, "sha256": str, "precision": str},
 }
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if ctypes.util.find_library("c") else None
@@ -351,14 +351,13 @@ def _manifest_problem(manifest: Any) -> str | None:
         if not isinstance(value, dict):
             return f"has no '{table}' table"
         for key, kind in keys.items():
-            if not isinstance(value.get(key), kind):
+            if key not in value or not isinstance(value[key], kind):
                 return f"has no valid '{table}.{key}'"
     from edgec.frontends import FORMATS  # deferred: the frontends import onnx
     from edgec.target import check_descriptor
 
-    source = manifest["source"]
-    if source.get("format", "onnx") not in FORMATS or not isinstance(source.get("onnx"), (str, type(None))):
-        return "has no valid 'source.format' or 'source.onnx'"
+    if manifest["source"]["format"] not in FORMATS:
+        return "has no valid 'source.format'"
     try:
         check_descriptor(manifest["target"]["descriptor"], "target.descriptor")
     except EdgecError as exc:

@@ -108,8 +108,10 @@ def test_a_source_changed_since_compile_is_refused(cli, art, tmp_path) -> None:
     lambda m: m["source"].update(format="/etc/passwd"),
     lambda m: m["source"].update(onnx=5),
     lambda m: m["artifact"].pop("precision"),
+    lambda m: m["source"].update(format=["onnx"]),
+    lambda m: m["source"].pop("onnx"),
 ], ids=["no-target", "no-descriptor", "artifact-list", "path-number", "schema", "options-number", "device-lists",
-        "format-unknown", "onnx-number", "no-precision"])
+        "format-unknown", "onnx-number", "no-precision", "format-list", "no-onnx-key"])
 def test_malformed_manifests_are_one_line(cli, art, change) -> None:
     _edit(art, change)
     _fails(_bench(cli, art), "manifest.json")

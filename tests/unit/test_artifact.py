@@ -24,7 +24,7 @@ from edgec.errors import BadInputError
 def _manifest(content: str) -> dict[str, Any]:
     """The smallest manifest edgec recognises as its own, plus a marker of which run wrote it."""
     return {"schema": MANIFEST_SCHEMA, "content": content,
-            "target": {"name": "t", "descriptor": {"runtime": "onnxruntime", "precision": "fp32"}}, "source": {"path": "in.onnx"},
+            "target": {"name": "t", "descriptor": {"runtime": "onnxruntime", "precision": "fp32"}}, "source": {"path": "in.onnx", "format": "onnx", "onnx": None},
             "artifact": {"file": "model.onnx", "precision": "fp32", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
 
 

@@ -25,7 +25,7 @@ def _fill(content: str = "v1", during: Any = None) -> Any:
         if during:
             during()
         return {"schema": MANIFEST_SCHEMA, "content": content,
-                "target": {"name": "t", "descriptor": {"runtime": "onnxruntime", "precision": "fp32"}}, "source": {"path": "in.onnx"},
+                "target": {"name": "t", "descriptor": {"runtime": "onnxruntime", "precision": "fp32"}}, "source": {"path": "in.onnx", "format": "onnx", "onnx": None},
                 "artifact": {"file": "model.onnx", "precision": "fp32", "sha256": hashlib.sha256(content.encode()).hexdigest()}}
 
     return fill
