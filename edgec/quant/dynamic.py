@@ -40,7 +40,7 @@ from edgec.quant.qparams import quantize, weight_qparams
 if TYPE_CHECKING:
     from edgec.target import TensorQuant
 
-__all__ = ["is_dynamic_candidate", "quantize_dynamic", "DYNAMIC_OPS"]
+__all__ = ["is_dynamic_candidate", "quantize_dynamic", "weight_kn", "DYNAMIC_OPS"]
 
 #: Op types `quantize_dynamic` rewrites.
 DYNAMIC_OPS = frozenset({"MatMul", "Gemm"})
@@ -105,7 +105,8 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
     a_q, a_scale, a_zero_point = quantize_a.outputs
     product = typed_node("MatMulInteger", [a_q, w_q, a_zero_point, w_zero_point], base, [("int32", ir.DataType.INT32)])
     cast = typed_node("Cast", product.outputs, base, [("int32_float", f32)], to=f32)
-    scale = typed_node("Mul", [a_scale, w_scale], base, [("scale", f32)])
+    # "scale_product", not "scale": Q/DQ names a static consumer's input scale `{tensor}_scale`
+    scale = typed_node("Mul", [a_scale, w_scale], base, [("scale_product", f32)])
     rescale = typed_node("Mul", [cast.outputs[0], scale.outputs[0]], base, [("rescaled", f32)])
     new_nodes = [quantize_a, product, cast, scale, rescale]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
@@ -117,7 +118,7 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
 def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,
                          base: str) -> tuple[ir.Value, ir.Value, ir.Value]:
     """W_q [K, N] with its scale and zero point: scalars, or one per output column when per channel."""
-    weight = _weight_kn(node)
+    weight = weight_kn(node)
     axis = 1 if weights.granularity == "per_channel" else None
     params = weight_qparams(weight, weights.dtype, weights.symmetric, axis, weights.reduce_range)
     return (add_initializer(graph, f"{base}_w_quantized", quantize(weight, params)),
@@ -125,7 +126,7 @@ def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,
             add_initializer(graph, f"{base}_w_zero_point", params.zero_point))
 
 
-def _weight_kn(node: ir.Node) -> np.ndarray:
+def weight_kn(node: ir.Node) -> np.ndarray:
     """B as [K, N], the layout MatMulInteger reads; Gemm with transB=1 stores it [N, K]."""
     weight = node.inputs[1].const_value.numpy()
     if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):

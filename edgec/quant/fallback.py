@@ -1,16 +1,17 @@
-"""Accuracy-driven mixed precision: keep the most sensitive nodes float until an accuracy budget holds.
+"""Accuracy-driven mixed precision: per node, static int8, dynamic int8 or float, until an accuracy budget holds.
 
 The budget is relative to the float model on evaluation samples: a maximum top-1 accuracy drop
-(with labels) and/or a minimum output cosine on every sample. Nodes are kept float in sensitivity
-order (`sensitivity.ranking`), one group at a time, so the result is the int8 model with the
-fewest float nodes this greedy order finds; when even keeping all but one node float misses the
+(with labels) and/or a minimum output cosine on every sample. Each node that can be static or
+dynamic gets the more accurate of the two (`choose_schemes`); nodes then go float in
+order of harm per millisecond of float time (`fallback_order`), and `search` bisects for the
+fewest float nodes that keep the budget. When even keeping all but one node float misses the
 budget, the best attempt is returned with `met=False` for the caller to report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,17 @@ import onnx_ir as ir
 from edgec.harness.accuracy import drift
 from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
+from edgec.quant.sensitivity import LayerSensitivity
 from edgec.runtime.base import Feeds
 
-__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "search", "MAX_ATTEMPTS"]
+__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "choose_schemes", "fallback_order", "search",
+           "TIE_DB"]
 
 Say = Callable[[str], None]
-#: Builds tried at most: for big models, groups grow so the search stays this many evaluations.
-MAX_ATTEMPTS = 24
+#: Two schemes whose model-output SQNR differ by at most this are a tie (noise on a few dozen samples).
+TIE_DB = 1.0
+#: Float time below this (ms) counts as this much, so harm per millisecond stays finite.
+MIN_NODE_MS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,11 @@ class Evaluator:
 @dataclass
 class Attempt:
     kept_float: list[str]
+    dynamic: int
     evaluation: Evaluation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kept_float": len(self.kept_float), **self.evaluation.to_dict()}
+        return {"kept_float": len(self.kept_float), "dynamic": self.dynamic, **self.evaluation.to_dict()}
 
 
 @dataclass
@@ -101,33 +107,81 @@ class FallbackResult:
     kept_float: list[str]
     evaluation: Evaluation
     met: bool
+    #: node -> "static" / "dynamic" / "lookup" for every candidate the chosen model quantizes
+    schemes: dict[str, str] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def _group_sizes(candidates: int) -> list[int]:
-    """How many nodes each attempt keeps float: 0, then growing by one group, never all of them."""
-    step = max(1, math.ceil((candidates - 1) / (MAX_ATTEMPTS - 1)))
-    return list(range(0, candidates, step))
+def choose_schemes(compared: Mapping[str, Mapping[str, float]], default: Callable[[str], str]) -> dict[str, str]:
+    """Per node compared (`schemes.compare_schemes`: scheme -> SQNR dB), the scheme to quantize it with.
+
+    The more accurate one, except that within `TIE_DB` the target's default (`default(node)`)
+    stays: differences that small are noise on a few dozen samples.
+    """
+    chosen = {}
+    for node, sqnr in compared.items():
+        best = max(sqnr, key=sqnr.__getitem__)
+        fallback = default(node)
+        chosen[node] = fallback if fallback in sqnr and sqnr[best] - sqnr[fallback] <= TIE_DB else best
+    return chosen
+
+
+def fallback_order(layers: Sequence[LayerSensitivity], schemes: Mapping[str, str],
+                   float_ms: Mapping[str, float]) -> list[str]:
+    """Nodes in the order they go float: the most harm per float millisecond first.
+
+    `layers` holds one record per node, measured under its `schemes` entry. Harm is the
+    model-output noise-to-signal power with only that node quantized (10^(-SQNR/10),
+    which adds up roughly across layers); the float milliseconds the node takes bound what its int8
+    kernel can save. So a layer that hurts but costs no time goes float first, and the layer that
+    takes most of the time stays int8 longest.
+    """
+    record = {layer.node: layer for layer in layers}
+
+    def harm_per_ms(node: str) -> float:
+        sqnr = record[node].model_alone["sqnr_db"]
+        harm = 0.0 if math.isinf(sqnr) else 10 ** (-sqnr / 10)
+        return harm / max(float_ms.get(node, 0.0), MIN_NODE_MS)
+
+    return sorted(schemes, key=harm_per_ms, reverse=True)
 
 
 def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Sequence[str],
-           say: Say = lambda message: None) -> FallbackResult:
-    """Keep `order`'s first nodes float, one group at a time, until `budget` holds."""
+           schemes: Mapping[str, str], *, at_least: int = 0, say: Say = lambda message: None) -> FallbackResult:
+    """The fewest of `order`'s first nodes kept float for `budget` to hold, found by bisection.
+
+    The other nodes are quantized with their `schemes`. Tries `at_least` nodes float first, then
+    all but one; in between it bisects, assuming (as the harm ranking makes nearly so) that keeping
+    more nodes float never loses accuracy. About log2(len(order)) + 2 builds instead of one per
+    group. When even all but one node float misses, the best attempt comes back with `met=False`.
+    """
     attempts: list[Attempt] = []
-    best: FallbackResult | None = None
-    for count in _group_sizes(len(order)):
+    results: dict[int, FallbackResult] = {}
+
+    def attempt(count: int) -> FallbackResult:
         kept = list(order[:count])
-        model, stats = quantizer.build(keep_float=kept)
+        dynamic = [node for node in order[count:] if schemes[node] == "dynamic"]
+        model, stats = quantizer.build(keep_float=kept, dynamic=dynamic)
         evaluation = evaluator.evaluate(model)
-        attempts.append(Attempt(kept, evaluation))
+        attempts.append(Attempt(kept, len(dynamic), evaluation))
         met = evaluation.meets(budget)
-        say(f"  {count} node(s) float: min cosine {evaluation.min_cosine:.6f}"
+        say(f"  {count} node(s) float, {len(dynamic)} dynamic: min cosine {evaluation.min_cosine:.6f}"
             + (f", accuracy drop {evaluation.accuracy_drop_pp:+.2f} pp" if evaluation.accuracy_drop_pp is not None else "")
             + (" - budget met" if met else ""))
-        if met or best is None or evaluation.score(budget) > best.evaluation.score(budget):
-            best = FallbackResult(model, stats, kept, evaluation, met)
-        if met:
-            break
-    assert best is not None, "a model with at least one candidate always gets one attempt"
+        results[count] = FallbackResult(model, stats, kept, evaluation, met,
+                                        {node: schemes[node] for node in order[count:]})
+        return results[count]
+
+    low, high = at_least, max(at_least, len(order) - 1)
+    if not attempt(low).met and high > low and attempt(high).met:
+        while high - low > 1:  # low misses, high meets
+            middle = (low + high) // 2
+            if attempt(middle).met:
+                high = middle
+            else:
+                low = middle
+            results = {count: result for count, result in results.items() if count in (low, high)}
+    met = [results[count] for count in sorted(results) if results[count].met]
+    best = met[0] if met else max(results.values(), key=lambda result: result.evaluation.score(budget))
     best.attempts = attempts
     return best

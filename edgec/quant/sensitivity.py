@@ -27,7 +27,7 @@ from edgec.runtime.base import Feeds
 
 __all__ = ["LayerSensitivity", "analyse", "ranking", "worst_table", "report_json", "SCHEMA"]
 
-SCHEMA = "edgec.sensitivity/1"
+SCHEMA = "edgec.sensitivity/2"
 Say = Callable[[str], None]
 Outputs = list[dict[str, np.ndarray]]
 
@@ -39,6 +39,8 @@ class LayerSensitivity:
     node: str
     op_type: str
     tensor: str
+    #: how the node was quantized: "static", "dynamic" or "lookup" (see `Quantizer.options`)
+    scheme: str
     alone: dict[str, float]
     cumulative: dict[str, float]
     #: the model outputs' error with only this node quantized (worst output)
@@ -57,10 +59,13 @@ def _model_metrics(outputs: Outputs, reference: Outputs, model_outputs: Sequence
             "max_abs": max(m["max_abs"] for m in each)}
 
 
-def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, say: Say = lambda message: None) -> list[LayerSensitivity]:
+def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[str, str] | None = None,
+            say: Say = lambda message: None) -> list[LayerSensitivity]:
     """Measure every candidate node of `quantizer` alone and cumulatively on `samples`.
 
-    Costs one build and one run over `samples` per node, plus two.
+    Alone, a node is built with its scheme in `schemes` ("static" or "dynamic"), by default the
+    target's (`Quantizer.default_scheme`); cumulatively, every node has its default scheme. Costs
+    one build and one run over `samples` per node, plus two.
     """
     threads = quantizer.threads
     model_outputs = [value.name for value in quantizer.model.graph.outputs]
@@ -69,14 +74,16 @@ def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, say: Say = lambda
     everything, _ = quantizer.build()
     cumulative = run_exposing(everything, tensors, samples, threads)
     nodes = {node.name: node for node in quantizer.model.graph}
+    jobs = [(name, (schemes or {}).get(name) or quantizer.default_scheme(name)) for name in quantizer.candidates]
     layers = []
-    for index, name in enumerate(quantizer.candidates, 1):
-        say(f"  sensitivity {index}/{len(quantizer.candidates)}: {name}")
-        alone_model, _ = quantizer.build(keep_float=[c for c in quantizer.candidates if c != name])
+    for index, (name, scheme) in enumerate(jobs, 1):
+        say(f"  sensitivity {index}/{len(jobs)}: {name} ({scheme})")
+        alone_model, _ = quantizer.build(keep_float=[c for c in quantizer.candidates if c != name],
+                                         dynamic=[name] if scheme == "dynamic" else [])
         tensor = quantizer.outputs[name]
         alone = run_exposing(alone_model, [tensor], samples, threads)
         layers.append(LayerSensitivity(
-            node=name, op_type=nodes[name].op_type, tensor=tensor,
+            node=name, op_type=nodes[name].op_type, tensor=tensor, scheme=scheme,
             alone=_metrics(alone, reference, tensor), cumulative=_metrics(cumulative, reference, tensor),
             model_alone=_model_metrics(alone, reference, model_outputs)))
     return layers
@@ -94,10 +101,10 @@ def ranking(layers: Sequence[LayerSensitivity]) -> list[str]:
 def worst_table(layers: Sequence[LayerSensitivity], count: int = 10) -> str:
     """The `count` most harmful layers as a fixed-width table for the terminal."""
     by_name = {layer.node: layer for layer in layers}
-    rows = [f"{'node':<40} {'op':<8} {'model SQNR alone dB':>19} {'SQNR alone dB':>13} {'SQNR cumul. dB':>14}"]
+    rows = [f"{'node':<40} {'op':<8} {'scheme':<8} {'model SQNR alone dB':>19} {'SQNR alone dB':>13} {'SQNR cumul. dB':>14}"]
     for name in ranking(layers)[:count]:
         layer = by_name[name]
-        rows.append(f"{name[-40:]:<40} {layer.op_type:<8} {layer.model_alone['sqnr_db']:>19.1f} "
+        rows.append(f"{name[-40:]:<40} {layer.op_type:<8} {layer.scheme:<8} {layer.model_alone['sqnr_db']:>19.1f} "
                     f"{layer.alone['sqnr_db']:>13.1f} {layer.cumulative['sqnr_db']:>14.1f}")
     return "\n".join(rows)
 

@@ -263,7 +263,7 @@ def test_report_writes_sensitivity_and_prints_the_worst_layers(cli, digits, tmp_
     quantization = _manifest(out)["quantization"]
     assert quantization["sensitivity"] == "sensitivity.json" and "fallback" not in quantization
     report = json.loads((out / "sensitivity.json").read_text())
-    assert report["schema"] == "edgec.sensitivity/1"
+    assert report["schema"] == "edgec.sensitivity/2"
     layers = report["layers"]
     assert len(layers) == sum(quantization["quantized_nodes"].values())
     sqnr = [layer["model_alone"]["sqnr_db"] for layer in layers]
