@@ -112,8 +112,8 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
                                        (holdout_part, holdout_labels), threads, say)
         result_model, stats = found.model, found.stats
         stats["fallback"] = extra["fallback"] = record
-        if found.kept_float:  # the first attempt quantized every node
-            timed["int8 (all nodes)"] = quantizer.build(dynamic=_dynamic_of(found))[0]
+        if found.steps:  # the first attempt quantized every node with its scheme
+            timed["int8 (all nodes)"] = quantizer.build(dynamic=_dynamic_of(schemes))[0]
             accuracy["int8 (all nodes)"] = found.attempts[0].evaluation
         timed["int8 (chosen)"] = result_model
         accuracy["int8 (chosen)"] = found.evaluation
@@ -189,8 +189,9 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
     float_ms = node_times_ms(quantizer.model, search_part[:_PROFILE_SAMPLES], threads)
     order = fallback_order(layers, schemes, float_ms)
     say(f"searching for the fewest float nodes that keep {budget.describe()} on {len(search_part)} samples")
+    per_token = quantizer.dynamic_capable if quantizer.dynamic_alternatives else ()
     found = search(quantizer, Evaluator(quantizer.model, search_part, search_labels, threads), budget, order,
-                   schemes, say=say)
+                   schemes, per_token=per_token, say=say)
     record: dict[str, Any] = {
         "budget": {"max_accuracy_drop_pp": budget.max_accuracy_drop_pp, "min_cosine": budget.min_cosine},
         "eval_samples": len(search_part) + len(holdout_part),
@@ -210,7 +211,7 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
             everything = [*search_part, *holdout_part]
             labels = None if request.labels is None else np.concatenate([search_labels, holdout_labels])
             found = search(quantizer, Evaluator(quantizer.model, everything, labels, threads), budget, order,
-                           schemes, at_least=len(found.kept_float), say=say)
+                           schemes, per_token=per_token, at_least=found.steps, say=say)
             attempts += found.attempts
             record["resolved_on_all_samples"] = True
     elif not holdout_part:
@@ -222,8 +223,8 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
     return found, record
 
 
-def _dynamic_of(found: FallbackResult) -> list[str]:
-    return [node for node, scheme in found.schemes.items() if scheme == "dynamic"]
+def _dynamic_of(schemes: dict[str, str]) -> list[str]:
+    return [node for node, scheme in schemes.items() if scheme == "dynamic"]
 
 
 def _drift_check(float_model: ir.Model, int8_model: ir.Model, samples: Sequence[Feeds], target: Target,

@@ -136,16 +136,19 @@ def _rewrite_per_token(node: ir.Node, weights: TensorQuant, opset: int) -> None:
     column_sums = add_initializer(graph, f"{base}_w_column_sums", weight_int.sum(axis=0).astype(np.float32))
     f32 = ir.DataType.FLOAT
 
-    def const(name: str, value: float) -> ir.Value:
-        return add_initializer(graph, f"{base}_{name}", np.array(value, np.float32))
+    def const(name: str, value: np.ndarray) -> ir.Value:
+        """One initializer per graph, so ONNX Runtime's CSE merges the row quantization of a shared input (Q/K/V)."""
+        shared = graph.initializers.get(f"per_token_{name}")
+        return shared if shared is not None else add_initializer(graph, f"per_token_{name}", value)
 
     def reduce(op_type: str, suffix: str) -> ir.Node:
         if opset >= 18:
-            axes = add_initializer(graph, f"{base}_{suffix}_axes", np.array([-1], np.int64))
+            axes = const("axes", np.array([-1], np.int64))
             return typed_node(op_type, [node.inputs[0], axes], base, [(suffix, f32)], keepdims=1)
         return typed_node(op_type, [node.inputs[0]], base, [(suffix, f32)], axes=[-1], keepdims=1)
 
-    zero, levels, tiny = const("zero", 0.0), const("levels", 255.0), const("min_scale", 1e-12)
+    zero, levels = const("zero", np.array(0.0, np.float32)), const("levels", np.array(255.0, np.float32))
+    tiny = const("min_scale", np.array(1e-12, np.float32))
     lowest, highest = reduce("ReduceMin", "row_min"), reduce("ReduceMax", "row_max")
     low = typed_node("Min", [lowest.outputs[0], zero], base, [("low", f32)])
     high = typed_node("Max", [highest.outputs[0], zero], base, [("high", f32)])

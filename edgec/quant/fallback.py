@@ -11,7 +11,7 @@ budget, the best attempt is returned with `met=False` for the caller to report.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +94,12 @@ class Evaluator:
 class Attempt:
     kept_float: list[str]
     dynamic: int
+    per_token: int
     evaluation: Evaluation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kept_float": len(self.kept_float), "dynamic": self.dynamic, **self.evaluation.to_dict()}
+        return {"kept_float": len(self.kept_float), "dynamic": self.dynamic, "per_token": self.per_token,
+                **self.evaluation.to_dict()}
 
 
 @dataclass
@@ -107,8 +109,10 @@ class FallbackResult:
     kept_float: list[str]
     evaluation: Evaluation
     met: bool
-    #: node -> "static" / "dynamic" / "lookup" for every candidate the chosen model quantizes
+    #: node -> "static" / "dynamic" / "token" / "lookup" for every candidate the chosen model quantizes
     schemes: dict[str, str] = field(default_factory=dict)
+    #: how many steps of the search's ladder this model took (see `search`)
+    steps: int = 0
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -147,32 +151,42 @@ def fallback_order(layers: Sequence[LayerSensitivity], schemes: Mapping[str, str
 
 
 def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Sequence[str],
-           schemes: Mapping[str, str], *, at_least: int = 0, say: Say = lambda message: None) -> FallbackResult:
-    """The fewest of `order`'s first nodes kept float for `budget` to hold, found by bisection.
+           schemes: Mapping[str, str], *, per_token: Collection[str] = (), at_least: int = 0,
+           say: Say = lambda message: None) -> FallbackResult:
+    """The cheapest model on a ladder of accuracy steps that keeps `budget`, found by bisection.
 
-    The other nodes are quantized with their `schemes`. Tries `at_least` nodes float first, then
-    all but one; in between it bisects, assuming (as the harm ranking makes nearly so) that keeping
-    more nodes float never loses accuracy. About log2(len(order)) + 2 builds instead of one per
-    group. When even all but one node float misses, the best attempt comes back with `met=False`.
+    The ladder walks `order` twice: first each node takes its cheaper fix (per-token dynamic
+    activations for a node in `per_token`: a little speed, still int8; float for the rest), then
+    the per-token nodes go float, in the same order. A model is
+    the ladder's first `count` steps, the other nodes quantized with their `schemes`. The search
+    tries `at_least` steps, then all but one, then bisects between them, assuming (as the harm
+    ranking makes nearly so) that a later step never loses accuracy: about log2(ladder) + 2 builds.
+    When even the last model misses, the best attempt comes back with `met=False`.
     """
+    ladder = [("token" if node in per_token else "float", node) for node in order]
+    ladder += [("float", node) for node in order if node in per_token]
     attempts: list[Attempt] = []
     results: dict[int, FallbackResult] = {}
 
     def attempt(count: int) -> FallbackResult:
-        kept = list(order[:count])
-        dynamic = [node for node in order[count:] if schemes[node] == "dynamic"]
-        model, stats = quantizer.build(keep_float=kept, dynamic=dynamic)
+        chosen = dict(schemes)
+        chosen.update({node: step for step, node in ladder[:count]})
+        kept = [node for node in order if chosen[node] == "float"]
+        tokens = [node for node in order if chosen[node] == "token"]
+        dynamic = [node for node in order if chosen[node] in ("dynamic", "token")]
+        model, stats = quantizer.build(keep_float=kept, dynamic=dynamic, per_token=tokens)
         evaluation = evaluator.evaluate(model)
-        attempts.append(Attempt(kept, len(dynamic), evaluation))
+        attempts.append(Attempt(kept, len(dynamic), len(tokens), evaluation))
         met = evaluation.meets(budget)
-        say(f"  {count} node(s) float, {len(dynamic)} dynamic: min cosine {evaluation.min_cosine:.6f}"
+        say(f"  {len(kept)} node(s) float, {len(dynamic)} dynamic ({len(tokens)} per token): "
+            f"min cosine {evaluation.min_cosine:.6f}"
             + (f", accuracy drop {evaluation.accuracy_drop_pp:+.2f} pp" if evaluation.accuracy_drop_pp is not None else "")
             + (" - budget met" if met else ""))
         results[count] = FallbackResult(model, stats, kept, evaluation, met,
-                                        {node: schemes[node] for node in order[count:]})
+                                        {node: scheme for node, scheme in chosen.items() if scheme != "float"}, count)
         return results[count]
 
-    low, high = at_least, max(at_least, len(order) - 1)
+    low, high = at_least, max(at_least, len(ladder) - 1)
     if not attempt(low).met and high > low and attempt(high).met:
         while high - low > 1:  # low misses, high meets
             middle = (low + high) // 2

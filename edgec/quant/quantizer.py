@@ -76,6 +76,7 @@ class Quantizer:
         order = {node.name: index for index, node in enumerate(model.graph)}
         quantized = {node.name for node in [*static, *self._lookups(model, ())]} | self.default_dynamic
         self.candidates = sorted(quantized, key=order.__getitem__)
+        self.dynamic_alternatives = dynamic_alternatives
         self.dynamic_capable = [node.name for node in model.graph if node.name in quantized and (
             node.name in self.default_dynamic or (dynamic_alternatives and is_dynamic_candidate(node)))]
         nodes = {node.name: node for node in model.graph}
@@ -108,15 +109,18 @@ class Quantizer:
         root = alone.shares.get(value, value) if value is not None else None
         return self.table.ranges.get(alone.range_of[root]) if root in alone.range_of else None
 
-    def build(self, keep_float: Collection[str] = (), dynamic: Collection[str] | None = None
-              ) -> tuple[ir.Model, dict[str, Any]]:
+    def build(self, keep_float: Collection[str] = (), dynamic: Collection[str] | None = None,
+              per_token: Collection[str] = ()) -> tuple[ir.Model, dict[str, Any]]:
         """A new int8 model with the `keep_float` nodes (names) left in float; returns it and its stats.
 
         `dynamic` names the nodes quantized dynamically (the other candidates go static where they
-        can); None means the nodes of the scheme's `dynamic_ops`.
+        can); None means the nodes of the scheme's `dynamic_ops`. `per_token` names dynamic ones
+        whose activations get one scale per row (token) instead of one per call.
         """
         model = copy_model(self.model)
         keep = set(keep_float) | set(self.scheme.keep_float)
+        if per_token:
+            dynamic = {*(dynamic if dynamic is not None else self.default_dynamic), *per_token}
         dynamic_nodes = self._dynamic_nodes(model, keep, dynamic)
         quant_plan = self._plan(model, keep | {node.name for node in dynamic_nodes})
         missing = [name for name in quant_plan.calibration_tensors if name not in self.table.ranges]
@@ -129,7 +133,7 @@ class Quantizer:
             stats["bias_correction"] = correct_biases(model, weighted, self._means, self.scheme.weights)
         stats.update(qdq.apply(model, quant_plan, self.table, self.scheme))
         if dynamic_nodes:
-            stats["dynamic"] = quantize_dynamic(model, dynamic_nodes, self.scheme.weights)
+            stats["dynamic"] = quantize_dynamic(model, dynamic_nodes, self.scheme.weights, per_token)
         lookups = self._lookups(model, keep)
         if lookups:
             stats["embeddings"] = quantize_embeddings(model, lookups, self._tables)

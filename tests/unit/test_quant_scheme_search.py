@@ -145,14 +145,19 @@ def test_search_keeps_the_cheap_outlier_float_and_the_big_layer_int8() -> None:
 
 
 class _CountingQuantizer:
-    """Stands in for a Quantizer: counts builds; the "model" is the number of nodes kept float."""
+    """Stands in for a Quantizer: counts builds; the "model" is how many ladder steps it took.
 
-    def __init__(self) -> None:
+    With `tokens`, every node went per-token before any went float, so a float node took two steps.
+    """
+
+    def __init__(self, tokens: bool = False) -> None:
         self.builds = 0
+        self.tokens = tokens
 
-    def build(self, keep_float: Sequence[str] = (), dynamic: Sequence[str] | None = None) -> tuple[int, dict]:
+    def build(self, keep_float: Sequence[str] = (), dynamic: Sequence[str] | None = None,
+              per_token: Sequence[str] = ()) -> tuple[int, dict]:
         self.builds += 1
-        return len(keep_float), {}
+        return len(keep_float) * (2 if self.tokens else 1) + len(per_token), {}
 
 
 class _ThresholdEvaluator:
@@ -162,10 +167,10 @@ class _ThresholdEvaluator:
         self.needed = needed
         self.evaluations = 0
 
-    def evaluate(self, kept: int) -> Evaluation:
+    def evaluate(self, steps: int) -> Evaluation:
         self.evaluations += 1
-        met = self.needed is not None and kept >= self.needed
-        return Evaluation(0.99 if met else 0.9 + kept * 1e-4, None)
+        met = self.needed is not None and steps >= self.needed
+        return Evaluation(0.99 if met else 0.9 + steps * 1e-4, None)
 
 
 @pytest.mark.parametrize("needed", [0, 1, 2, 17, 38, 39, None])
@@ -179,6 +184,31 @@ def test_search_bisects_in_about_log2_builds(needed: int | None) -> None:
         assert not result.met and len(result.kept_float) == len(nodes) - 1  # the closest attempt
     else:
         assert result.met and len(result.kept_float) == needed
+
+
+@pytest.mark.parametrize("needed", [3, 10, 15])
+def test_per_token_steps_come_before_any_node_goes_float(needed: int) -> None:
+    """Ten nodes can go per-token: the ladder moves them first (3 -> three per-token), then sends nodes float."""
+    nodes = [f"n{index}" for index in range(10)]
+    quantizer, evaluator = _CountingQuantizer(tokens=True), _ThresholdEvaluator(needed)
+    result = search(quantizer, evaluator, Budget(min_cosine=0.99), nodes, dict.fromkeys(nodes, "dynamic"),
+                    per_token=nodes)
+    assert result.met and result.steps == needed
+    tokens = [node for node, scheme in result.schemes.items() if scheme == "token"]
+    if needed <= len(nodes):
+        assert tokens == nodes[:needed] and not result.kept_float
+    else:
+        assert result.kept_float == nodes[:needed - len(nodes)] and tokens == nodes[needed - len(nodes):]
+    assert quantizer.builds <= math.ceil(math.log2(2 * len(nodes))) + 2
+
+
+def test_a_node_without_a_per_token_form_goes_float_in_the_first_pass() -> None:
+    """Order a, b, c with only b able to go per-token: a float, b per token, c float, then b float."""
+    order = ["a", "b", "c"]
+    quantizer, evaluator = _CountingQuantizer(), _ThresholdEvaluator(None)
+    result = search(quantizer, evaluator, Budget(min_cosine=0.99), order, {"a": "static", "b": "dynamic", "c": "static"},
+                    per_token={"b"})
+    assert [(attempt.kept_float, attempt.per_token) for attempt in result.attempts] == [([], 0), (["a", "c"], 1)]
 
 
 def test_the_int8_step_costs_one_build_per_sensitivity_record_plus_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
