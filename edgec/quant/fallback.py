@@ -138,7 +138,8 @@ def fallback_order(layers: Sequence[LayerSensitivity], schemes: Mapping[str, str
     model-output noise-to-signal power with only that node quantized (10^(-SQNR/10),
     which adds up roughly across layers); the float milliseconds the node takes bound what its int8
     kernel can save. So a layer that hurts but costs no time goes float first, and the layer that
-    takes most of the time stays int8 longest.
+    takes most of the time stays int8 longest. Int8 lookup tables come last whatever their harm:
+    they save size, not time (MiniLM's float word table costs 36 MB for a 1e-4 cosine).
     """
     record = {layer.node: layer for layer in layers}
 
@@ -147,7 +148,7 @@ def fallback_order(layers: Sequence[LayerSensitivity], schemes: Mapping[str, str
         harm = 0.0 if math.isinf(sqnr) else 10 ** (-sqnr / 10)
         return harm / max(float_ms.get(node, 0.0), MIN_NODE_MS)
 
-    return sorted(schemes, key=harm_per_ms, reverse=True)
+    return sorted(schemes, key=lambda node: (schemes[node] != "lookup", harm_per_ms(node)), reverse=True)
 
 
 def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Sequence[str],

@@ -118,6 +118,10 @@ def test_a_harmful_layer_that_saves_no_time_goes_float_first() -> None:
     assert fallback_order(layers, schemes, {"big": 5.0, "cheap": 0.0, "harmless": 1.0}) == ["cheap", "big", "harmless"]
     # with equal float time, harm alone decides
     assert fallback_order(layers, schemes, {"big": 1.0, "cheap": 1.0, "harmless": 1.0})[:2] == ["big", "cheap"]
+    # an int8 lookup table saves size, not time: it goes float last
+    layers.append(_layer("table", "lookup", 15.0))
+    order = fallback_order(layers, {**schemes, "table": "lookup"}, {"big": 5.0, "cheap": 0.0, "harmless": 1.0})
+    assert order == ["cheap", "big", "harmless", "table"]
 
 
 def test_node_times_are_profiled_by_node_name() -> None:
@@ -294,3 +298,13 @@ def test_auto_chooses_fp32_when_no_int8_option_keeps_the_accuracy_bar() -> None:
     assert set(options) == {"fp32", "int8", "int8 dynamic"}
     assert all(options[label]["lost"].startswith("misses") for label in ("int8", "int8 dynamic"))
     assert any(message.startswith("precision auto: fp32") for message in messages)
+
+
+@pytest.mark.parametrize(("p50", "warned"), [({"fp32": 1.0, "int8": 1.3}, True), ({"fp32": 1.0, "int8": 0.7}, False),
+                                             ({"fp32": 1.0, "int8 (all nodes)": 0.5, "int8 (chosen)": 1.1}, True)])
+def test_an_int8_model_timed_slower_than_fp32_is_warned_about_naming_auto(p50: dict[str, float], warned: bool) -> None:
+    messages: list[str] = []
+    int8._warn_if_slower(p50, messages.append)
+    assert bool(messages) is warned
+    if warned:
+        assert messages[0].startswith("warning: measured slower than fp32") and "--precision auto" in messages[0]
