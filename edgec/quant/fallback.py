@@ -158,14 +158,16 @@ def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Se
 
     The ladder walks `order` twice: first each node takes its cheaper fix (per-token dynamic
     activations for a node in `per_token`: a little speed, still int8; float for the rest), then
-    the per-token nodes go float, in the same order. A model is
+    the per-token nodes go float, in the same order; int8 lookup tables, which save size and not
+    time, go float last. A model is
     the ladder's first `count` steps, the other nodes quantized with their `schemes`. The search
     tries `at_least` steps, then all but one, then bisects between them, assuming (as the harm
     ranking makes nearly so) that a later step never loses accuracy: about log2(ladder) + 2 builds.
     When even the last model misses, the best attempt comes back with `met=False`.
     """
-    ladder = [("token" if node in per_token else "float", node) for node in order]
-    ladder += [("float", node) for node in order if node in per_token]
+    tables = [node for node in order if schemes[node] == "lookup"]
+    ladder = [("token" if node in per_token else "float", node) for node in order if node not in tables]
+    ladder += [("float", node) for node in order if node in per_token] + [("float", node) for node in tables]
     attempts: list[Attempt] = []
     results: dict[int, FallbackResult] = {}
 

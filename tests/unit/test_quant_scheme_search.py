@@ -215,6 +215,14 @@ def test_a_node_without_a_per_token_form_goes_float_in_the_first_pass() -> None:
     assert [(attempt.kept_float, attempt.per_token) for attempt in result.attempts] == [([], 0), (["a", "c"], 1)]
 
 
+def test_lookup_tables_go_float_only_after_every_other_step() -> None:
+    """Ladder for t (table), m (per-token capable): m per token, m float, t float; the search stops before t."""
+    quantizer, evaluator = _CountingQuantizer(), _ThresholdEvaluator(None)
+    result = search(quantizer, evaluator, Budget(min_cosine=0.99), ["t", "m"], {"t": "lookup", "m": "dynamic"},
+                    per_token={"m"})
+    assert [(attempt.kept_float, attempt.per_token) for attempt in result.attempts] == [([], 0), (["m"], 0)]
+
+
 def test_the_int8_step_costs_one_build_per_sensitivity_record_plus_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
     samples = _ranged_feeds(0, 16, loud=1)
     builds: list[int] = []
