@@ -218,8 +218,8 @@ def test_per_token_keeps_every_row_accurate_where_one_scale_per_call_cannot(weig
     x = _rows_of_every_magnitude(3)
     expected = _run(float_model(), x)["h"]
     assert _rowwise_cosine_min(_run(proto, x)["h"], expected) > 0.999
-    # quiet rows come back all zero (cosine NaN) or far off
-    assert not _rowwise_cosine_min(_run(ir.serde.serialize_model(per_call), x)["h"], expected) > 0.9
+    with np.errstate(invalid="ignore"):  # quiet rows come back all zero (cosine NaN) or far off
+        assert not _rowwise_cosine_min(_run(ir.serde.serialize_model(per_call), x)["h"], expected) > 0.9
 
 
 def test_per_token_nodes_share_one_set_of_constants():
