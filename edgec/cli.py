@@ -107,12 +107,21 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
             print(f"  accuracy budget {'met' if fallback['met'] else 'NOT met'}: {len(fallback['kept_float'])} node(s) kept"
                   f" float, min cosine {evaluation['min_cosine']:.6f}"
                   + (f", accuracy drop {evaluation['accuracy_drop_pp']:.2f} pp" if evaluation["accuracy_drop_pp"] is not None else ""))
+            holdout = fallback.get("holdout")
+            if holdout:
+                print(f"  held-out check on {holdout['samples']} unseen samples: min cosine {holdout['min_cosine']:.6f}"
+                      + (" - holds" if holdout["met"] else " - MISSED (searched again on all samples)"))
+            if fallback.get("schemes"):
+                print("  schemes: " + ", ".join(f"{kind} x{n}" for kind, n in fallback["schemes"].items()))
             print("  latency p50 (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in fallback["latency_ms"].items()))
             if fallback["kept_float"]:
                 print(f"  kept float: {', '.join(fallback['kept_float'])}")
     if manifest["quantization"] and manifest["quantization"].get("auto"):
         auto = manifest["quantization"]["auto"]
         print(f"  precision auto: int8 {auto['speedup']:.2f}x fp32 -> {auto['chosen']}")
+        for label, option in auto.get("options", {}).items():
+            if "lost" in option:
+                print(f"    {label} lost: {option['lost']}")
     if result.worst_layers:
         print(f"  most sensitive layers (report: {result.output_dir / 'sensitivity.json'}):")
         print("    " + result.worst_layers.replace("\n", "\n    "))

@@ -3,18 +3,24 @@
 Order matters and is fixed here so that `compiler.py` stays a plain orchestrator:
 
 1. `Quantizer` prepares the optimized float model (SmoothQuant, calibration) once;
-2. with `report` or a budget, every candidate node is measured (`sensitivity.analyse`);
-3. with a budget, the most sensitive nodes are kept float until it holds (`fallback.search`);
-   without one, the int8 model's drift from float is measured and a drift past the target's
+2. with `report` or a budget, every candidate node is measured (`sensitivity.analyse`), with a
+   budget under each scheme it can take (static or dynamic int8 on ONNX Runtime);
+3. with a budget, the evaluation data is split in two: each node gets its least harmful scheme,
+   nodes go float in order of harm per measured float millisecond, and a bisection finds the
+   fewest float nodes that keep the budget on one part (`fallback`); the result is then checked on
+   the held-out part, and searched again on all of the data when that check misses. Without a
+   budget, the int8 model's drift from float is measured and a drift past the target's
    `min_cosine` threshold is warned about;
-4. with precision "auto", the int8 model is timed against the float model, and the float model
-   wins unless int8 is measurably faster (tiny models often pay more in (de)quantization than they
-   save).
+4. the candidates are timed side by side once, at the target's threads: with a budget (to record
+   what the float nodes cost) and with precision "auto", which ships the fastest candidate that
+   keeps the accuracy bar, fp32 included, and records why each other one lost. A timed int8 model
+   slower than fp32 is warned about.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +32,16 @@ import onnx_ir as ir
 
 from edgec.harness.run import ModelRef, measure
 from edgec.quant import sensitivity
-from edgec.quant.fallback import Budget, Evaluator, FallbackResult, search
+from edgec.quant.cost import node_times_ms
+from edgec.quant.fallback import Budget, Evaluation, Evaluator, FallbackResult, choose_schemes, fallback_order, search
 from edgec.quant.quantizer import Quantizer, copy_model
+from edgec.quant.schemes import compare_schemes
 from edgec.quant.table import CalibrationTable
 from edgec.runtime.base import Feeds
 from edgec.target import Target
 
-__all__ = ["Int8Request", "Int8Result", "quantize", "AUTO_MIN_SPEEDUP", "SENSITIVITY_SAMPLES"]
+__all__ = ["Int8Request", "Int8Result", "quantize", "split_holdout", "AUTO_MIN_SPEEDUP", "HOLDOUT_MIN_SAMPLES",
+           "SENSITIVITY_SAMPLES"]
 
 Say = Callable[[str], None]
 #: "auto" keeps int8 only when it is at least this much faster than float at the median: run-to-run
@@ -40,8 +49,16 @@ Say = Callable[[str], None]
 AUTO_MIN_SPEEDUP = 1.10
 #: Samples the sensitivity analysis runs every per-node build on (the budget uses all evaluation samples).
 SENSITIVITY_SAMPLES = 32
-#: Timed runs per model when "auto" or the fallback compares latencies (interleaved rounds of 10).
-_TIMING_RUNS = 300
+#: With a budget, the per-node builds only rank nodes for the bisection, which checks every search sample:
+#: half the samples halves the ranking's run time (MiniLM: 106 builds) and moves the order little.
+_RANKING_SAMPLES = 16
+#: Timed runs per model when "auto" or the fallback compares latencies (interleaved rounds of 10): ratios
+#: from one interleaved run hold under shared-machine noise far better than more runs of each alone.
+_TIMING_RUNS = 60
+#: Samples the per-node float profile runs (it ranks layers, it is not a benchmark).
+_PROFILE_SAMPLES = 8
+#: With fewer evaluation samples than this, the budget is searched and checked on all of them.
+HOLDOUT_MIN_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -72,77 +89,174 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     assert target.quant is not None, "int8 and auto targets always carry a quant scheme (validated by edgec.target)"
     threads = int(target.options.get("threads", 0))
     table_source = "random" if source == "random" else "data"  # the table says which kind; the manifest has the path
-    quantizer = Quantizer(model, target.quant, samples, source=table_source, threads=threads, say=say)
+    auto = target.precision == "auto"
+    quantizer = Quantizer(model, target.quant, samples, source=table_source, threads=threads, say=say,
+                          dynamic_alternatives=target.runtime == "onnxruntime" and (bool(request.budget) or auto))
     eval_samples = list(request.eval_samples if request.eval_samples is not None else samples)
-    layers = None
+    search_part, holdout_part, search_labels, holdout_labels = split_holdout(eval_samples, request.labels)
+    layers, schemes = None, None
+    extra: dict[str, Any] = {}
     if (request.report or request.budget) and quantizer.candidates:
-        subset = eval_samples[:SENSITIVITY_SAMPLES]
+        subset = search_part[:_RANKING_SAMPLES] if request.budget else eval_samples[:SENSITIVITY_SAMPLES]
+        extra["samples"] = len(subset)
+        if request.budget:
+            schemes, extra["schemes"] = _choose_schemes(quantizer, subset, say)
         say(f"measuring the sensitivity of {len(quantizer.candidates)} quantized nodes on {len(subset)} samples")
-        layers = sensitivity.analyse(quantizer, subset, say=say)
-    extra: dict[str, Any] = {"samples": min(len(eval_samples), SENSITIVITY_SAMPLES)}
+        layers = sensitivity.analyse(quantizer, subset, schemes=schemes, say=say)
     budget_missed = None
-    if request.budget and layers:
-        say(f"searching for the fewest float nodes that keep {request.budget.describe()}")
-        evaluator = Evaluator(quantizer.model, eval_samples, request.labels, threads)
-        found = search(quantizer, evaluator, request.budget, sensitivity.ranking(layers), say=say)
+    timed: dict[str, ir.Model] = {"fp32": quantizer.model}
+    accuracy: dict[str, Evaluation] = {}
+    built: dict[str, dict[str, Any]] = {}  # stats of the variants "auto" may ship instead
+    if request.budget and layers and schemes:
+        found, record = _budget_search(quantizer, layers, schemes, request, (search_part, search_labels),
+                                       (holdout_part, holdout_labels), threads, say)
         result_model, stats = found.model, found.stats
-        stats["fallback"] = _fallback_record(found, request.budget, len(eval_samples))
-        timed = {"fp32": quantizer.model, "int8 (all nodes)": quantizer.build()[0]} if found.kept_float else {"fp32": quantizer.model}
-        stats["fallback"]["latency_ms"] = _latencies({**timed, "int8 (chosen)": result_model}, eval_samples, threads, say)
-        extra["fallback"] = stats["fallback"]
+        stats["fallback"] = extra["fallback"] = record
+        if found.steps:  # the first attempt quantized every node with its scheme
+            timed["int8 (all nodes)"] = quantizer.build(dynamic=_dynamic_of(schemes))[0]
+            accuracy["int8 (all nodes)"] = found.attempts[0].evaluation
+        timed["int8 (chosen)"] = result_model
+        accuracy["int8 (chosen)"] = found.evaluation
         if not found.met:
             budget_missed = (f"no int8 model met {request.budget.describe()}: the best kept {len(found.kept_float)} of "
                              f"{len(quantizer.candidates)} quantized nodes float and reached min cosine "
                              f"{found.evaluation.min_cosine:.6f}" + _drop_text(found.evaluation.accuracy_drop_pp))
     else:
         result_model, stats = quantizer.build()
-        stats["drift"] = _drift_check(quantizer.model, result_model, eval_samples[:SENSITIVITY_SAMPLES], target,
-                                      threads, say)
+        checked = eval_samples[:SENSITIVITY_SAMPLES]
+        stats["drift"], accuracy["int8"] = _drift_check(quantizer.model, result_model, checked, target, threads, say)
+        timed["int8"] = result_model
+        if auto and set(quantizer.dynamic_capable) - quantizer.default_dynamic:
+            dynamic_model, built["int8 dynamic"] = quantizer.build(dynamic=quantizer.dynamic_capable)
+            timed["int8 dynamic"] = dynamic_model
+            accuracy["int8 dynamic"] = Evaluator(quantizer.model, checked, None, threads).evaluate(dynamic_model)
     precision = "int8"
-    if target.precision == "auto":
-        precision, stats["auto"] = _choose_precision(quantizer.model, result_model, eval_samples, threads, say)
-        if precision == "fp32":  # the artifact is the float model: nothing of the int8 build describes it
-            result_model, stats = copy_model(quantizer.model), {"auto": stats["auto"]}
+    if auto or request.budget:
+        p50 = _latencies(timed, eval_samples, threads, say)
+        if request.budget and layers:
+            stats["fallback"]["latency_ms"] = p50
+        _warn_if_slower(p50, say)
+    if auto:
+        bar = request.budget if request.budget else Budget(min_cosine=target.thresholds.get("min_cosine"))
+        label, stats_auto = _choose_precision(p50, accuracy, bar, say)
+        if label == "fp32":  # the artifact is the float model: nothing of the int8 build describes it
+            precision, result_model, stats, budget_missed = "fp32", copy_model(quantizer.model), {}, None
+        elif label in built:
+            result_model, stats = timed[label], {**built[label], "drift": _drift_record(accuracy[label], bar)}
+        stats["auto"] = stats_auto
     report = sensitivity.report_json(layers, extra) if layers is not None else None
     worst = sensitivity.worst_table(layers) if layers is not None else None
     return Int8Result(result_model, precision, quantizer.table, stats, report, worst, budget_missed)
 
 
+def split_holdout(samples: Sequence[Feeds], labels: np.ndarray | None
+                  ) -> tuple[list[Feeds], list[Feeds], np.ndarray | None, np.ndarray | None]:
+    """(search samples, held-out samples, their labels): every other sample is held out.
+
+    Interleaving keeps both parts alike when the data is ordered (by length, by class). Below
+    HOLDOUT_MIN_SAMPLES nothing is held out: the search then uses every sample.
+    """
+    if len(samples) < HOLDOUT_MIN_SAMPLES:
+        return list(samples), [], labels, None
+    split = (lambda items: items[0::2], lambda items: items[1::2])
+    parts = [list(take(list(samples))) for take in split]
+    label_parts = [None if labels is None else take(labels) for take in split]
+    return parts[0], parts[1], label_parts[0], label_parts[1]
+
+
+def _choose_schemes(quantizer: Quantizer, samples: Sequence[Feeds], say: Say
+                    ) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """Each candidate's scheme (static or dynamic where both apply), and the per-node SQNRs it was chosen on."""
+    compared = compare_schemes(quantizer, samples)
+    picked = choose_schemes(compared, quantizer.default_scheme)
+    if compared:
+        changed = sum(scheme != quantizer.default_scheme(node) for node, scheme in picked.items())
+        say(f"static vs dynamic int8 on {len(samples)} samples' float activations: {changed} of {len(compared)} "
+            "node(s) are more accurate with the other scheme")
+    schemes = {name: picked.get(name) or quantizer.default_scheme(name) for name in quantizer.candidates}
+    return schemes, {node: {kind: round(db, 2) for kind, db in sqnr.items()} for node, sqnr in compared.items()}
+
+
+def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensitivity], schemes: dict[str, str],
+                   request: Int8Request,
+                   searched: tuple[list[Feeds], np.ndarray | None], held_out: tuple[list[Feeds], np.ndarray | None],
+                   threads: int, say: Say) -> tuple[FallbackResult, dict[str, Any]]:
+    """Search the budget on one part of the data, check it on the other; search all of it when the check misses."""
+    budget = request.budget
+    (search_part, search_labels), (holdout_part, holdout_labels) = searched, held_out
+    say(f"profiling float time per node on {min(len(search_part), _PROFILE_SAMPLES)} samples "
+        f"({threads or 'default'} thread(s))")
+    float_ms = node_times_ms(quantizer.model, search_part[:_PROFILE_SAMPLES], threads)
+    order = fallback_order(layers, schemes, float_ms)
+    say(f"searching for the fewest float nodes that keep {budget.describe()} on {len(search_part)} samples")
+    per_token = quantizer.dynamic_capable if quantizer.dynamic_alternatives else ()
+    found = search(quantizer, Evaluator(quantizer.model, search_part, search_labels, threads), budget, order,
+                   schemes, per_token=per_token, say=say)
+    record: dict[str, Any] = {
+        "budget": {"max_accuracy_drop_pp": budget.max_accuracy_drop_pp, "min_cosine": budget.min_cosine},
+        "eval_samples": len(search_part) + len(holdout_part),
+        "search": {"samples": len(search_part), **found.evaluation.to_dict()},
+        "float_ms": {node: round(float_ms.get(node, 0.0), 4) for node in order},
+    }
+    attempts = list(found.attempts)
+    if holdout_part and found.met:
+        check = Evaluator(quantizer.model, holdout_part, holdout_labels, threads).evaluate(found.model)
+        record["holdout"] = {"samples": len(holdout_part), **check.to_dict(), "met": check.meets(budget)}
+        say(f"held-out check on {len(holdout_part)} unseen samples: min cosine {check.min_cosine:.6f}"
+            + _drop_text(check.accuracy_drop_pp) + (" - holds" if check.meets(budget) else " - MISSED"))
+        if not check.meets(budget):
+            say(f"warning: the budget held on the {len(search_part)} search samples but not on the "
+                f"{len(holdout_part)} held-out ones; searching again on all {record['eval_samples']} samples, "
+                "so no unseen data confirms the result")
+            everything = [*search_part, *holdout_part]
+            labels = None if request.labels is None else np.concatenate([search_labels, holdout_labels])
+            found = search(quantizer, Evaluator(quantizer.model, everything, labels, threads), budget, order,
+                           schemes, per_token=per_token, at_least=found.steps, say=say)
+            attempts += found.attempts
+            record["resolved_on_all_samples"] = True
+    elif not holdout_part:
+        record["holdout"] = None
+    found.attempts = attempts
+    record.update({"met": found.met, "kept_float": found.kept_float, "evaluation": found.evaluation.to_dict(),
+                   "schemes": dict(Counter(found.schemes.values())),
+                   "attempts": [attempt.to_dict() for attempt in attempts]})
+    return found, record
+
+
+def _dynamic_of(schemes: dict[str, str]) -> list[str]:
+    return [node for node, scheme in schemes.items() if scheme == "dynamic"]
+
+
 def _drift_check(float_model: ir.Model, int8_model: ir.Model, samples: Sequence[Feeds], target: Target,
-                 threads: int, say: Say) -> dict[str, Any]:
+                 threads: int, say: Say) -> tuple[dict[str, Any], Evaluation]:
     """Without a budget nothing else compares int8 with float: say how far it moved, and warn when too far.
 
     Static int8 can wreck a model (a transformer's embeddings fall to cosine ~0.5) while every pass
     verifies, so a build that breaks the target's own `min_cosine` threshold says so at once.
     """
-    worst = Evaluator(float_model, samples, None, threads).evaluate(int8_model).min_cosine
+    evaluation = Evaluator(float_model, samples, None, threads).evaluate(int8_model)
+    worst = evaluation.min_cosine
     bar = target.thresholds.get("min_cosine")
     say(f"int8 vs float on {len(samples)} samples: min output cosine {worst:.6f}")
     if bar is not None and worst < bar:
         say(f"warning: below the target's min_cosine {bar:g}; keep sensitive layers float with --min-cosine {bar:g}"
             " (see --report), or for transformers quantize MatMuls dynamically: --set 'quant.ops=[]' "
             "--set 'quant.dynamic_ops=[\"MatMul\",\"Gemm\"]'")
-    return {"samples": len(samples), "min_cosine": worst, "threshold": bar}
+    return {"samples": len(samples), "min_cosine": worst, "threshold": bar}, evaluation
+
+
+def _drift_record(evaluation: Evaluation, bar: Budget) -> dict[str, Any]:
+    return {"min_cosine": evaluation.min_cosine, "threshold": bar.min_cosine}
 
 
 def _drop_text(drop: float | None) -> str:
     return "" if drop is None else f" and an accuracy drop of {drop:.2f} pp"
 
 
-def _fallback_record(found: FallbackResult, budget: Budget, samples: int) -> dict[str, Any]:
-    return {
-        "budget": {"max_accuracy_drop_pp": budget.max_accuracy_drop_pp, "min_cosine": budget.min_cosine},
-        "eval_samples": samples,
-        "met": found.met,
-        "kept_float": found.kept_float,
-        "evaluation": found.evaluation.to_dict(),
-        "attempts": [attempt.to_dict() for attempt in found.attempts],
-    }
-
-
 def _latencies(models: dict[str, ir.Model], samples: Sequence[Feeds], threads: int, say: Say) -> dict[str, float]:
     """Median latency (ms) of each model, measured side by side in fresh workers."""
-    say(f"timing {', '.join(models)} ({_TIMING_RUNS} runs each, {threads or 'default'} thread(s))")
+    say(f"timing {', '.join(models)} side by side ({_TIMING_RUNS} interleaved runs each, "
+        f"{threads or 'default'} thread(s))")
     with tempfile.TemporaryDirectory(prefix="edgec-timing-") as workdir:
         refs = []
         for index, (label, model) in enumerate(models.items()):
@@ -153,12 +267,39 @@ def _latencies(models: dict[str, ir.Model], samples: Sequence[Feeds], threads: i
     return {label: round(section["latency_ms"]["p50"], 4) for label, section in sections.items()}
 
 
-def _choose_precision(float_model: ir.Model, int8_model: ir.Model, samples: Sequence[Feeds], threads: int,
+def _warn_if_slower(p50: dict[str, float], say: Say) -> None:
+    """A timed int8 model slower than fp32 is a surprise worth one line, with the flag that avoids it."""
+    slower = [f"{label} {p50['fp32'] / ms:.2f}x" for label, ms in p50.items() if label != "fp32" and ms > p50["fp32"]]
+    if slower:
+        say(f"warning: measured slower than fp32 here: {', '.join(slower)}; "
+            "--precision auto ships fp32 when no int8 model pays")
+
+
+def _choose_precision(p50: dict[str, float], accuracy: dict[str, Evaluation], bar: Budget,
                       say: Say) -> tuple[str, dict[str, Any]]:
-    """"int8" if it beats float by AUTO_MIN_SPEEDUP at the median, else "fp32"; with the measurements."""
-    p50 = _latencies({"fp32": float_model, "int8": int8_model}, samples, threads, say)
-    speedup = p50["fp32"] / p50["int8"]
-    chosen = "int8" if speedup >= AUTO_MIN_SPEEDUP else "fp32"
-    say(f"precision auto: int8 is {speedup:.2f}x fp32 here -> {chosen}"
-        + ("" if chosen == "int8" else " (int8 does not pay on this model)"))
-    return chosen, {"latency_ms": p50, "speedup": round(speedup, 3), "min_speedup": AUTO_MIN_SPEEDUP, "chosen": chosen}
+    """The fastest timed model that keeps `bar` and beats fp32 by AUTO_MIN_SPEEDUP, else "fp32"; with why the rest lost."""
+    options: dict[str, dict[str, Any]] = {}
+    for label, ms in p50.items():
+        speedup = p50["fp32"] / ms
+        options[label] = {"latency_ms": ms, "speedup": round(speedup, 3)}
+        evaluation = accuracy.get(label)
+        if evaluation is not None:
+            options[label]["min_cosine"] = evaluation.min_cosine
+            if bar and not evaluation.meets(bar):
+                options[label]["lost"] = f"misses {bar.describe()} (min cosine {evaluation.min_cosine:.4f})"
+            elif speedup < AUTO_MIN_SPEEDUP:
+                options[label]["lost"] = f"{speedup:.2f}x fp32, below the {AUTO_MIN_SPEEDUP:.2f}x that pays"
+        elif label != "fp32":
+            options[label]["lost"] = "not a candidate (timed for reference)"
+    eligible = [label for label in options if label != "fp32" and "lost" not in options[label]]
+    chosen = min(eligible, key=p50.__getitem__) if eligible else "fp32"
+    for label, option in options.items():
+        if label != chosen and "lost" not in option:
+            option["lost"] = f"slower than {chosen} ({option['latency_ms']:.3f} vs {p50[chosen]:.3f} ms)"
+    speedup = options[chosen]["speedup"] if chosen != "fp32" else max(
+        (options[label]["speedup"] for label in accuracy), default=1.0)
+    say(f"precision auto: {chosen} (" + "; ".join(f"{label}: {option.get('lost', 'chosen')}"
+                                                   for label, option in options.items()) + ")")
+    precision = "fp32" if chosen == "fp32" else "int8"
+    return chosen, {"latency_ms": p50, "speedup": round(speedup, 3), "min_speedup": AUTO_MIN_SPEEDUP,
+                    "chosen": precision, "variant": chosen, "options": options}

@@ -27,7 +27,7 @@ weights do not saturate either, but their uint8 x uint8 kernel was ~15% slower o
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +40,7 @@ from edgec.quant.qparams import quantize, weight_qparams
 if TYPE_CHECKING:
     from edgec.target import TensorQuant
 
-__all__ = ["is_dynamic_candidate", "quantize_dynamic", "DYNAMIC_OPS"]
+__all__ = ["is_dynamic_candidate", "quantize_dynamic", "weight_kn", "DYNAMIC_OPS"]
 
 #: Op types `quantize_dynamic` rewrites.
 DYNAMIC_OPS = frozenset({"MatMul", "Gemm"})
@@ -71,7 +71,8 @@ def _is_plain_gemm(node: ir.Node) -> bool:
             and attributes.get_float("beta", 1.0) == 1.0)
 
 
-def quantize_dynamic(model: ir.Model, nodes: Sequence[ir.Node], weights: TensorQuant) -> dict[str, object]:
+def quantize_dynamic(model: ir.Model, nodes: Sequence[ir.Node], weights: TensorQuant,
+                     per_token: Collection[str] = ()) -> dict[str, object]:
     """Rewrite each qualifying node of `nodes` in place into the dynamic pattern; returns manifest counts.
 
     `weights` sets the weight dtype, symmetry, granularity and reduce_range. The node's output keeps
@@ -83,14 +84,18 @@ def quantize_dynamic(model: ir.Model, nodes: Sequence[ir.Node], weights: TensorQ
         raise TargetError(f"dynamic quantization needs opset >= {_MIN_OPSET} (DynamicQuantizeLinear); "
                           f"model has {opset}")
     rewritten: Counter[str] = Counter()
-    skipped = 0
+    skipped = tokens = 0
     for node in nodes:
-        if is_dynamic_candidate(node):
-            _rewrite(node, weights)
-            rewritten[node.op_type] += 1
-        else:
+        if not is_dynamic_candidate(node):
             skipped += 1
-    return {"dynamic_nodes": dict(rewritten), "skipped": skipped}
+            continue
+        if node.name in per_token:
+            _rewrite_per_token(node, weights, opset)
+            tokens += 1
+        else:
+            _rewrite(node, weights)
+        rewritten[node.op_type] += 1
+    return {"dynamic_nodes": dict(rewritten), "skipped": skipped, **({"per_token": tokens} if tokens else {})}
 
 
 def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
@@ -105,9 +110,67 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
     a_q, a_scale, a_zero_point = quantize_a.outputs
     product = typed_node("MatMulInteger", [a_q, w_q, a_zero_point, w_zero_point], base, [("int32", ir.DataType.INT32)])
     cast = typed_node("Cast", product.outputs, base, [("int32_float", f32)], to=f32)
-    scale = typed_node("Mul", [a_scale, w_scale], base, [("scale", f32)])
+    # "scale_product", not "scale": Q/DQ names a static consumer's input scale `{tensor}_scale`
+    scale = typed_node("Mul", [a_scale, w_scale], base, [("scale_product", f32)])
     rescale = typed_node("Mul", [cast.outputs[0], scale.outputs[0]], base, [("rescaled", f32)])
     new_nodes = [quantize_a, product, cast, scale, rescale]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None:
+        new_nodes.append(typed_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
+    ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [new_nodes[-1].outputs[0]])
+
+
+def _rewrite_per_token(node: ir.Node, weights: TensorQuant, opset: int) -> None:
+    """Replace `node` by a per-row (per-token) asymmetric uint8 quantization of A -> MatMulInteger -> rescale.
+
+    Each row of A (a token's features) gets its own scale s and zero point z from its own range, so a
+    short sentence's quiet tokens are not quantized with a loud token's step. MatMulInteger takes only
+    a scalar zero point for A, so z is folded out afterwards: A W ~ s (A_q W_q - z colsum(W_q)) w_s.
+    ONNX Runtime runs this unfused (about a dozen small elementwise ops per node).
+    """
+    graph = node.graph
+    output = node.outputs[0]
+    base = f"{output.name}_per_token"
+    w_q, w_scale, w_zero_point = _weight_initializers(graph, node, weights, base)
+    weight_int = w_q.const_value.numpy().astype(np.float32) - w_zero_point.const_value.numpy().astype(np.float32)
+    column_sums = add_initializer(graph, f"{base}_w_column_sums", weight_int.sum(axis=0).astype(np.float32))
+    f32 = ir.DataType.FLOAT
+
+    def const(name: str, value: np.ndarray) -> ir.Value:
+        """One initializer per graph, so ONNX Runtime's CSE merges the row quantization of a shared input (Q/K/V)."""
+        shared = graph.initializers.get(f"per_token_{name}")
+        return shared if shared is not None else add_initializer(graph, f"per_token_{name}", value)
+
+    def reduce(op_type: str, suffix: str) -> ir.Node:
+        if opset >= 18:
+            axes = const("axes", np.array([-1], np.int64))
+            return typed_node(op_type, [node.inputs[0], axes], base, [(suffix, f32)], keepdims=1)
+        return typed_node(op_type, [node.inputs[0]], base, [(suffix, f32)], axes=[-1], keepdims=1)
+
+    zero, levels = const("zero", np.array(0.0, np.float32)), const("levels", np.array(255.0, np.float32))
+    tiny = const("min_scale", np.array(1e-12, np.float32))
+    lowest, highest = reduce("ReduceMin", "row_min"), reduce("ReduceMax", "row_max")
+    low = typed_node("Min", [lowest.outputs[0], zero], base, [("low", f32)])
+    high = typed_node("Max", [highest.outputs[0], zero], base, [("high", f32)])
+    span = typed_node("Sub", [high.outputs[0], low.outputs[0]], base, [("span", f32)])
+    step = typed_node("Div", [span.outputs[0], levels], base, [("step", f32)])
+    scale = typed_node("Max", [step.outputs[0], tiny], base, [("row_scale", f32)])
+    shift = typed_node("Div", [low.outputs[0], scale.outputs[0]], base, [("shift", f32)])
+    zero_point = typed_node("Round", [typed_node("Neg", shift.outputs, base, [("neg_shift", f32)]).outputs[0]], base,
+                            [("row_zero_point", f32)])
+    scaled = typed_node("Div", [node.inputs[0], scale.outputs[0]], base, [("scaled", f32)])
+    rounded = typed_node("Round", scaled.outputs, base, [("rounded", f32)])
+    shifted = typed_node("Add", [rounded.outputs[0], zero_point.outputs[0]], base, [("shifted", f32)])
+    clipped = typed_node("Clip", [shifted.outputs[0], zero, levels], base, [("clipped", f32)])
+    a_q = typed_node("Cast", clipped.outputs, base, [("a_quantized", ir.DataType.UINT8)], to=ir.DataType.UINT8)
+    product = typed_node("MatMulInteger", [a_q.outputs[0], w_q, None, w_zero_point], base, [("int32", ir.DataType.INT32)])
+    as_float = typed_node("Cast", product.outputs, base, [("int32_float", f32)], to=f32)
+    offset = typed_node("Mul", [zero_point.outputs[0], column_sums], base, [("offset", f32)])
+    centred = typed_node("Sub", [as_float.outputs[0], offset.outputs[0]], base, [("centred", f32)])
+    row_scaled = typed_node("Mul", [centred.outputs[0], scale.outputs[0]], base, [("row_scaled", f32)])
+    rescale = typed_node("Mul", [row_scaled.outputs[0], w_scale], base, [("rescaled", f32)])
+    new_nodes = [lowest, highest, low, high, span, step, scale, shift, zero_point.inputs[0].producer(), zero_point,
+                 scaled, rounded, shifted, clipped, a_q, product, as_float, offset, centred, row_scaled, rescale]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is not None:
         new_nodes.append(typed_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
@@ -117,7 +180,7 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
 def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,
                          base: str) -> tuple[ir.Value, ir.Value, ir.Value]:
     """W_q [K, N] with its scale and zero point: scalars, or one per output column when per channel."""
-    weight = _weight_kn(node)
+    weight = weight_kn(node)
     axis = 1 if weights.granularity == "per_channel" else None
     params = weight_qparams(weight, weights.dtype, weights.symmetric, axis, weights.reduce_range)
     return (add_initializer(graph, f"{base}_w_quantized", quantize(weight, params)),
@@ -125,7 +188,7 @@ def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,
             add_initializer(graph, f"{base}_w_zero_point", params.zero_point))
 
 
-def _weight_kn(node: ir.Node) -> np.ndarray:
+def weight_kn(node: ir.Node) -> np.ndarray:
     """B as [K, N], the layout MatMulInteger reads; Gemm with transB=1 stores it [N, K]."""
     weight = node.inputs[1].const_value.numpy()
     if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):

@@ -41,8 +41,12 @@ def is_embedding_lookup(node: ir.Node) -> bool:
             and table.size >= MIN_TABLE_ELEMENTS)
 
 
-def quantize_embeddings(model: ir.Model, nodes: Sequence[ir.Node]) -> dict[str, int]:
+def quantize_embeddings(model: ir.Model, nodes: Sequence[ir.Node],
+                        cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, int]:
     """Rewrite each lookup in `nodes` (all `is_embedding_lookup`) in place; returns manifest counts.
+
+    `cache` keeps each (table name, axis)'s int8 rows and scales across builds of the same prepared
+    model: quantizing MiniLM's 30522x384 table takes ~0.3 s, most of one build.
 
     A table several lookups share along one axis is quantized once; its float version is dropped
     once no node reads it (a lookup kept float still can). Each node's output keeps its name,
@@ -56,7 +60,7 @@ def quantize_embeddings(model: ir.Model, nodes: Sequence[ir.Node]) -> dict[str, 
         table = node.inputs[0]
         key = (table.name, node.attributes.get_int("axis", 0) % len(table.const_value.shape))
         if key not in tables:
-            tables[key] = _quantized_table(graph, table, key[1])
+            tables[key] = _quantized_table(graph, table, key[1], {} if cache is None else cache)
             originals[table.name] = table
         _rewrite(node, *tables[key])
     saved = -sum(value.const_value.nbytes for pair in tables.values() for value in pair)
@@ -67,14 +71,18 @@ def quantize_embeddings(model: ir.Model, nodes: Sequence[ir.Node]) -> dict[str, 
     return {"lookups": len(nodes), "tables": len(tables), "bytes_saved": int(saved)}
 
 
-def _quantized_table(graph: ir.Graph, table: ir.Value, axis: int) -> tuple[ir.Value, ir.Value]:
+def _quantized_table(graph: ir.Graph, table: ir.Value, axis: int,
+                     cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]) -> tuple[ir.Value, ir.Value]:
     """T_q int8 and the row scales, shaped [rows, 1, ...] so gathered scales broadcast over the rows' values."""
-    array = table.const_value.numpy()
-    params = weight_qparams(array, "int8", True, axis)
-    scale_shape = (array.shape[axis],) + (1,) * (array.ndim - axis - 1)
-    quantized = add_initializer(graph, unique_name(graph, f"{table.name}_quantized"), quantize(array, params))
-    scales = add_initializer(graph, unique_name(graph, f"{table.name}_row_scale"),
-                             params.scale.astype(np.float32).reshape(scale_shape))
+    key = (table.name, axis)
+    if key not in cache:
+        array = table.const_value.numpy()
+        params = weight_qparams(array, "int8", True, axis)
+        scale_shape = (array.shape[axis],) + (1,) * (array.ndim - axis - 1)
+        cache[key] = quantize(array, params), params.scale.astype(np.float32).reshape(scale_shape)
+    rows, row_scales = cache[key]
+    quantized = add_initializer(graph, unique_name(graph, f"{table.name}_quantized"), rows)
+    scales = add_initializer(graph, unique_name(graph, f"{table.name}_row_scale"), row_scales)
     return quantized, scales
 
 

@@ -1,16 +1,17 @@
-"""Accuracy-driven mixed precision: keep the most sensitive nodes float until an accuracy budget holds.
+"""Accuracy-driven mixed precision: per node, static int8, dynamic int8 or float, until an accuracy budget holds.
 
 The budget is relative to the float model on evaluation samples: a maximum top-1 accuracy drop
-(with labels) and/or a minimum output cosine on every sample. Nodes are kept float in sensitivity
-order (`sensitivity.ranking`), one group at a time, so the result is the int8 model with the
-fewest float nodes this greedy order finds; when even keeping all but one node float misses the
+(with labels) and/or a minimum output cosine on every sample. Each node that can be static or
+dynamic gets the more accurate of the two (`choose_schemes`); nodes then go float in
+order of harm per millisecond of float time (`fallback_order`), and `search` bisects for the
+fewest float nodes that keep the budget. When even keeping all but one node float misses the
 budget, the best attempt is returned with `met=False` for the caller to report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,17 @@ import onnx_ir as ir
 from edgec.harness.accuracy import drift
 from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
+from edgec.quant.sensitivity import LayerSensitivity
 from edgec.runtime.base import Feeds
 
-__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "search", "MAX_ATTEMPTS"]
+__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "choose_schemes", "fallback_order", "search",
+           "TIE_DB"]
 
 Say = Callable[[str], None]
-#: Builds tried at most: for big models, groups grow so the search stays this many evaluations.
-MAX_ATTEMPTS = 24
+#: Two schemes whose model-output SQNR differ by at most this are a tie (noise on a few dozen samples).
+TIE_DB = 1.0
+#: Float time below this (ms) counts as this much, so harm per millisecond stays finite.
+MIN_NODE_MS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,13 @@ class Evaluator:
 @dataclass
 class Attempt:
     kept_float: list[str]
+    dynamic: int
+    per_token: int
     evaluation: Evaluation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kept_float": len(self.kept_float), **self.evaluation.to_dict()}
+        return {"kept_float": len(self.kept_float), "dynamic": self.dynamic, "per_token": self.per_token,
+                **self.evaluation.to_dict()}
 
 
 @dataclass
@@ -101,33 +109,96 @@ class FallbackResult:
     kept_float: list[str]
     evaluation: Evaluation
     met: bool
+    #: node -> "static" / "dynamic" / "token" / "lookup" for every candidate the chosen model quantizes
+    schemes: dict[str, str] = field(default_factory=dict)
+    #: how many steps of the search's ladder this model took (see `search`)
+    steps: int = 0
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def _group_sizes(candidates: int) -> list[int]:
-    """How many nodes each attempt keeps float: 0, then growing by one group, never all of them."""
-    step = max(1, math.ceil((candidates - 1) / (MAX_ATTEMPTS - 1)))
-    return list(range(0, candidates, step))
+def choose_schemes(compared: Mapping[str, Mapping[str, float]], default: Callable[[str], str]) -> dict[str, str]:
+    """Per node compared (`schemes.compare_schemes`: scheme -> SQNR dB), the scheme to quantize it with.
+
+    The more accurate one, except that within `TIE_DB` the target's default (`default(node)`)
+    stays: differences that small are noise on a few dozen samples.
+    """
+    chosen = {}
+    for node, sqnr in compared.items():
+        best = max(sqnr, key=sqnr.__getitem__)
+        fallback = default(node)
+        chosen[node] = fallback if fallback in sqnr and sqnr[best] - sqnr[fallback] <= TIE_DB else best
+    return chosen
+
+
+def fallback_order(layers: Sequence[LayerSensitivity], schemes: Mapping[str, str],
+                   float_ms: Mapping[str, float]) -> list[str]:
+    """Nodes in the order they go float: the most harm per float millisecond first.
+
+    `layers` holds one record per node, measured under its `schemes` entry. Harm is the
+    model-output noise-to-signal power with only that node quantized (10^(-SQNR/10),
+    which adds up roughly across layers); the float milliseconds the node takes bound what its int8
+    kernel can save. So a layer that hurts but costs no time goes float first, and the layer that
+    takes most of the time stays int8 longest. Int8 lookup tables come last whatever their harm:
+    they save size, not time (MiniLM's float word table costs 36 MB for a 1e-4 cosine).
+    """
+    record = {layer.node: layer for layer in layers}
+
+    def harm_per_ms(node: str) -> float:
+        sqnr = record[node].model_alone["sqnr_db"]
+        harm = 0.0 if math.isinf(sqnr) else 10 ** (-sqnr / 10)
+        return harm / max(float_ms.get(node, 0.0), MIN_NODE_MS)
+
+    return sorted(schemes, key=lambda node: (schemes[node] != "lookup", harm_per_ms(node)), reverse=True)
 
 
 def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Sequence[str],
+           schemes: Mapping[str, str], *, per_token: Collection[str] = (), at_least: int = 0,
            say: Say = lambda message: None) -> FallbackResult:
-    """Keep `order`'s first nodes float, one group at a time, until `budget` holds."""
+    """The cheapest model on a ladder of accuracy steps that keeps `budget`, found by bisection.
+
+    The ladder walks `order` twice: first each node takes its cheaper fix (per-token dynamic
+    activations for a node in `per_token`: a little speed, still int8; float for the rest), then
+    the per-token nodes go float, in the same order; int8 lookup tables, which save size and not
+    time, go float last. A model is
+    the ladder's first `count` steps, the other nodes quantized with their `schemes`. The search
+    tries `at_least` steps, then all but one, then bisects between them, assuming (as the harm
+    ranking makes nearly so) that a later step never loses accuracy: about log2(ladder) + 2 builds.
+    When even the last model misses, the best attempt comes back with `met=False`.
+    """
+    tables = [node for node in order if schemes[node] == "lookup"]
+    ladder = [("token" if node in per_token else "float", node) for node in order if node not in tables]
+    ladder += [("float", node) for node in order if node in per_token] + [("float", node) for node in tables]
     attempts: list[Attempt] = []
-    best: FallbackResult | None = None
-    for count in _group_sizes(len(order)):
-        kept = list(order[:count])
-        model, stats = quantizer.build(keep_float=kept)
+    results: dict[int, FallbackResult] = {}
+
+    def attempt(count: int) -> FallbackResult:
+        chosen = dict(schemes)
+        chosen.update({node: step for step, node in ladder[:count]})
+        kept = [node for node in order if chosen[node] == "float"]
+        tokens = [node for node in order if chosen[node] == "token"]
+        dynamic = [node for node in order if chosen[node] in ("dynamic", "token")]
+        model, stats = quantizer.build(keep_float=kept, dynamic=dynamic, per_token=tokens)
         evaluation = evaluator.evaluate(model)
-        attempts.append(Attempt(kept, evaluation))
+        attempts.append(Attempt(kept, len(dynamic), len(tokens), evaluation))
         met = evaluation.meets(budget)
-        say(f"  {count} node(s) float: min cosine {evaluation.min_cosine:.6f}"
+        say(f"  {len(kept)} node(s) float, {len(dynamic)} dynamic ({len(tokens)} per token): "
+            f"min cosine {evaluation.min_cosine:.6f}"
             + (f", accuracy drop {evaluation.accuracy_drop_pp:+.2f} pp" if evaluation.accuracy_drop_pp is not None else "")
             + (" - budget met" if met else ""))
-        if met or best is None or evaluation.score(budget) > best.evaluation.score(budget):
-            best = FallbackResult(model, stats, kept, evaluation, met)
-        if met:
-            break
-    assert best is not None, "a model with at least one candidate always gets one attempt"
+        results[count] = FallbackResult(model, stats, kept, evaluation, met,
+                                        {node: scheme for node, scheme in chosen.items() if scheme != "float"}, count)
+        return results[count]
+
+    low, high = at_least, max(at_least, len(ladder) - 1)
+    if not attempt(low).met and high > low and attempt(high).met:
+        while high - low > 1:  # low misses, high meets
+            middle = (low + high) // 2
+            if attempt(middle).met:
+                high = middle
+            else:
+                low = middle
+            results = {count: result for count, result in results.items() if count in (low, high)}
+    met = [results[count] for count in sorted(results) if results[count].met]
+    best = met[0] if met else max(results.values(), key=lambda result: result.evaluation.score(budget))
     best.attempts = attempts
     return best

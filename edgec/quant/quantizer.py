@@ -44,8 +44,12 @@ class Quantizer:
     """Prepares `model` (in place: unique names, shapes, SmoothQuant) and builds int8 variants of it.
 
     Attributes:
-        candidates: names of every node some variant quantizes (static Q/DQ or dynamic), in graph
-            order; `build(keep_float)` keeps any subset of them float.
+        candidates: names of every node some variant quantizes (static Q/DQ, dynamic or int8 table),
+            in graph order; `build(keep_float, dynamic)` keeps any subset of them float and builds
+            any subset of the `dynamic_capable` ones dynamic.
+        static_capable / dynamic_capable: the candidates static Q/DQ / dynamic quantization can take
+            (with `dynamic_alternatives`, every MatMul/Gemm `quantize_dynamic` can rewrite, for runtimes
+            that run the dynamic pattern: ONNX Runtime).
         outputs: node name -> name of the float tensor the node produces (what the sensitivity
             report compares).
         table: calibrated ranges of every activation any variant quantizes.
@@ -53,7 +57,7 @@ class Quantizer:
     """
 
     def __init__(self, model: ir.Model, scheme: QuantScheme, samples: Sequence[Feeds], *, source: str,
-                 threads: int = 0, say: Say = lambda message: None) -> None:
+                 threads: int = 0, dynamic_alternatives: bool = False, say: Say = lambda message: None) -> None:
         self.scheme = scheme
         self.samples = samples
         self.threads = threads
@@ -66,36 +70,73 @@ class Quantizer:
             self.stats["smoothquant"] = smooth(model, samples, scheme.smoothquant_alpha, threads=threads,
                                                progress=self._progress("smoothing"))
         self.model = model
-        dynamic = self._dynamic_nodes(model, ())
-        full = self._plan(model, {node.name for node in dynamic})
-        quantized = [*full.quantized_nodes, *dynamic, *self._lookups(model, ())]
+        self.default_dynamic = frozenset(node.name for node in self._dynamic_nodes(model, (), None))
+        static = self._plan(model, ()).quantized_nodes  # every node a variant could quantize statically
+        self.static_capable = [node.name for node in static]
         order = {node.name: index for index, node in enumerate(model.graph)}
-        self.candidates = sorted((node.name for node in quantized), key=order.__getitem__)
-        self.outputs = {node.name: node.outputs[0].name for node in quantized}
+        quantized = {node.name for node in [*static, *self._lookups(model, ())]} | self.default_dynamic
+        self.candidates = sorted(quantized, key=order.__getitem__)
+        self.dynamic_alternatives = dynamic_alternatives
+        self.dynamic_capable = [node.name for node in model.graph if node.name in quantized and (
+            node.name in self.default_dynamic or (dynamic_alternatives and is_dynamic_candidate(node)))]
+        nodes = {node.name: node for node in model.graph}
+        self.outputs = {name: nodes[name].outputs[0].name for name in self.candidates}
         self.table = CalibrationTable(scheme.calibrator, len(samples), source)
         self._means: dict[str, np.ndarray] = {}
-        weighted = [node for node in quantized if node.op_type in _WEIGHTED_OPS]
-        self._calibrate(full.calibration_tensors, input_mean_axes(weighted) if scheme.bias_correction else {})
+        self._tables: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        weighted = [nodes[name] for name in self.candidates if nodes[name].op_type in _WEIGHTED_OPS]
+        tensors = self._plan(model, self.default_dynamic).calibration_tensors
+        if dynamic_alternatives:  # the search builds each node alone: its inputs then need ranges of their own
+            for name in self.static_capable:
+                tensors += self._plan(model, set(self.candidates) - {name}).calibration_tensors
+        self._calibrate(list(dict.fromkeys(tensors)), input_mean_axes(weighted) if scheme.bias_correction else {})
 
-    def build(self, keep_float: Collection[str] = ()) -> tuple[ir.Model, dict[str, Any]]:
-        """A new int8 model with the `keep_float` nodes (names) left in float; returns it and its stats."""
+    def options(self, name: str) -> tuple[str, ...]:
+        """The int8 schemes candidate `name` can be built with: "static", "dynamic", or "lookup" (int8 table)."""
+        found = tuple(scheme for scheme, names in (("static", self.static_capable), ("dynamic", self.dynamic_capable))
+                      if name in names)
+        return found or ("lookup",)
+
+    def default_scheme(self, name: str) -> str:
+        """The scheme `build()` gives `name` unless told otherwise: the target's `dynamic_ops` pick dynamic."""
+        return "dynamic" if name in self.default_dynamic else self.options(name)[0]
+
+    def static_input_range(self, name: str) -> tuple[float, float] | None:
+        """The calibrated range static Q/DQ gives the first input of `name` when only it is quantized."""
+        alone = self._plan(self.model, set(self.candidates) - {name})
+        nodes = [node for node in alone.quantized_nodes if node.name == name]
+        value = nodes[0].inputs[0] if nodes else None
+        root = alone.shares.get(value, value) if value is not None else None
+        return self.table.ranges.get(alone.range_of[root]) if root in alone.range_of else None
+
+    def build(self, keep_float: Collection[str] = (), dynamic: Collection[str] | None = None,
+              per_token: Collection[str] = ()) -> tuple[ir.Model, dict[str, Any]]:
+        """A new int8 model with the `keep_float` nodes (names) left in float; returns it and its stats.
+
+        `dynamic` names the nodes quantized dynamically (the other candidates go static where they
+        can); None means the nodes of the scheme's `dynamic_ops`. `per_token` names dynamic ones
+        whose activations get one scale per row (token) instead of one per call.
+        """
         model = copy_model(self.model)
         keep = set(keep_float) | set(self.scheme.keep_float)
-        dynamic = self._dynamic_nodes(model, keep)
-        quant_plan = self._plan(model, keep | {node.name for node in dynamic})
+        if per_token:
+            dynamic = {*(dynamic if dynamic is not None else self.default_dynamic), *per_token}
+        dynamic_nodes = self._dynamic_nodes(model, keep, dynamic)
+        quant_plan = self._plan(model, keep | {node.name for node in dynamic_nodes})
         missing = [name for name in quant_plan.calibration_tensors if name not in self.table.ranges]
-        if missing:  # a node kept float can expose a tensor no full-model node quantized
+        if missing:  # a node kept float or built dynamic can expose a tensor no default-build node quantized
             self._calibrate(missing, {})
         stats: dict[str, Any] = {}
         if self.scheme.bias_correction:
-            weighted = [node for node in [*quant_plan.quantized_nodes, *dynamic] if node.op_type in _WEIGHTED_OPS]
+            weighted = [node for node in [*quant_plan.quantized_nodes, *dynamic_nodes]
+                        if node.op_type in _WEIGHTED_OPS]
             stats["bias_correction"] = correct_biases(model, weighted, self._means, self.scheme.weights)
         stats.update(qdq.apply(model, quant_plan, self.table, self.scheme))
-        if dynamic:
-            stats["dynamic"] = quantize_dynamic(model, dynamic, self.scheme.weights)
+        if dynamic_nodes:
+            stats["dynamic"] = quantize_dynamic(model, dynamic_nodes, self.scheme.weights, per_token)
         lookups = self._lookups(model, keep)
         if lookups:
-            stats["embeddings"] = quantize_embeddings(model, lookups)
+            stats["embeddings"] = quantize_embeddings(model, lookups, self._tables)
         RemoveUnusedPass()(model)
         TopologicalSortPass()(model)
         stats["kept_float"] = sorted(set(keep_float) & set(self.candidates))
@@ -105,10 +146,12 @@ class Quantizer:
         return qdq.plan(model, self.scheme.ops, asymmetric_activations=not self.scheme.activations.symmetric,
                         keep_float=keep_float)
 
-    def _dynamic_nodes(self, model: ir.Model, keep_float: Collection[str]) -> list[ir.Node]:
+    def _dynamic_nodes(self, model: ir.Model, keep_float: Collection[str], names: Collection[str] | None
+                       ) -> list[ir.Node]:
         wanted = set(self.scheme.dynamic_ops)
         return [node for node in model.graph
-                if node.op_type in wanted and not qdq.is_kept_float(node, keep_float) and is_dynamic_candidate(node)]
+                if (node.op_type in wanted if names is None else node.name in names)
+                and not qdq.is_kept_float(node, keep_float) and is_dynamic_candidate(node)]
 
     def _lookups(self, model: ir.Model, keep_float: Collection[str]) -> list[ir.Node]:
         if not self.scheme.quantize_embeddings:

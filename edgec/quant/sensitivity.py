@@ -27,7 +27,7 @@ from edgec.runtime.base import Feeds
 
 __all__ = ["LayerSensitivity", "analyse", "ranking", "worst_table", "report_json", "SCHEMA"]
 
-SCHEMA = "edgec.sensitivity/1"
+SCHEMA = "edgec.sensitivity/2"
 Say = Callable[[str], None]
 Outputs = list[dict[str, np.ndarray]]
 
@@ -39,6 +39,8 @@ class LayerSensitivity:
     node: str
     op_type: str
     tensor: str
+    #: how the node was quantized: "static", "dynamic" or "lookup" (see `Quantizer.options`)
+    scheme: str
     alone: dict[str, float]
     cumulative: dict[str, float]
     #: the model outputs' error with only this node quantized (worst output)
@@ -57,10 +59,13 @@ def _model_metrics(outputs: Outputs, reference: Outputs, model_outputs: Sequence
             "max_abs": max(m["max_abs"] for m in each)}
 
 
-def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, say: Say = lambda message: None) -> list[LayerSensitivity]:
+def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[str, str] | None = None,
+            say: Say = lambda message: None) -> list[LayerSensitivity]:
     """Measure every candidate node of `quantizer` alone and cumulatively on `samples`.
 
-    Costs one build and one run over `samples` per node, plus two.
+    Alone, a node is built with its scheme in `schemes` ("static" or "dynamic"), by default the
+    target's (`Quantizer.default_scheme`); cumulatively, every node has its default scheme. Costs
+    one build and one run over `samples` per node, plus two.
     """
     threads = quantizer.threads
     model_outputs = [value.name for value in quantizer.model.graph.outputs]
@@ -69,14 +74,16 @@ def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, say: Say = lambda
     everything, _ = quantizer.build()
     cumulative = run_exposing(everything, tensors, samples, threads)
     nodes = {node.name: node for node in quantizer.model.graph}
+    jobs = [(name, (schemes or {}).get(name) or quantizer.default_scheme(name)) for name in quantizer.candidates]
     layers = []
-    for index, name in enumerate(quantizer.candidates, 1):
-        say(f"  sensitivity {index}/{len(quantizer.candidates)}: {name}")
-        alone_model, _ = quantizer.build(keep_float=[c for c in quantizer.candidates if c != name])
+    for index, (name, scheme) in enumerate(jobs, 1):
+        say(f"  sensitivity {index}/{len(jobs)}: {name} ({scheme})")
+        alone_model, _ = quantizer.build(keep_float=[c for c in quantizer.candidates if c != name],
+                                         dynamic=[name] if scheme == "dynamic" else [])
         tensor = quantizer.outputs[name]
         alone = run_exposing(alone_model, [tensor], samples, threads)
         layers.append(LayerSensitivity(
-            node=name, op_type=nodes[name].op_type, tensor=tensor,
+            node=name, op_type=nodes[name].op_type, tensor=tensor, scheme=scheme,
             alone=_metrics(alone, reference, tensor), cumulative=_metrics(cumulative, reference, tensor),
             model_alone=_model_metrics(alone, reference, model_outputs)))
     return layers
@@ -101,11 +108,11 @@ def worst_table(layers: Sequence[LayerSensitivity], count: int = 10) -> str:
     names = ranking(layers)[:count]
     width = max([len("node"), *map(len, names)])
     headers = ("model out, only it int8", "layer out, only it int8", "layer out, all int8")
-    rows = [f"{'node':<{width}} {'op':<8} " + " ".join(f"{h:>24}" for h in headers) + "  (SQNR dB)"]
+    rows = [f"{'node':<{width}} {'op':<8} {'scheme':<8} " + " ".join(f"{h:>24}" for h in headers) + "  (SQNR dB)"]
     for name in names:
         layer = by_name[name]
         values = (layer.model_alone["sqnr_db"], layer.alone["sqnr_db"], layer.cumulative["sqnr_db"])
-        rows.append(f"{name:<{width}} {layer.op_type:<8} " + " ".join(f"{v:>24.1f}" for v in values))
+        rows.append(f"{name:<{width}} {layer.op_type:<8} {layer.scheme:<8} " + " ".join(f"{v:>24.1f}" for v in values))
     return "\n".join(rows)
 
 

@@ -278,7 +278,7 @@ def test_report_writes_sensitivity_and_prints_the_worst_layers(cli, digits, tmp_
     quantization = _manifest(out)["quantization"]
     assert quantization["sensitivity"] == "sensitivity.json" and "fallback" not in quantization
     report = json.loads((out / "sensitivity.json").read_text())
-    assert report["schema"] == "edgec.sensitivity/1"
+    assert report["schema"] == "edgec.sensitivity/2"
     layers = report["layers"]
     assert len(layers) == sum(quantization["quantized_nodes"].values())
     sqnr = [layer["model_alone"]["sqnr_db"] for layer in layers]
@@ -351,12 +351,16 @@ def test_precision_auto_records_the_measured_speedup(cli, digits, tmp_path, int8
     auto = manifest["quantization"]["auto"]
     assert manifest["target"]["descriptor"]["precision"] == "auto"
     assert manifest["artifact"]["precision"] == manifest["quantization"]["precision"] == auto["chosen"]
-    assert set(auto["latency_ms"]) == {"fp32", "int8"} and min(auto["latency_ms"].values()) > 0
-    assert auto["speedup"] == pytest.approx(auto["latency_ms"]["fp32"] / auto["latency_ms"]["int8"], rel=1e-2)
-    if abs(auto["speedup"] - auto["min_speedup"]) > 1e-3:  # away from the rounding of the recorded speedup
-        assert auto["chosen"] == ("int8" if auto["speedup"] >= auto["min_speedup"] else "fp32")
+    assert {"fp32", "int8"} <= set(auto["latency_ms"]) and min(auto["latency_ms"].values()) > 0
+    variant = auto["variant"]
+    assert auto["chosen"] == ("fp32" if variant == "fp32" else "int8")
+    if variant != "fp32":
+        assert auto["speedup"] == pytest.approx(auto["latency_ms"]["fp32"] / auto["latency_ms"][variant], rel=1e-2)
+        assert auto["speedup"] >= auto["min_speedup"] - 1e-3
+    assert all("lost" in option for label, option in auto["options"].items() if label != variant)
     ops = {node.op_type for node in onnx.load(out / "model.onnx").graph.node}
-    assert ("QuantizeLinear" in ops) == (auto["chosen"] == "int8")
+    assert ("QuantizeLinear" in ops) == (variant == "int8")
+    assert ("DynamicQuantizeLinear" in ops) == (variant == "int8 dynamic")
     assert f"-> {auto['chosen']}" in result.out
 
 

@@ -189,3 +189,44 @@ def test_old_opset_rejected():
     model.opset_imports[""] = 10
     with pytest.raises(TargetError, match="opset"):
         quantize_dynamic(model, [next(iter(model.graph))], S8_7BIT)
+
+
+S8_FULL = TensorQuant("int8", symmetric=True, granularity="per_channel")
+
+
+def _rows_of_every_magnitude(seed: int) -> np.ndarray:
+    """Tokens (rows) whose magnitudes span 1e-3..1e2: one per-call scale leaves the quiet rows a step or two."""
+    x = np.random.default_rng(seed).standard_normal((B, S, K)).astype(np.float32)
+    return (x * np.logspace(-3, 2, S, dtype=np.float32)[None, :, None]).astype(np.float32)
+
+
+def _rowwise_cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return min(_cosine(a[i, j], b[i, j]) for i in range(a.shape[0]) for j in range(a.shape[1]))
+
+
+@pytest.mark.parametrize("weights", [S8_FULL, U8_ASYM])
+def test_per_token_keeps_every_row_accurate_where_one_scale_per_call_cannot(weights):
+    """Rows of 1e-3 next to rows of 1e2: per token, each row keeps its own 8-bit grid (zero point folded out)."""
+    per_call, per_token = _ir_model(), _ir_model()
+    quantize_dynamic(per_call, [n for n in per_call.graph if n.name == "mm"], weights)
+    stats = quantize_dynamic(per_token, [n for n in per_token.graph if n.name == "mm"], weights, per_token={"mm"})
+    assert stats == {"dynamic_nodes": {"MatMul": 1}, "skipped": 0, "per_token": 1}
+    proto = ir.serde.serialize_model(per_token)
+    onnx.checker.check_model(proto, full_check=True)
+    ops = Counter(node.op_type for node in proto.graph.node)
+    assert ops["MatMulInteger"] == 1 and ops["DynamicQuantizeLinear"] == 0 and ops["MatMul"] == 1  # mm_activations
+    x = _rows_of_every_magnitude(3)
+    expected = _run(float_model(), x)["h"]
+    assert _rowwise_cosine_min(_run(proto, x)["h"], expected) > 0.999
+    with np.errstate(invalid="ignore"):  # quiet rows come back all zero (cosine NaN) or far off
+        assert not _rowwise_cosine_min(_run(ir.serde.serialize_model(per_call), x)["h"], expected) > 0.9
+
+
+def test_per_token_nodes_share_one_set_of_constants():
+    """Two nodes reading one activation build identical row quantizations, which ORT's CSE merges."""
+    model = _ir_model()
+    nodes = [n for n in model.graph if n.name in ("gemm", "gemm_t")]
+    quantize_dynamic(model, nodes, S8_FULL, per_token={"gemm", "gemm_t"})
+    names = [name for name in model.graph.initializers if name.startswith("per_token_")]
+    axes = ["per_token_axes"] if OPSET >= 18 else []  # ReduceMin/Max take axes as an input from opset 18
+    assert sorted(names) == [*axes, "per_token_levels", "per_token_min_scale", "per_token_zero"]

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec import int8
 from edgec.quant import sensitivity
-from edgec.quant.fallback import MAX_ATTEMPTS, Budget, Evaluation, Evaluator, _group_sizes, search
+from edgec.quant.fallback import Budget, Evaluation, Evaluator, search
 from edgec.quant.quantizer import Quantizer
 from edgec.runtime.base import Feeds
 from edgec.runtime.ort import cpu_session
@@ -79,6 +79,10 @@ def _weight_sources(model: ir.Model) -> dict[str, str | None]:
     """Candidate node -> op type producing its weight input (None: a float initializer)."""
     return {node.name: (node.inputs[1].producer().op_type if node.inputs[1].producer() is not None else None)
             for node in model.graph if node.name in CANDIDATES}
+
+
+def _defaults(quantizer: Quantizer) -> dict[str, str]:
+    return {name: quantizer.default_scheme(name) for name in quantizer.candidates}
 
 
 def _strict_json(text: str) -> object:
@@ -172,7 +176,7 @@ def test_report_json_is_strict_json_most_harmful_first(layers: Sequence[sensitiv
     sqnr = [layer["model_alone"]["sqnr_db"] for layer in report["layers"]]
     assert sqnr == sorted(sqnr)
     for layer in report["layers"]:
-        assert set(layer) == {"node", "op_type", "tensor", "alone", "cumulative", "model_alone"}
+        assert set(layer) == {"node", "op_type", "tensor", "scheme", "alone", "cumulative", "model_alone"}
         for metrics in (layer["alone"], layer["cumulative"], layer["model_alone"]):
             assert set(metrics) == {"sqnr_db", "cosine_min", "max_abs"}
 
@@ -187,7 +191,7 @@ def test_worst_table_lists_the_outlier_layer_first(layers: Sequence[sensitivity.
 def test_worst_table_prints_long_node_names_whole() -> None:
     long_name = "encoder/layer.5/attention/output/dense/MatMul_with_a_name_longer_than_forty_characters"
     metrics = {"sqnr_db": 20.0, "cosine_min": 0.99, "max_abs": 0.1}
-    layer = sensitivity.LayerSensitivity(long_name, "MatMul", "t", metrics, metrics, metrics)
+    layer = sensitivity.LayerSensitivity(long_name, "MatMul", "t", "dynamic", metrics, metrics, metrics)
     assert sensitivity.worst_table([layer]).splitlines()[1].split()[0] == long_name
 
 
@@ -212,9 +216,11 @@ def test_search_keeps_exactly_the_outlier_layer_float(
 ) -> None:
     all_int8, fixed = reference_points
     budget = _between(kind, all_int8, fixed)
-    result = search(quantizer, evaluator, budget, sensitivity.ranking(layers))
+    order = sensitivity.ranking(layers)
+    result = search(quantizer, evaluator, budget, order, _defaults(quantizer))
     assert result.met and result.kept_float == [OUTLIER]
-    assert [attempt.kept_float for attempt in result.attempts] == [[], [OUTLIER]]  # stops at the first that meets
+    # none float, all but one float, then the bisection's middle
+    assert [attempt.kept_float for attempt in result.attempts] == [[], order[:2], [OUTLIER]]
     assert result.attempts[0].evaluation == all_int8 and result.evaluation == fixed
     assert result.stats["kept_float"] == [OUTLIER]
     assert _weight_sources(result.model) == {"conv1": "DequantizeLinear", "conv2": None, "fc": "DequantizeLinear"}
@@ -223,9 +229,9 @@ def test_search_keeps_exactly_the_outlier_layer_float(
 def test_impossible_budget_returns_the_best_attempt(quantizer: Quantizer, evaluator: Evaluator,
                                                     layers: Sequence[sensitivity.LayerSensitivity]) -> None:
     order = sensitivity.ranking(layers)
-    result = search(quantizer, evaluator, Budget(min_cosine=1.0), order)
+    result = search(quantizer, evaluator, Budget(min_cosine=1.0), order, _defaults(quantizer))
     assert not result.met
-    assert [attempt.kept_float for attempt in result.attempts] == [order[:n] for n in _group_sizes(len(order))]
+    assert [attempt.kept_float for attempt in result.attempts] == [[], order[:2]]  # both ends miss: no bisection
     cosines = [attempt.evaluation.min_cosine for attempt in result.attempts]
     assert max(cosines) < 1.0  # no attempt met it by luck
     best = result.attempts[cosines.index(max(cosines))]
@@ -233,20 +239,6 @@ def test_impossible_budget_returns_the_best_attempt(quantizer: Quantizer, evalua
     assert OUTLIER in result.kept_float and len(result.kept_float) < len(CANDIDATES)
     assert [name for name, source in _weight_sources(result.model).items() if source is None] == \
         [name for name in CANDIDATES if name in result.kept_float]
-
-
-@pytest.mark.parametrize("candidates", [1, 2, 3, MAX_ATTEMPTS - 1, MAX_ATTEMPTS, MAX_ATTEMPTS + 1, 100, 1001])
-def test_group_sizes(candidates: int) -> None:
-    sizes = _group_sizes(candidates)
-    assert sizes[0] == 0 and sizes == sorted(set(sizes))
-    assert max(sizes) < candidates  # every node float would be the float model
-    assert len(sizes) <= MAX_ATTEMPTS
-    if candidates <= MAX_ATTEMPTS:
-        assert sizes == list(range(candidates))  # small models: one node at a time
-    else:
-        step = sizes[1] - sizes[0]
-        assert step == math.ceil((candidates - 1) / (MAX_ATTEMPTS - 1))
-        assert candidates - 1 - sizes[-1] < step  # the last attempt is within one group of all-but-one float
 
 
 @pytest.mark.parametrize(("keep_float", "warned"), [((), True), (("conv2",), False)])
