@@ -20,6 +20,7 @@ from edgec.frontends import FORMATS, file_input_specs
 from edgec.frontends.specs import parse_tensor_spec
 from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
+from edgec.report.host import host_facts, provenance
 from edgec.runtime.base import TensorSpec
 from edgec.runtime.base import runtime_class
 from edgec.target import device_mismatch
@@ -139,6 +140,12 @@ def _shaped(specs: list[TensorSpec], shapes: Sequence[TensorSpec]) -> list[Tenso
     return [by_name[spec.name] for spec in specs]
 
 
+def _batch(samples: Sequence[Mapping[str, np.ndarray]]) -> int | None:
+    """The leading dim every input of every sample shares (the batch size), else None."""
+    leading = {np.shape(value)[0] if np.ndim(value) else None for sample in samples for value in sample.values()}
+    return leading.pop() if len(leading) == 1 and None not in leading else None
+
+
 def _default_threads(manifest: dict[str, Any] | None) -> int:
     configured = (manifest or {}).get("target", {}).get("descriptor", {}).get("options", {}).get("threads", 0)
     return int(configured) or (os.cpu_count() or 1)
@@ -228,8 +235,10 @@ def bench(
         "data": str(data) if data is not None else "random",
         "samples": len(samples),
         "input_shapes": list(dict.fromkeys(shape_key(sample) for sample in samples)),
+        "batch": _batch(samples),
         "warmup": warmup,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions()},
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions(), **host_facts()},
+        "provenance": provenance(model.path, manifest),
         "warnings": warnings,
         **measured,
     }
