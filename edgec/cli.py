@@ -32,6 +32,8 @@ _THRESHOLD_HELP = {
     "max_size_mb": "fail if the artifact is larger than X MiB on disk",
     "max_peak_rss_mb": "fail if the artifact's worker peaks above X MiB of resident memory",
 }
+#: `gate` options that only mean something with an earlier report to compare with.
+_REGRESSION_OPTIONS = ("max_latency_regression", "max_accuracy_regression_pp", "max_size_growth", "allow_different_device")
 #: Input shapes whose latency the bench table lists (the report has all of them).
 _SHAPES_SHOWN = 8
 
@@ -190,13 +192,45 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from edgec.gating import THRESHOLD_NAMES, format_table, to_junit, to_markdown
 
     thresholds = {name: getattr(args, name) for name in THRESHOLD_NAMES if getattr(args, name) is not None}
-    result = gate(args.report, policy=args.policy, **thresholds)
+    against = _against_report(args)
+    result = _regression_gate(args, against, thresholds) if against else gate(args.report, policy=args.policy, **thresholds)
     print(format_table(result))
     if args.junit:
         write_text_atomic(args.junit, to_junit(result))
     if args.markdown:
         write_text_atomic(args.markdown, to_markdown(result))
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
+def _against_report(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The earlier report `gate` compares with: --against's file, else None (absolute thresholds only)."""
+    from edgec.errors import BadInputError
+    from edgec.report.regression import read_report
+
+    if not args.against:
+        given = [f"--{name.replace('_', '-')}" for name in _REGRESSION_OPTIONS if getattr(args, name)]
+        if given:
+            raise BadInputError(f"{', '.join(given)} compare with an earlier report: add --against OLD.json")
+        return None
+    return read_report(args.against)
+
+
+def _regression_gate(args: argparse.Namespace, old: dict[str, Any], thresholds: dict[str, float]) -> Any:
+    """The regression checks of the report against `old`, after any absolute thresholds the command also gave."""
+    from edgec.api import gate
+    from edgec.gating import GateResult
+    from edgec.report.regression import RegressionThresholds, compare_reports, read_report
+
+    new = read_report(args.report)
+    limits = RegressionThresholds(args.max_latency_regression, args.max_accuracy_regression_pp, args.max_size_growth,
+                                  args.confidence)
+    absolute = gate(new, policy=args.policy, **thresholds).checks if args.policy or thresholds else ()
+    regression = compare_reports(new, old, limits, allow_different_device=args.allow_different_device)
+    print(f"against {old.get('provenance', {}).get('git_describe') or old.get('created_utc', 'the old report')}:")
+    for check in regression:
+        print(f"  {check.message}")
+    print()
+    return GateResult((*absolute, *regression))
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -265,6 +299,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_input_map(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-map", action="append", default=[], metavar="KEY=NAME",
                         help="feed the .npz key KEY to the model input NAME (`edgec inspect` shows input names; repeatable)")
+
+
+def _add_regression_options(parser: argparse.ArgumentParser) -> None:
+    from edgec.report.regression import DEFAULT_CONFIDENCE
+
+    g = parser.add_argument_group("regression against an earlier report (same device, threads and batch)")
+    g.add_argument("--against", metavar="OLD.json", help="the report of the build to compare with, e.g. the last release's")
+    g.add_argument("--max-latency-regression", type=float, metavar="PCT",
+                   help="fail if p50 or p90 grew more than PCT%% beyond noise: the bootstrap confidence interval of"
+                        " new/old lies wholly above +PCT%% (judged on the raw timed runs)")
+    g.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="C",
+                   help=f"two-sided confidence of the latency intervals (default {DEFAULT_CONFIDENCE})")
+    g.add_argument("--max-accuracy-regression-pp", type=float, metavar="PP",
+                   help="fail if top-1 accuracy fell more than PP percentage points (both reports need --labels)")
+    g.add_argument("--max-size-growth", type=float, metavar="PCT", help="fail if the artifact grew more than PCT%% on disk")
+    g.add_argument("--allow-different-device", action="store_true",
+                   help="compare reports measured on different CPUs, threads, batch or input shapes (refused otherwise)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
     for name in THRESHOLD_NAMES:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X", help=_THRESHOLD_HELP[name])
+    _add_regression_options(p)
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
     p.set_defaults(func=_cmd_gate)

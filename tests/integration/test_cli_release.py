@@ -29,3 +29,52 @@ def test_bench_report_keeps_raw_latencies_and_provenance(cli, tiny, tmp_path) ->
     assert provenance["artifact_sha256"] == hashlib.sha256(tiny.model.read_bytes()).hexdigest()
     assert provenance["source_sha256"] is None  # a plain .onnx has no manifest naming a source
     assert np.isfinite(report["latency_ms"]["p50"])
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory, tiny) -> tuple:
+    """Two bench reports of the tiny model (40 runs each), and a copy of the second made 3x slower."""
+    from edgec.cli import main
+
+    root = tmp_path_factory.mktemp("reports")
+    old, new = root / "old.json", root / "new.json"
+    for path in (old, new):
+        assert main(["bench", str(tiny.model), "--baseline", str(tiny.model), "--runs", "40", "--warmup", "2",
+                     "--threads", "1", "--json", str(path)]) == 0
+    slow = root / "slow.json"
+    report = json.loads(new.read_text())
+    report["latency_ms"]["samples"] = [3 * v for v in report["latency_ms"]["samples"]]
+    report["size_bytes"] *= 2
+    slow.write_text(json.dumps(report))
+    return old, new, slow
+
+
+def test_gate_against_an_old_report(cli, reports, tmp_path) -> None:
+    old, new, slow = reports
+    result = cli("gate", new, "--against", old, "--max-latency-regression", 1000, "--max-size-growth", 0)
+    assert result.code == 0, result.out + result.err
+    assert "p50 " in result.out and "[95% CI " in result.out and "1000% allowed: pass" in result.out
+    junit, markdown = tmp_path / "g.xml", tmp_path / "g.md"
+    result = cli("gate", slow, "--against", old, "--max-latency-regression", 5, "--max-size-growth", 50,
+                 "--min-cosine", 0.99, "--junit", junit, "--markdown", markdown)
+    assert result.code == 1
+    assert "> 5% allowed: FAIL" in result.out and "size growth +100.00 % > 50 % allowed: FAIL" in result.out
+    assert "min_cosine" in result.out  # absolute thresholds are checked alongside
+    assert 'name="latency_p90_regression"' in junit.read_text() and "latency_p50_regression" in markdown.read_text()
+
+
+def test_gate_against_refuses_what_cannot_be_compared(cli, reports, tmp_path) -> None:
+    old, new, _ = reports
+    other = tmp_path / "other.json"
+    report = json.loads(new.read_text())
+    report["threads"] = 2
+    other.write_text(json.dumps(report))
+    result = cli("gate", other, "--against", old, "--max-latency-regression", 5)
+    assert result.code == 2 and "cannot be compared: threads 1 -> 2" in result.error_line
+    assert cli("gate", other, "--against", old, "--max-latency-regression", 5, "--allow-different-device").code == 0
+    result = cli("gate", new, "--max-latency-regression", 5)
+    assert result.code == 2 and "add --against OLD.json" in result.error_line
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(old.read_text()[:100])
+    result = cli("gate", new, "--against", truncated, "--max-latency-regression", 5, "--junit", tmp_path / "j.xml")
+    assert result.code == 2 and "not valid JSON" in result.error_line and not (tmp_path / "j.xml").exists()

@@ -1,0 +1,112 @@
+"""The regression gate's statistics on known distributions, its refusals, and its fail-closed checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgec.errors import BadInputError
+from edgec.report.regression import RegressionThresholds, compare_reports, comparability, ratio_interval, read_report
+
+HOST = {"cpu_model": "Test CPU", "machine": "x86_64"}
+
+
+def _report(samples: np.ndarray, **extra: object) -> dict:
+    return {"schema": "edgec.bench/1", "target": "cpu-x86-fp32", "threads": 1, "batch": 1, "input_shapes": ["x=1x3"],
+            "host": dict(HOST), "latency_ms": {"samples": [round(float(v), 6) for v in samples]},
+            "size_bytes": 1000, "drift": {"accuracy": 0.95}, **extra}
+
+
+def _lognormal(seed: int, scale: float = 1.0, n: int = 400) -> np.ndarray:
+    """Right-skewed latencies around 2 ms with a 10% spread, like a quiet CPU's."""
+    return scale * 2.0 * np.random.default_rng(seed).lognormal(0.0, 0.1, n)
+
+
+def test_interval_covers_the_true_ratio_and_is_deterministic() -> None:
+    old, new = _lognormal(1), _lognormal(2, scale=1.10)
+    found = ratio_interval(new, old, 0.5)
+    assert found.low < 0.10 < found.high and found.low < found.change < found.high
+    assert found == ratio_interval(new, old, 0.5)
+
+
+def test_no_regression_passes_across_many_seeds() -> None:
+    """Same distribution: the 95% interval's lower bound exceeds +5% on none of 40 pairs."""
+    fired = 0
+    for seed in range(40):
+        checks = compare_reports(_report(_lognormal(2 * seed)), _report(_lognormal(2 * seed + 1)),
+                                 RegressionThresholds(max_latency_regression=5.0))
+        fired += not all(check.passed for check in checks)
+    assert fired == 0
+
+
+def test_ten_percent_regression_is_caught_with_one_line_verdicts() -> None:
+    caught = 0
+    for seed in range(20):
+        checks = compare_reports(_report(_lognormal(2 * seed, scale=1.10)), _report(_lognormal(2 * seed + 1)),
+                                 RegressionThresholds(max_latency_regression=5.0))
+        caught += not all(check.passed for check in checks)
+    assert caught >= 19
+    p50, p90 = checks
+    assert p50.name == "latency_p50_regression" and p90.name == "latency_p90_regression"
+    assert p50.message.startswith("p50 +") and "[95% CI +" in p50.message and p50.message.endswith("> 5% allowed: FAIL")
+    assert "\n" not in p50.message and p50.unit == "%" and p50.value == pytest.approx(10, abs=3)
+
+
+def test_confidence_widens_the_interval() -> None:
+    old, new = _lognormal(3), _lognormal(4)
+    narrow, wide = ratio_interval(new, old, 0.9, confidence=0.8), ratio_interval(new, old, 0.9, confidence=0.99)
+    assert wide.low < narrow.low and wide.high > narrow.high
+
+
+def test_missing_or_short_samples_fail_closed() -> None:
+    thresholds = RegressionThresholds(max_latency_regression=5.0)
+    old = _report(_lognormal(1))
+    no_samples = _report(_lognormal(2))
+    del no_samples["latency_ms"]["samples"]
+    for new, needle in ((no_samples, "no raw latency samples"), (_report(_lognormal(2, n=5)), "only 5 timed runs")):
+        checks = compare_reports(new, old, thresholds)
+        assert not any(check.passed for check in checks) and all(check.value is None for check in checks)
+        assert needle in checks[0].message and checks[0].message.endswith(": fail")
+
+
+def test_accuracy_and_size_checks() -> None:
+    old = _report(_lognormal(1))
+    new = _report(_lognormal(2), size_bytes=1200, drift={"accuracy": 0.93})
+    accuracy, size = compare_reports(new, old, RegressionThresholds(max_accuracy_regression_pp=1.0, max_size_growth=25))
+    assert not accuracy.passed and accuracy.value == pytest.approx(2.0) and "> 1 pp allowed: FAIL" in accuracy.message
+    assert size.passed and size.value == pytest.approx(20.0)
+    del new["drift"]
+    accuracy, = compare_reports(new, old, RegressionThresholds(max_accuracy_regression_pp=1.0))
+    assert not accuracy.passed and "not in the new report" in accuracy.message
+
+
+@pytest.mark.parametrize("change", [{"threads": 2}, {"batch": 8}, {"host": {"cpu_model": "Other", "machine": "x86_64"}},
+                                    {"target": "cpu-arm64-int8"}, {"host": {}}])
+def test_different_devices_or_settings_are_refused(change: dict) -> None:
+    old, new = _report(_lognormal(1)), _report(_lognormal(2), **change)
+    assert comparability(new, old)
+    with pytest.raises(BadInputError, match="cannot be compared"):
+        compare_reports(new, old, RegressionThresholds(max_latency_regression=5.0))
+    assert compare_reports(new, old, RegressionThresholds(max_latency_regression=5.0), allow_different_device=True)
+
+
+def test_bad_thresholds_are_refused() -> None:
+    with pytest.raises(BadInputError, match="no regression thresholds"):
+        compare_reports(_report(_lognormal(1)), _report(_lognormal(2)), RegressionThresholds())
+    with pytest.raises(BadInputError, match="--confidence"):
+        RegressionThresholds(max_latency_regression=5, confidence=1.0)
+    with pytest.raises(BadInputError, match="finite"):
+        RegressionThresholds(max_size_growth=float("nan"))
+
+
+def test_newer_schema_and_truncated_json_are_refused(tmp_path) -> None:
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({"schema": "edgec.bench/2"}))
+    with pytest.raises(BadInputError, match="newer than this edgec reads"):
+        read_report(newer)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(json.dumps(_report(_lognormal(1)))[:50])
+    with pytest.raises(BadInputError, match="not valid JSON"):
+        read_report(truncated)
