@@ -203,14 +203,24 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _against_report(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The earlier report `gate` compares with: --against's file, else None (absolute thresholds only)."""
+    """The earlier report `gate` compares with: --against's file, or history's pick, else None (absolute thresholds only)."""
     from edgec.errors import BadInputError
     from edgec.report.regression import read_report
 
+    if args.against and args.against_history:
+        raise BadInputError("give --against OLD.json or --against-history, not both")
+    if args.against_history:
+        from edgec.report.history import History
+
+        entry, old = History(args.db).baseline_for(read_report(args.report), tag=args.tag)
+        print(f"history #{entry.id}" + (f" ({entry.tag})" if entry.tag else "") + f" from {entry.created_utc}")
+        return old
+    if args.tag or args.db:
+        raise BadInputError("--tag and --db choose the report --against-history compares with: add --against-history")
     if not args.against:
         given = [f"--{name.replace('_', '-')}" for name in _REGRESSION_OPTIONS if getattr(args, name)]
         if given:
-            raise BadInputError(f"{', '.join(given)} compare with an earlier report: add --against OLD.json")
+            raise BadInputError(f"{', '.join(given)} compare with an earlier report: add --against OLD.json or --against-history")
         return None
     return read_report(args.against)
 
@@ -231,6 +241,42 @@ def _regression_gate(args: argparse.Namespace, old: dict[str, Any], thresholds: 
         print(f"  {check.message}")
     print()
     return GateResult((*absolute, *regression))
+
+
+def _cmd_history_add(args: argparse.Namespace) -> int:
+    from edgec.report.history import History
+    from edgec.report.regression import read_report
+
+    entry = History(args.db).add(read_report(args.report), tag=args.tag, model=args.model)
+    print(f"added #{entry.id}: {entry.model} for {entry.target} on {entry.device}" + (f", tagged {entry.tag}" if entry.tag else ""))
+    return EXIT_OK
+
+
+def _cmd_history_list(args: argparse.Namespace) -> int:
+    from edgec.report.history import History
+
+    entries = History(args.db).entries(model=args.model, target=args.target, device=args.device)
+    rows = [("id", "created (UTC)", "model", "target", "device", "tag")]
+    rows += [(str(e.id), e.created_utc, e.model, e.target, e.device, e.tag or "") for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)).rstrip())
+    if not entries:
+        print("(no reports match)")
+    return EXIT_OK
+
+
+def _cmd_history_show(args: argparse.Namespace) -> int:
+    from edgec.report.history import History
+
+    entry, report = History(args.db).get(args.id)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"#{entry.id} {entry.model} for {entry.target} on {entry.device}" + (f", tagged {entry.tag}" if entry.tag else "")
+          + f"; created {entry.created_utc}, added {entry.added_utc}")
+    print(_format_bench(report))
+    return EXIT_OK
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -301,11 +347,42 @@ def _add_input_map(parser: argparse.ArgumentParser) -> None:
                         help="feed the .npz key KEY to the model input NAME (`edgec inspect` shows input names; repeatable)")
 
 
+def _add_db(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--db", metavar="PATH", help="history database (default: history.sqlite in edgec's user data dir)")
+
+
+def _add_history_parser(commands: Any, verbose: argparse.ArgumentParser) -> None:
+    history = commands.add_parser("history", parents=[verbose], help="keep bench reports to gate later builds against")
+    actions = history.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("add", parents=[verbose], help="file a bench report, e.g. a release's with --tag v1.3")
+    p.add_argument("report", help="report JSON written by `edgec bench --json`")
+    p.add_argument("--tag", help="a release name for the report (one report per tag, model, target and device)")
+    p.add_argument("--model", help="the name to file it under (default: the source model's file stem)")
+    _add_db(p)
+    p.set_defaults(func=_cmd_history_add)
+    p = actions.add_parser("list", parents=[verbose], help="list filed reports, oldest first")
+    p.add_argument("--model", help="only this model")
+    p.add_argument("--target", help="only this target")
+    p.add_argument("--device", help="only this device (CPU model, as listed)")
+    _add_db(p)
+    p.set_defaults(func=_cmd_history_list)
+    p = actions.add_parser("show", parents=[verbose], help="show one filed report")
+    p.add_argument("id", type=int, help="the report's id from `edgec history list`")
+    p.add_argument("--json", action="store_true", help="print the report JSON as filed")
+    _add_db(p)
+    p.set_defaults(func=_cmd_history_show)
+
+
 def _add_regression_options(parser: argparse.ArgumentParser) -> None:
     from edgec.report.regression import DEFAULT_CONFIDENCE
 
     g = parser.add_argument_group("regression against an earlier report (same device, threads and batch)")
     g.add_argument("--against", metavar="OLD.json", help="the report of the build to compare with, e.g. the last release's")
+    g.add_argument("--against-history", action="store_true",
+                   help="compare with a report from `edgec history` of the same model, target and device: the newest"
+                        " earlier one, or the one --tag names")
+    g.add_argument("--tag", help="with --against-history: the report tagged TAG, or 'latest' for the newest tagged one")
+    _add_db(g)
     g.add_argument("--max-latency-regression", type=float, metavar="PCT",
                    help="fail if p50 or p90 grew more than PCT%% beyond noise: the bootstrap confidence interval of"
                         " new/old lies wholly above +PCT%% (judged on the raw timed runs)")
@@ -399,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
     p.set_defaults(func=_cmd_gate)
+
+    _add_history_parser(commands, verbose)
 
     p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")

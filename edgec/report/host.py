@@ -68,11 +68,14 @@ def git_describe(where: str | os.PathLike[str] = ".") -> str | None:
 
 
 def provenance(model_path: str | os.PathLike[str], manifest: dict[str, Any] | None) -> dict[str, Any]:
-    """What was measured and by which code: sha256 of the model's files (external data included), the
-    source's sha256 from the manifest, edgec's version, and `git describe` of the current directory."""
+    """What was measured and by which code: the model's name (its source's file stem, else the file's own),
+    sha256 of the model's files (external data included), the source's sha256 from the manifest, edgec's
+    version, and `git describe` of the current directory."""
+    source = (manifest or {}).get("source", {})
     return {
+        "model": Path(source.get("path") or model_path).stem,
         "artifact_sha256": sha256_path(*model_files(Path(model_path))),
-        "source_sha256": (manifest or {}).get("source", {}).get("sha256"),
+        "source_sha256": source.get("sha256"),
         "edgec_version": __version__,
         "git_describe": git_describe(),
     }

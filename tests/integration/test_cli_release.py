@@ -78,3 +78,38 @@ def test_gate_against_refuses_what_cannot_be_compared(cli, reports, tmp_path) ->
     truncated.write_text(old.read_text()[:100])
     result = cli("gate", new, "--against", truncated, "--max-latency-regression", 5, "--junit", tmp_path / "j.xml")
     assert result.code == 2 and "not valid JSON" in result.error_line and not (tmp_path / "j.xml").exists()
+
+
+def test_history_add_list_show_and_gate_against_history(cli, reports, tmp_path) -> None:
+    old, new, slow = reports
+    db = tmp_path / "history.sqlite"
+    result = cli("history", "add", old, "--tag", "v1.2", "--db", db)
+    assert result.code == 0 and result.out.startswith("added #1: tiny for unspecified on ") and "tagged v1.2" in result.out
+    assert cli("history", "add", new, "--db", db).code == 0
+    listed = cli("history", "list", "--model", "tiny", "--db", db)
+    assert listed.code == 0 and "v1.2" in listed.out and len(listed.out.strip().splitlines()) == 3
+    assert "(no reports match)" in cli("history", "list", "--target", "nope", "--db", db).out
+    shown = cli("history", "show", 1, "--json", "--db", db)
+    assert json.loads(shown.out) == json.loads(old.read_text())
+    assert "latency p50 (ms)" in cli("history", "show", 2, "--db", db).out
+    gated = cli("gate", slow, "--against-history", "--tag", "v1.2", "--db", db, "--max-latency-regression", 5)
+    assert gated.code == 1 and "history #1 (v1.2)" in gated.out and "> 5% allowed: FAIL" in gated.out
+    newest = cli("gate", slow, "--against-history", "--db", db, "--max-latency-regression", 5)
+    assert newest.code == 1 and "history #2 from" in newest.out
+
+
+def test_history_bad_input_exits_2(cli, reports, tmp_path) -> None:
+    old, new, _ = reports
+    db = tmp_path / "history.sqlite"
+    assert cli("history", "add", old, "--db", db).code == 0
+    unknown = cli("gate", new, "--against-history", "--tag", "v0.9", "--db", db, "--max-latency-regression", 5)
+    assert unknown.code == 2 and "no report tagged 'v0.9'" in unknown.error_line
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"garbage" * 1000)
+    for args in (("history", "add", old), ("history", "list"), ("gate", new, "--against-history", "--max-latency-regression", 5)):
+        result = cli(*args, "--db", corrupt)
+        assert result.code == 2 and "is not an SQLite database or is corrupt" in result.error_line
+    assert cli("history", "show", 7, "--db", db).code == 2
+    assert cli("gate", new, "--tag", "v1", "--max-latency-regression", 5).error_line.endswith("add --against-history")
+    both = cli("gate", new, "--against", old, "--against-history", "--max-latency-regression", 5)
+    assert both.code == 2 and "not both" in both.error_line

@@ -51,7 +51,8 @@ def test_provenance_hashes_the_model_bytes(tmp_path) -> None:
     model.write_bytes(b"not really onnx")
     record = provenance(model, {"source": {"sha256": "ab" * 32}})
     assert record["artifact_sha256"] == hashlib.sha256(b"not really onnx").hexdigest()
-    assert record["source_sha256"] == "ab" * 32 and record["edgec_version"] == __version__
+    assert record["source_sha256"] == "ab" * 32 and record["edgec_version"] == __version__ and record["model"] == "m"
+    assert provenance(model, {"source": {"path": "/x/resnet.pt2"}})["model"] == "resnet"
     assert provenance(model, None)["source_sha256"] is None
 
 
