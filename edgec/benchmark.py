@@ -238,7 +238,7 @@ def bench(
         "batch": _batch(samples),
         "warmup": warmup,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions(), **host_facts()},
-        "provenance": provenance(model.path, manifest),
+        "provenance": provenance(model.path, manifest, reference.path if reference else None),
         "warnings": warnings,
         **measured,
     }

@@ -67,14 +67,16 @@ def git_describe(where: str | os.PathLike[str] = ".") -> str | None:
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
-def provenance(model_path: str | os.PathLike[str], manifest: dict[str, Any] | None) -> dict[str, Any]:
+def provenance(model_path: str | os.PathLike[str], manifest: dict[str, Any] | None,
+               baseline_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """What was measured and by which code: the model's name (its source's file stem, else the file's own),
-    sha256 of the model's files (external data included), the source's sha256 from the manifest, edgec's
-    version, and `git describe` of the current directory."""
+    sha256 of the model's files (external data included), of the float baseline's when there is one, the
+    source's sha256 from the manifest, edgec's version, and `git describe` of the current directory."""
     source = (manifest or {}).get("source", {})
     return {
         "model": Path(source.get("path") or model_path).stem,
         "artifact_sha256": sha256_path(*model_files(Path(model_path))),
+        "baseline_sha256": sha256_path(*model_files(Path(baseline_path))) if baseline_path is not None else None,
         "source_sha256": source.get("sha256"),
         "edgec_version": __version__,
         "git_describe": git_describe(),

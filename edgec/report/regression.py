@@ -9,10 +9,14 @@ A check fails only when the whole interval lies above the allowed growth (its lo
 it), so under the null "no more than the allowed growth" it fires with probability at most
 `(1-c)/2`. The generator is seeded, so one pair of reports always gets one verdict.
 
-The bootstrap treats the runs of one report as independent draws; drift between two bench
-invocations (another tenant, a frequency change) is not in it, which is what the allowed growth
-absorbs. `bench/gate_stats.py` measures how often the gate cries wolf and how often it catches a
-real slowdown.
+The bootstrap treats the runs of one report as independent draws, so drift between two bench
+invocations (another tenant, a frequency change: on a shared machine medians move by tens of
+percent) is not in it. When both reports timed the same float baseline file (equal
+`provenance.baseline_sha256`) in interleaved rounds with the artifact, `s = q(artifact) / q(baseline)`
+replaces `q(artifact)`: the machine's state of the moment divides out, and the baseline's run i is
+resampled together with the artifact's run i (they shared a round). Otherwise the absolute
+quantiles are compared, and the verdict line says which. `bench/gate_stats.py` measures how often
+the gate cries wolf and how often it catches a real slowdown.
 
 The verdicts are `edgec.gating.CheckResult`s, so the gate's table, JUnit and Markdown render them.
 """
@@ -91,22 +95,39 @@ class Interval:
     confidence: float
 
 
-def ratio_interval(new: np.ndarray, old: np.ndarray, quantile: float, *, confidence: float = DEFAULT_CONFIDENCE,
-                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Interval:
-    """`q(new) / q(old) - 1` and its percentile-bootstrap interval (see the module docstring).
+def _statistic(runs: np.ndarray, reference: np.ndarray | None, quantile: float, rng: np.random.Generator,
+               resamples: int) -> tuple[float, np.ndarray]:
+    """`q(runs)`, or `q(runs) / q(reference)` with a reference, on the data and on each bootstrap resample.
 
-    Quantiles are numpy's "linear" ones, as in the report's summary. Each resample draws
-    `len(new)` runs from `new` and `len(old)` from `old`, with replacement, from one seeded generator.
+    A reference's runs are resampled at the same indices as `runs` (its i-th run was timed in the
+    same interleaved round as theirs), so noise both share stays paired in every resample.
     """
-    new, old = np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64)
+    index = rng.integers(0, runs.size, (resamples, runs.size))
+    point, boot = float(np.quantile(runs, quantile)), np.quantile(runs[index], quantile, axis=1)
+    if reference is not None:
+        point /= float(np.quantile(reference, quantile))
+        boot = boot / np.quantile(reference[index], quantile, axis=1)
+    return point, boot
+
+
+def ratio_interval(new: np.ndarray, old: np.ndarray, quantile: float, *, new_reference: np.ndarray | None = None,
+                   old_reference: np.ndarray | None = None, confidence: float = DEFAULT_CONFIDENCE,
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Interval:
+    """`s(new) / s(old) - 1` and its percentile-bootstrap interval (see the module docstring), where `s` is
+    the quantile, or the quantile relative to the reference timed alongside when both references are given.
+
+    Quantiles are numpy's "linear" ones, as in the report's summary. Each resample draws `len(new)`
+    runs from `new` and `len(old)` from `old`, with replacement, from one seeded generator.
+    """
     rng = np.random.default_rng(seed)
-    boot_new = np.quantile(new[rng.integers(0, new.size, (resamples, new.size))], quantile, axis=1)
-    boot_old = np.quantile(old[rng.integers(0, old.size, (resamples, old.size))], quantile, axis=1)
-    ratios = boot_new / np.maximum(boot_old, np.finfo(np.float64).tiny) - 1.0
+    paired = new_reference is not None and old_reference is not None
+    point_new, boot_new = _statistic(np.asarray(new, dtype=np.float64), np.asarray(new_reference, dtype=np.float64)
+                                     if paired else None, quantile, rng, resamples)
+    point_old, boot_old = _statistic(np.asarray(old, dtype=np.float64), np.asarray(old_reference, dtype=np.float64)
+                                     if paired else None, quantile, rng, resamples)
     tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(ratios, [tail, 1.0 - tail])
-    change = float(np.quantile(new, quantile) / max(float(np.quantile(old, quantile)), np.finfo(np.float64).tiny) - 1.0)
-    return Interval(change, float(low), float(high), confidence)
+    low, high = np.quantile(boot_new / boot_old - 1.0, [tail, 1.0 - tail])
+    return Interval(point_new / point_old - 1.0, float(low), float(high), confidence)
 
 
 #: What must match for two reports' latencies to be comparable: (label, path into the report).
@@ -155,33 +176,50 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+def _runs(report: Mapping[str, Any], path: tuple[str, ...], which: str) -> np.ndarray | str:
+    """A report's raw timed runs at `path`, or why they cannot be judged."""
+    samples = _get(report, path)
+    if not isinstance(samples, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples):
+        return f"the {which} report has no raw latency samples (re-run `edgec bench --json` with this edgec)"
+    if len(samples) < MIN_LATENCY_RUNS:
+        return f"the {which} report has only {len(samples)} timed runs (bench with --runs {MIN_LATENCY_RUNS} or more)"
+    if not all(math.isfinite(v) for v in samples):
+        return f"the {which} report's latency samples are not all finite numbers"
+    return np.asarray(samples, dtype=np.float64)
+
+
+def _references(new: Mapping[str, Any], old: Mapping[str, Any], runs: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Both reports' float-baseline runs when both timed the same baseline file alongside the artifact, else None."""
+    shas = [_get(report, ("provenance", "baseline_sha256")) for report in (new, old)]
+    if shas[0] is None or shas[0] != shas[1]:
+        return None
+    found = {which: _runs(report, ("baseline", "latency_ms", "samples"), which) for which, report in (("new", new), ("old", old))}
+    if any(isinstance(r, str) or r.size != runs[which].size for which, r in found.items()):
+        return None
+    return found  # type: ignore[return-value]
+
+
 def _latency_checks(new: Mapping[str, Any], old: Mapping[str, Any], allowed_pct: float,
                     confidence: float) -> list[CheckResult]:
     """p50 and p90 regression checks on the raw runs; missing or too few runs fail closed."""
-    runs = {}
-    for which, report in (("new", new), ("old", old)):
-        samples = _get(report, ("latency_ms", "samples"))
-        if not isinstance(samples, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples):
-            runs[which] = f"the {which} report has no raw latency samples (re-run `edgec bench --json` with this edgec)"
-        elif len(samples) < MIN_LATENCY_RUNS:
-            runs[which] = f"the {which} report has only {len(samples)} timed runs (bench with --runs {MIN_LATENCY_RUNS} or more)"
-        elif not all(math.isfinite(v) for v in samples):
-            runs[which] = f"the {which} report's latency samples are not all finite numbers"
-        else:
-            runs[which] = np.asarray(samples, dtype=np.float64)
+    runs = {which: _runs(report, ("latency_ms", "samples"), which) for which, report in (("new", new), ("old", old))}
+    problem = next((r for r in runs.values() if isinstance(r, str)), None)
+    references = None if problem else _references(new, old, runs)
+    how = " (relative to the same float baseline timed alongside)" if references else ""
     checks = []
     level = f"{confidence * 100:g}%"
     for key, q in _QUANTILES:
         name, metric = f"latency_{key}_regression", f"latency_ms.{key} new/old - 1"
-        problem = next((r for r in runs.values() if isinstance(r, str)), None)
         if problem:
             checks.append(CheckResult(name, metric, None, allowed_pct, "<=", False, f"{key}: {problem}: fail", "%"))
             continue
-        found = ratio_interval(runs["new"], runs["old"], q, confidence=confidence)
+        found = ratio_interval(runs["new"], runs["old"], q, confidence=confidence,
+                               new_reference=references["new"] if references else None,
+                               old_reference=references["old"] if references else None)
         failed = found.low * 100 > allowed_pct
         judged = "> " if failed else ("<= " if found.change * 100 <= allowed_pct else "within noise of ")
         message = (f"{key} {_pct(found.change)} [{level} CI {_pct(found.low)}, {_pct(found.high)}] {judged}"
-                   f"{allowed_pct:g}% allowed: {'FAIL' if failed else 'pass'}")
+                   f"{allowed_pct:g}% allowed: {'FAIL' if failed else 'pass'}{how}")
         checks.append(CheckResult(name, metric, found.change * 100, allowed_pct, "<=", not failed, message, "%"))
     return checks
 

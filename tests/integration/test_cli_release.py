@@ -28,6 +28,7 @@ def test_bench_report_keeps_raw_latencies_and_provenance(cli, tiny, tmp_path) ->
     provenance = report["provenance"]
     assert provenance["artifact_sha256"] == hashlib.sha256(tiny.model.read_bytes()).hexdigest()
     assert provenance["source_sha256"] is None  # a plain .onnx has no manifest naming a source
+    assert provenance["baseline_sha256"] == provenance["artifact_sha256"]  # benched against itself
     assert np.isfinite(report["latency_ms"]["p50"])
 
 

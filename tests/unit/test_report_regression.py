@@ -110,3 +110,22 @@ def test_newer_schema_and_truncated_json_are_refused(tmp_path) -> None:
     truncated.write_text(json.dumps(_report(_lognormal(1)))[:50])
     with pytest.raises(BadInputError, match="not valid JSON"):
         read_report(truncated)
+
+
+def _with_baseline(report: dict, samples: np.ndarray, sha: str = "ab" * 32) -> dict:
+    return {**report, "provenance": {"baseline_sha256": sha},
+            "baseline": {"latency_ms": {"samples": [round(float(v), 6) for v in samples]}}}
+
+
+def test_a_machine_wide_slowdown_divides_out_against_the_same_baseline() -> None:
+    """The new bench ran while the machine was 30% slower for both models: relative to the baseline, no regression."""
+    thresholds = RegressionThresholds(max_latency_regression=5.0)
+    old = _with_baseline(_report(_lognormal(1)), _lognormal(2))
+    new = _with_baseline(_report(_lognormal(3, scale=1.3)), _lognormal(4, scale=1.3))
+    checks = compare_reports(new, old, thresholds)
+    assert all(check.passed for check in checks) and checks[0].message.endswith("(relative to the same float baseline timed alongside)")
+    slower = _with_baseline(_report(_lognormal(3, scale=1.3 * 1.1)), _lognormal(4, scale=1.3))
+    assert not all(check.passed for check in compare_reports(slower, old, thresholds))
+    other_baseline = _with_baseline(_report(_lognormal(3, scale=1.3)), _lognormal(4, scale=1.3), sha="cd" * 32)
+    absolute = compare_reports(other_baseline, old, thresholds)
+    assert not any(check.passed for check in absolute) and "relative" not in absolute[0].message
