@@ -279,6 +279,20 @@ def _cmd_history_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from edgec.errors import BadInputError
+    from edgec.report.compare import comparison_rows, format_markdown, format_text
+    from edgec.report.regression import read_report
+
+    if len(args.reports) < 2:
+        raise BadInputError("compare needs two or more reports")
+    reports = [read_report(path) for path in args.reports]
+    names = [Path(path).name for path in args.reports]
+    rows = comparison_rows(reports, names if len(set(names)) == len(names) else list(args.reports))
+    print(format_markdown(rows) if args.markdown else format_text(rows), end="\n" if not args.markdown else "")
+    return EXIT_OK
+
+
 def _cmd_targets(args: argparse.Namespace) -> int:
     from edgec.compiler import builds
     from edgec.target import list_targets
@@ -478,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_gate)
 
     _add_history_parser(commands, verbose)
+
+    p = commands.add_parser("compare", parents=[verbose], help="bench reports side by side (the first is the reference)")
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by `edgec bench --json`")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table instead of aligned text")
+    p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -114,3 +114,21 @@ def test_history_bad_input_exits_2(cli, reports, tmp_path) -> None:
     assert cli("gate", new, "--tag", "v1", "--max-latency-regression", 5).error_line.endswith("add --against-history")
     both = cli("gate", new, "--against", old, "--against-history", "--max-latency-regression", 5)
     assert both.code == 2 and "not both" in both.error_line
+
+
+def test_compare_side_by_side(cli, reports, tmp_path) -> None:
+    old, new, slow = reports
+    result = cli("compare", old, new, slow)
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["old.json", "new.json", "slow.json"]
+    p50 = next(line for line in lines if line.startswith("latency p50"))
+    first = json.loads(old.read_text())["latency_ms"]["p50"]
+    assert f"{first:.3f}" in p50 and p50.count("%)") == 2
+    assert "size (MiB)" in result.out and "threads" in result.out
+    markdown = cli("compare", old, new, "--markdown").out
+    assert markdown.startswith("|  | old.json | new.json |\n|---|---:|---:|\n") and "| latency p90 (ms) |" in markdown
+    assert cli("compare", old).code == 2
+    truncated = tmp_path / "t.json"
+    truncated.write_text("{")
+    assert cli("compare", old, truncated).code == 2
