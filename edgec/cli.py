@@ -410,6 +410,7 @@ def _add_regression_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edgec.benchmark import BENCH_RUNS
     from edgec.gating import THRESHOLD_NAMES
 
     parser = argparse.ArgumentParser(prog="edgec", description="Compile a trained model for an edge target, "
@@ -477,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
-    p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
+    p.add_argument("--runs", type=int, default=BENCH_RUNS,
+                   help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=_cmd_bench)
 
