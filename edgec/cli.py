@@ -33,7 +33,8 @@ _THRESHOLD_HELP = {
     "max_peak_rss_mb": "fail if the artifact's worker peaks above X MiB of resident memory",
 }
 #: `gate` options that only mean something with an earlier report to compare with.
-_REGRESSION_OPTIONS = ("max_latency_regression", "max_accuracy_regression_pp", "max_size_growth", "allow_different_device")
+_REGRESSION_OPTIONS = ("max_latency_regression", "max_accuracy_regression_pp", "max_size_growth", "min_cosine_vs_old",
+                       "allow_different_device")
 #: Input shapes whose latency the bench table lists (the report has all of them).
 _SHAPES_SHOWN = 8
 
@@ -233,7 +234,7 @@ def _regression_gate(args: argparse.Namespace, old: dict[str, Any], thresholds: 
 
     new = read_report(args.report)
     limits = RegressionThresholds(args.max_latency_regression, args.max_accuracy_regression_pp, args.max_size_growth,
-                                  args.confidence)
+                                  args.min_cosine_vs_old, args.confidence)
     absolute = gate(new, policy=args.policy, **thresholds).checks if args.policy or thresholds else ()
     regression = compare_reports(new, old, limits, allow_different_device=args.allow_different_device)
     print(f"against {old.get('provenance', {}).get('git_describe') or old.get('created_utc', 'the old report')}:")
@@ -405,6 +406,9 @@ def _add_regression_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-accuracy-regression-pp", type=float, metavar="PP",
                    help="fail if top-1 accuracy fell more than PP percentage points (both reports need --labels)")
     g.add_argument("--max-size-growth", type=float, metavar="PCT", help="fail if the artifact grew more than PCT%% on disk")
+    g.add_argument("--min-cosine-vs-old", type=float, metavar="F",
+                   help="fail unless every sample's output provably has cosine >= F to the old artifact's (bounded from"
+                        " both reports' cosine to the same float baseline on the same data)")
     g.add_argument("--allow-different-device", action="store_true",
                    help="compare reports measured on different CPUs, threads, batch or input shapes (refused otherwise)")
 

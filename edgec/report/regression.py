@@ -43,6 +43,7 @@ __all__ = [
     "ratio_interval",
     "comparability",
     "compare_reports",
+    "cosine_bound",
     "read_report",
 ]
 
@@ -63,16 +64,19 @@ class RegressionThresholds:
         max_latency_regression: Allowed growth of p50 and p90, in percent of the old value.
         max_accuracy_regression_pp: Allowed drop of top-1 accuracy, in percentage points.
         max_size_growth: Allowed growth of the artifact's size on disk, in percent.
+        min_cosine_vs_old: Least cosine between the new and the old artifact's outputs on any sample,
+            as bounded by `cosine_bound` (both reports need drift against the same baseline file).
         confidence: Two-sided confidence of the latency intervals (0.5..1, exclusive).
     """
 
     max_latency_regression: float | None = None
     max_accuracy_regression_pp: float | None = None
     max_size_growth: float | None = None
+    min_cosine_vs_old: float | None = None
     confidence: float = DEFAULT_CONFIDENCE
 
     def __post_init__(self) -> None:
-        for name in ("max_latency_regression", "max_accuracy_regression_pp", "max_size_growth"):
+        for name in ("max_latency_regression", "max_accuracy_regression_pp", "max_size_growth", "min_cosine_vs_old"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise BadInputError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
@@ -82,7 +86,7 @@ class RegressionThresholds:
     @property
     def any(self) -> bool:
         return any(v is not None for v in (self.max_latency_regression, self.max_accuracy_regression_pp,
-                                           self.max_size_growth))
+                                           self.max_size_growth, self.min_cosine_vs_old))
 
 
 @dataclass(frozen=True)
@@ -248,9 +252,41 @@ def _absent(new: float | None, old: float | None, how: str) -> str | None:
     return f"not in the {'new' if new is None else 'old'} report ({how})"
 
 
+def cosine_bound(new_min: float, old_min: float) -> float:
+    """Least possible cosine between new and old outputs of one sample, from each one's cosine to the same baseline.
+
+    Angles between vectors obey the triangle inequality, so `angle(new, old) <= acos(new_min) +
+    acos(old_min)` on every sample, and `cos(min(pi, that sum))` bounds their cosine from below. The
+    reports keep no outputs, so this bound is what they can prove; it is tight when both drifted the
+    opposite ways and conservative otherwise.
+    """
+    angle = math.acos(max(-1.0, min(1.0, new_min))) + math.acos(max(-1.0, min(1.0, old_min)))
+    return math.cos(min(math.pi, angle))
+
+
+def _cosine_check(new: Mapping[str, Any], old: Mapping[str, Any], least: float) -> CheckResult:
+    """`min_cosine_vs_old`: the worst output's `cosine_bound`; fails closed unless both reports measured drift
+    of the same outputs against the same baseline file on the same data."""
+    name, metric = "cosine_vs_old", "min cosine new vs old (bound)"
+    same = (_get(new, ("provenance", "baseline_sha256")) is not None
+            and all(_get(new, path) == _get(old, path) for path in (("provenance", "baseline_sha256"), ("data",), ("samples",))))
+    outputs = [_get(report, ("drift", "outputs")) or {} for report in (new, old)]
+    bounds = []
+    for output in outputs[0] if same and set(outputs[0]) == set(outputs[1]) else ():
+        pair = [_number(o, (output, "cosine_min")) for o in outputs]
+        bounds.append(cosine_bound(*pair) if None not in pair else math.nan)  # type: ignore[arg-type]
+    if not bounds or any(math.isnan(b) for b in bounds):
+        why = "both reports need drift against the same baseline file on the same data (bench each with its float baseline)"
+        return CheckResult(name, metric, None, least, ">=", False, f"{metric}: {why}: fail", "")
+    value = min(bounds)
+    passed = value >= least
+    message = f"{metric} {value:.6f} {'>=' if passed else '<'} {least:g} required: {'pass' if passed else 'FAIL'}"
+    return CheckResult(name, metric, value, least, ">=", passed, message, "")
+
+
 def compare_reports(new: Mapping[str, Any], old: Mapping[str, Any], thresholds: RegressionThresholds, *,
                     allow_different_device: bool = False) -> list[CheckResult]:
-    """The regression checks of `new` against `old`, in a fixed order: latency p50, p90, accuracy, size.
+    """The regression checks of `new` against `old`, in a fixed order: latency p50, p90, accuracy, size, cosine.
 
     Raises:
         BadInputError: No threshold given, or the reports come from different devices or settings
@@ -258,7 +294,7 @@ def compare_reports(new: Mapping[str, Any], old: Mapping[str, Any], thresholds: 
     """
     if not thresholds.any:
         raise BadInputError("no regression thresholds given: pass --max-latency-regression, "
-                            "--max-accuracy-regression-pp or --max-size-growth")
+                            "--max-accuracy-regression-pp, --max-size-growth or --min-cosine-vs-old")
     problems = comparability(new, old)
     if problems and not allow_different_device:
         raise BadInputError(f"the reports cannot be compared: {'; '.join(problems)} (--allow-different-device to compare anyway)")
@@ -276,4 +312,6 @@ def compare_reports(new: Mapping[str, Any], old: Mapping[str, Any], thresholds: 
         missing = _absent(new_size, old_size or None, "re-run `edgec bench --json`")
         growth = None if missing else (new_size / old_size - 1) * 100  # type: ignore[operator]
         checks.append(_growth_check("size_growth", "size growth", growth, missing, thresholds.max_size_growth, "%"))
+    if thresholds.min_cosine_vs_old is not None:
+        checks.append(_cosine_check(new, old, thresholds.min_cosine_vs_old))
     return checks

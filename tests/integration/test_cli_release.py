@@ -52,9 +52,11 @@ def reports(tmp_path_factory, tiny) -> tuple:
 
 def test_gate_against_an_old_report(cli, reports, tmp_path) -> None:
     old, new, slow = reports
-    result = cli("gate", new, "--against", old, "--max-latency-regression", 1000, "--max-size-growth", 0)
+    result = cli("gate", new, "--against", old, "--max-latency-regression", 1000, "--max-size-growth", 0,
+                 "--min-cosine-vs-old", 0.999)
     assert result.code == 0, result.out + result.err
     assert "p50 " in result.out and "[95% CI " in result.out and "1000% allowed: pass" in result.out
+    assert "min cosine new vs old (bound) 1.000000 >= 0.999 required: pass" in result.out
     junit, markdown = tmp_path / "g.xml", tmp_path / "g.md"
     result = cli("gate", slow, "--against", old, "--max-latency-regression", 5, "--max-size-growth", 50,
                  "--min-cosine", 0.99, "--junit", junit, "--markdown", markdown)

@@ -129,3 +129,29 @@ def test_a_machine_wide_slowdown_divides_out_against_the_same_baseline() -> None
     other_baseline = _with_baseline(_report(_lognormal(3, scale=1.3)), _lognormal(4, scale=1.3), sha="cd" * 32)
     absolute = compare_reports(other_baseline, old, thresholds)
     assert not any(check.passed for check in absolute) and "relative" not in absolute[0].message
+
+
+def test_cosine_bound_follows_the_angle_triangle_inequality() -> None:
+    from edgec.report.regression import cosine_bound
+
+    assert cosine_bound(1.0, 1.0) == pytest.approx(1.0)
+    assert cosine_bound(0.0, 0.0) == pytest.approx(-1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # real vectors: the bound never exceeds their actual cosine
+        base, new, old = rng.normal(size=(3, 8))
+        cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+        assert cos(new, old) >= cosine_bound(cos(new, base), cos(old, base)) - 1e-12
+
+
+def test_min_cosine_vs_old_needs_the_same_baseline_and_data() -> None:
+    def drifted(cosine: float, sha: str = "ab" * 32) -> dict:
+        report = _report(_lognormal(1), provenance={"baseline_sha256": sha}, data="random",
+                         drift={"outputs": {"y": {"cosine_min": cosine}}})
+        return {**report, "samples": 16}
+
+    check, = compare_reports(drifted(0.9995), drifted(0.9995), RegressionThresholds(min_cosine_vs_old=0.99))
+    assert check.passed and check.value == pytest.approx(np.cos(2 * np.arccos(0.9995)))
+    check, = compare_reports(drifted(0.95), drifted(0.9995), RegressionThresholds(min_cosine_vs_old=0.99))
+    assert not check.passed and "< 0.99 required: FAIL" in check.message
+    check, = compare_reports(drifted(1.0, sha="cd" * 32), drifted(1.0), RegressionThresholds(min_cosine_vs_old=0.99))
+    assert not check.passed and check.value is None and "same baseline file" in check.message
