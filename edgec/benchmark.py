@@ -20,12 +20,16 @@ from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
 from edgec.integrity import check_artifact, vet_baseline, vet_framework
 from edgec.limits import MAX_THREADS, utf8_path
+from edgec.report.host import host_facts, provenance
 from edgec.runtime.base import TensorSpec, runtime_class
 from edgec.target import device_mismatch
 
-__all__ = ["bench", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
+__all__ = ["bench", "BENCH_RUNS", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
 REPORT_SCHEMA = "edgec.bench/1"
+#: Default timed runs per model: `bench/gate_stats.py` found the regression gate's false alarms at 95%
+#: (same model, 20 benches on a shared 2-core machine) at most 1 in 20 from 400 runs and none at 600.
+BENCH_RUNS = 600
 #: Random feeds used when no --data is given (latency and drift on noise; no accuracy).
 RANDOM_BENCH_SAMPLES = 16
 #: Runtime options that change how a model runs, copied from the target descriptor.
@@ -136,6 +140,12 @@ def _shaped(specs: list[TensorSpec], shapes: Sequence[TensorSpec]) -> list[Tenso
     return [by_name[spec.name] for spec in specs]
 
 
+def _batch(samples: Sequence[Mapping[str, np.ndarray]]) -> int | None:
+    """The leading dim every input of every sample shares (the batch size), else None."""
+    leading = {np.shape(value)[0] if np.ndim(value) else None for sample in samples for value in sample.values()}
+    return leading.pop() if len(leading) == 1 and None not in leading else None
+
+
 def _default_threads(manifest: dict[str, Any] | None) -> int:
     configured = (manifest or {}).get("target", {}).get("descriptor", {}).get("options", {}).get("threads", 0)
     return int(configured) or (os.cpu_count() or 1)
@@ -150,7 +160,7 @@ def bench(
     baseline_from: str | None = None,
     threads: int | None = None,
     warmup: int = 10,
-    runs: int = 100,
+    runs: int = BENCH_RUNS,
     json_path: str | os.PathLike[str] | None = None,
     input_map: Mapping[str, str] | None = None,
     shapes: Sequence[str | TensorSpec] = (),
@@ -240,8 +250,10 @@ def bench(
         "data": str(data) if data is not None else "random",
         "samples": len(samples),
         "input_shapes": list(dict.fromkeys(shape_key(sample) for sample in samples)),
+        "batch": _batch(samples),
         "warmup": warmup,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions()},
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions(), **host_facts()},
+        "provenance": provenance(model.path, manifest, reference.path if reference else None),
         "warnings": warnings,
         **measured,
     }

@@ -36,6 +36,9 @@ _THRESHOLD_HELP = {
     "max_size_mb": "fail if the artifact is larger than X MiB on disk",
     "max_peak_rss_mb": "fail if the artifact's worker peaks above X MiB of resident memory",
 }
+#: `gate` options that only mean something with an earlier report to compare with.
+_REGRESSION_OPTIONS = ("max_latency_regression", "max_accuracy_regression_pp", "max_size_growth", "min_cosine_vs_old",
+                       "allow_different_device")
 #: Input shapes whose latency the bench table lists (the report has all of them).
 _SHAPES_SHOWN = 8
 
@@ -209,13 +212,105 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         if path:
             check_writable(path, option)
     thresholds = {name: getattr(args, name) for name in THRESHOLD_NAMES if getattr(args, name) is not None}
-    result = gate(args.report, policy=args.policy, **thresholds)
+    against = _against_report(args)
+    result = _regression_gate(args, against, thresholds) if against else gate(args.report, policy=args.policy, **thresholds)
     print(format_table(result))
     if args.junit:
         write_text_atomic(args.junit, to_junit(result))
     if args.markdown:
         write_text_atomic(args.markdown, to_markdown(result))
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
+def _against_report(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The earlier report `gate` compares with: --against's file, or history's pick, else None (absolute thresholds only)."""
+    from edgec.errors import BadInputError
+    from edgec.report.regression import read_report
+
+    if args.against and args.against_history:
+        raise BadInputError("give --against OLD.json or --against-history, not both")
+    if args.against_history:
+        from edgec.report.history import History
+
+        entry, old = History(args.db).baseline_for(read_report(args.report), tag=args.tag)
+        print(f"history #{entry.id}" + (f" ({entry.tag})" if entry.tag else "") + f" from {entry.created_utc}")
+        return old
+    if args.tag or args.db:
+        raise BadInputError("--tag and --db choose the report --against-history compares with: add --against-history")
+    if not args.against:
+        given = [f"--{name.replace('_', '-')}" for name in _REGRESSION_OPTIONS if getattr(args, name)]
+        if given:
+            raise BadInputError(f"{', '.join(given)} compare with an earlier report: add --against OLD.json or --against-history")
+        return None
+    return read_report(args.against)
+
+
+def _regression_gate(args: argparse.Namespace, old: dict[str, Any], thresholds: dict[str, float]) -> Any:
+    """The regression checks of the report against `old`, after any absolute thresholds the command also gave."""
+    from edgec.api import gate
+    from edgec.gating import GateResult
+    from edgec.report.regression import RegressionThresholds, compare_reports, read_report
+
+    new = read_report(args.report)
+    limits = RegressionThresholds(args.max_latency_regression, args.max_accuracy_regression_pp, args.max_size_growth,
+                                  args.min_cosine_vs_old, args.confidence)
+    absolute = gate(new, policy=args.policy, **thresholds).checks if args.policy or thresholds else ()
+    regression = compare_reports(new, old, limits, allow_different_device=args.allow_different_device)
+    print(f"against {old.get('provenance', {}).get('git_describe') or old.get('created_utc', 'the old report')}:")
+    for check in regression:
+        print(f"  {check.message}")
+    print()
+    return GateResult((*absolute, *regression))
+
+
+def _cmd_history_add(args: argparse.Namespace) -> int:
+    from edgec.report.history import History
+    from edgec.report.regression import read_report
+
+    entry = History(args.db).add(read_report(args.report), tag=args.tag, model=args.model)
+    print(f"added #{entry.id}: {entry.model} for {entry.target} on {entry.device}" + (f", tagged {entry.tag}" if entry.tag else ""))
+    return EXIT_OK
+
+
+def _cmd_history_list(args: argparse.Namespace) -> int:
+    from edgec.report.history import History
+
+    entries = History(args.db).entries(model=args.model, target=args.target, device=args.device)
+    rows = [("id", "created (UTC)", "model", "target", "device", "tag")]
+    rows += [(str(e.id), e.created_utc, e.model, e.target, e.device, e.tag or "") for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)).rstrip())
+    if not entries:
+        print("(no reports match)")
+    return EXIT_OK
+
+
+def _cmd_history_show(args: argparse.Namespace) -> int:
+    from edgec.report.history import History
+
+    entry, report = History(args.db).get(args.id)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"#{entry.id} {entry.model} for {entry.target} on {entry.device}" + (f", tagged {entry.tag}" if entry.tag else "")
+          + f"; created {entry.created_utc}, added {entry.added_utc}")
+    print(_format_bench(report))
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from edgec.errors import BadInputError
+    from edgec.report.compare import comparison_rows, format_markdown, format_text
+    from edgec.report.regression import read_report
+
+    if len(args.reports) < 2:
+        raise BadInputError("compare needs two or more reports")
+    reports = [read_report(path) for path in args.reports]
+    names = [Path(path).name for path in args.reports]
+    rows = comparison_rows(reports, names if len(set(names)) == len(names) else list(args.reports))
+    print(format_markdown(rows) if args.markdown else format_text(rows), end="\n" if not args.markdown else "")
+    return EXIT_OK
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -292,7 +387,59 @@ def _trust_flag(parser: argparse.ArgumentParser, action: str, condition: str = "
                              " only for files from someone you trust")
 
 
+def _add_db(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--db", metavar="PATH", help="history database (default: history.sqlite in edgec's user data dir)")
+
+
+def _add_history_parser(commands: Any, verbose: argparse.ArgumentParser) -> None:
+    history = commands.add_parser("history", parents=[verbose], help="keep bench reports to gate later builds against")
+    actions = history.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("add", parents=[verbose], help="file a bench report, e.g. a release's with --tag v1.3")
+    p.add_argument("report", help="report JSON written by `edgec bench --json`")
+    p.add_argument("--tag", help="a release name for the report (one report per tag, model, target and device)")
+    p.add_argument("--model", help="the name to file it under (default: the source model's file stem)")
+    _add_db(p)
+    p.set_defaults(func=_cmd_history_add)
+    p = actions.add_parser("list", parents=[verbose], help="list filed reports, oldest first")
+    p.add_argument("--model", help="only this model")
+    p.add_argument("--target", help="only this target")
+    p.add_argument("--device", help="only this device (CPU model, as listed)")
+    _add_db(p)
+    p.set_defaults(func=_cmd_history_list)
+    p = actions.add_parser("show", parents=[verbose], help="show one filed report")
+    p.add_argument("id", type=int, help="the report's id from `edgec history list`")
+    p.add_argument("--json", action="store_true", help="print the report JSON as filed")
+    _add_db(p)
+    p.set_defaults(func=_cmd_history_show)
+
+
+def _add_regression_options(parser: argparse.ArgumentParser) -> None:
+    from edgec.report.regression import DEFAULT_CONFIDENCE
+
+    g = parser.add_argument_group("regression against an earlier report (same device, threads and batch)")
+    g.add_argument("--against", metavar="OLD.json", help="the report of the build to compare with, e.g. the last release's")
+    g.add_argument("--against-history", action="store_true",
+                   help="compare with a report from `edgec history` of the same model, target and device: the newest"
+                        " earlier one, or the one --tag names")
+    g.add_argument("--tag", help="with --against-history: the report tagged TAG, or 'latest' for the newest tagged one")
+    _add_db(g)
+    g.add_argument("--max-latency-regression", type=float, metavar="PCT",
+                   help="fail if p50 or p90 grew more than PCT%% beyond noise: the bootstrap confidence interval of"
+                        " new/old lies wholly above +PCT%% (judged on the raw timed runs)")
+    g.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, metavar="C",
+                   help=f"two-sided confidence of the latency intervals (default {DEFAULT_CONFIDENCE})")
+    g.add_argument("--max-accuracy-regression-pp", type=float, metavar="PP",
+                   help="fail if top-1 accuracy fell more than PP percentage points (both reports need --labels)")
+    g.add_argument("--max-size-growth", type=float, metavar="PCT", help="fail if the artifact grew more than PCT%% on disk")
+    g.add_argument("--min-cosine-vs-old", type=float, metavar="F",
+                   help="fail unless every sample's output provably has cosine >= F to the old artifact's (bounded from"
+                        " both reports' cosine to the same float baseline on the same data)")
+    g.add_argument("--allow-different-device", action="store_true",
+                   help="compare reports measured on different CPUs, threads, batch or input shapes (refused otherwise)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from edgec.benchmark import BENCH_RUNS
     from edgec.gating import THRESHOLD_NAMES
 
     parser = argparse.ArgumentParser(prog="edgec", description="Compile a trained model for an edge target, "
@@ -361,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
-    p.add_argument("--runs", type=int, default=100, help="timed inferences per model (default 100)")
+    p.add_argument("--runs", type=int, default=BENCH_RUNS,
+                   help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     _trust_flag(p, "run the source in its framework even if it", " (only if compile had --trust-source too)")
     p.set_defaults(func=_cmd_bench)
@@ -371,9 +519,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
     for name in THRESHOLD_NAMES:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X", help=_THRESHOLD_HELP[name])
+    _add_regression_options(p)
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown summary")
     p.set_defaults(func=_cmd_gate)
+
+    _add_history_parser(commands, verbose)
+
+    p = commands.add_parser("compare", parents=[verbose], help="bench reports side by side (the first is the reference)")
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by `edgec bench --json`")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table instead of aligned text")
+    p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -58,7 +58,7 @@ from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
 from edgec.runtime.base import runtime_class
 
-__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "shape_key", "ROUND_RUNS"]
+__all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "latency_samples_ms", "shape_key", "ROUND_RUNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +354,8 @@ def measure(
 
     Returns:
         `{label: section}` in the order of `refs`, each section
-        `{"latency_ms" (see `summarize`), "latency_by_shape_ms" ({input shapes: summary} when samples
+        `{"latency_ms" (see `summarize`, plus "samples": every timed run in order, see
+        `latency_samples_ms`), "latency_by_shape_ms" ({input shapes: summary} when samples
         differ in shape, else None), "throughput_per_s", "load_ms", "peak_rss_mb",
         "rss_before_load_mb", "size_bytes"}` plus, with `collect_outputs`, `"outputs"`: one
         `{output name: array}` per sample, in sample order.
@@ -426,7 +427,7 @@ def measure(
     sections: dict[str, dict[str, Any]] = {}
     for k, ref in enumerate(refs):
         section: dict[str, Any] = {
-            "latency_ms": summarize([ns / 1e6 for ns in latencies[k]]),
+            "latency_ms": {**summarize([ns / 1e6 for ns in latencies[k]]), "samples": latency_samples_ms(latencies[k])},
             "latency_by_shape_ms": _by_shape(latencies[k], shapes),
             "throughput_per_s": _throughput(latencies[k]),
             "load_ms": float(loads[k]["load_ms"]),
@@ -438,6 +439,15 @@ def measure(
             section["outputs"] = outputs[k]
         sections[ref.label] = section
     return sections
+
+
+def latency_samples_ms(latencies_ns: Sequence[int]) -> list[float]:
+    """Each timed run in ms rounded to 6 decimals: exact, since `round(ms * 1e6)` gives back the ns.
+
+    The raw runs are what a regression test between two reports needs; percentiles alone cannot
+    say whether a difference is beyond noise.
+    """
+    return [round(ns / 1e6, 6) for ns in latencies_ns]
 
 
 def shape_key(feeds: Mapping[str, np.ndarray]) -> str:

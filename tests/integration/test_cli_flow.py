@@ -25,7 +25,7 @@ INT8_MAX_ACCURACY_DROP_PP = 1.0
 
 REQUIRED_REPORT_KEYS = {"schema", "target", "threads", "latency_ms", "throughput_per_s", "load_ms", "peak_rss_mb",
                         "size_bytes", "baseline", "speedup_p50", "drift", "framework_baseline", "artifact_model"}
-LATENCY_KEYS = {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "runs"}
+LATENCY_KEYS = {"p50", "p90", "p95", "p99", "mean", "std", "min", "max", "runs", "samples"}
 
 
 def _ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""How often does `edgec gate --against` cry wolf, and how often does it catch a real 10% slowdown?
+
+Two fp32 ONNX models differ only in depth: `base` is a chain of `--layers` (default 20) MatMul+Relu blocks on a
+[64, 256] input, `slow` has 10% more blocks, so it does 10% more arithmetic (its measured slowdown
+is printed: the fixed per-call cost makes it a little under 10%). The script runs
+`edgec.benchmark.bench` (with `--baseline` a yardstick: a copy of `base`, timed in the same interleaved
+rounds; `--absolute` leaves it out) on `base` `--pairs + 1` times and on `slow` `--pairs` times, alternating
+`base, slow, slow, base, ...` so slow drift of the machine hits both alike, each bench a separate
+call with its own fresh worker, as consecutive CI jobs would be. Then, at each run count in
+`--runs` (the first R timed runs of each bench, which is what a bench with `--runs R` times):
+
+- false alarms: `base` bench i+1 gated against `base` bench i, for `--pairs` pairs;
+- caught: `slow` bench i gated against `base` bench i, for `--pairs` pairs;
+
+both with `--max-latency-regression --allowed` at 95% confidence (a pair fails when p50 or p90 fails).
+
+    python bench/gate_stats.py                       # 20 pairs, runs 50,100,200,400, allowed 5%
+    python bench/gate_stats.py --absolute            # the same without a baseline: absolute latencies
+    python bench/gate_stats.py --pairs 20 --runs 100,200 --json gate_stats.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SEED = 0
+WIDTH, ROWS = 256, 64
+
+
+def chain_model(path: Path, layers: int) -> Path:
+    """`layers` x (MatMul [WIDTH, WIDTH] -> Relu) on x[ROWS, WIDTH], seeded weights, opset 17."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(SEED)
+    nodes, weights, last = [], [], "x"
+    for k in range(layers):
+        weights.append(numpy_helper.from_array(rng.normal(0, WIDTH ** -0.5, (WIDTH, WIDTH)).astype(np.float32), f"w{k}"))
+        nodes += [helper.make_node("MatMul", [last, f"w{k}"], [f"m{k}"]), helper.make_node("Relu", [f"m{k}"], [f"r{k}"])]
+        last = f"r{k}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, WIDTH])],
+                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, [ROWS, WIDTH])], weights)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def _truncated(report: dict[str, Any], runs: int) -> dict[str, Any]:
+    """The report as a bench with `--runs runs` would have it: the first `runs` timed runs."""
+    cut = {**report, "latency_ms": {**report["latency_ms"], "samples": report["latency_ms"]["samples"][:runs]}}
+    if report["baseline"]:
+        base = report["baseline"]
+        cut["baseline"] = {**base, "latency_ms": {**base["latency_ms"], "samples": base["latency_ms"]["samples"][:runs]}}
+    return cut
+
+
+def _fails(new: dict[str, Any], old: dict[str, Any], allowed: float) -> bool:
+    from edgec.report.regression import RegressionThresholds, compare_reports
+
+    return not all(check.passed for check in compare_reports(new, old, RegressionThresholds(max_latency_regression=allowed)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=20, help="pairs per rate (default 20)")
+    parser.add_argument("--runs", default="50,100,200,400", help="run counts to evaluate, comma-separated (the largest is benched)")
+    parser.add_argument("--layers", type=int, default=20, help="MatMul blocks of the base model (slow: 10%% more)")
+    parser.add_argument("--allowed", type=float, default=5.0, help="--max-latency-regression PCT (default 5)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--absolute", action="store_true",
+                        help="bench without the yardstick baseline, so the gate compares absolute latencies")
+    parser.add_argument("--json", type=Path, help="write the rates and every pair's verdicts here")
+    args = parser.parse_args(argv)
+    run_counts = sorted(int(r) for r in args.runs.split(","))
+    slow_layers = round(args.layers * 1.1)
+
+    from edgec.benchmark import bench
+    from edgec.report.host import cpu_model
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = chain_model(Path(tmp) / "base.onnx", args.layers)
+        slow = chain_model(Path(tmp) / "slow.onnx", slow_layers)
+        yardstick = chain_model(Path(tmp) / "yardstick.onnx", args.layers)
+        reports: dict[str, list[dict[str, Any]]] = {"base": [], "slow": []}
+        order = [("base", base)] + [pair for i in range(args.pairs)
+                                    for pair in ([("slow", slow), ("base", base)] if i % 2 == 0 else [("base", base), ("slow", slow)])]
+        for k, (name, path) in enumerate(order):
+            print(f"bench {k + 1}/{len(order)}: {name}", file=sys.stderr, flush=True)
+            reports[name].append(bench(path, runs=run_counts[-1], warmup=20, threads=args.threads,
+                                       baseline=None if args.absolute else yardstick))
+    rows = []
+    for runs in run_counts:
+        base_reports = [_truncated(r, runs) for r in reports["base"]]
+        slow_reports = [_truncated(r, runs) for r in reports["slow"]]
+        false_alarms = [_fails(base_reports[i + 1], base_reports[i], args.allowed) for i in range(args.pairs)]
+        caught = [_fails(slow_reports[i], base_reports[i], args.allowed) for i in range(args.pairs)]
+        rows.append({"runs": runs, "false_alarms": sum(false_alarms), "caught": sum(caught), "pairs": args.pairs})
+    import numpy as np
+
+    p50 = {name: float(np.median([r["latency_ms"]["p50"] for r in rs])) for name, rs in reports.items()}
+    spread = [r["latency_ms"]["p50"] / p50["base"] - 1 for r in reports["base"]]
+    if args.absolute:
+        slowdown = p50["slow"] / p50["base"] - 1
+    else:  # slow vs the yardstick (the base model's bytes) timed in the same rounds
+        slowdown = float(np.median([1 / r["speedup_p50"] for r in reports["slow"]])) - 1
+    print(f"CPU: {cpu_model()}; {args.threads} thread(s); base {args.layers} blocks p50 {p50['base']:.3f} ms,"
+          f" slow {slow_layers} blocks p50 {p50['slow']:.3f} ms (+{slowdown * 100:.1f}%"
+          f"{' measured interleaved with the base model' if not args.absolute else ''});"
+          f" base p50 across benches {min(spread) * 100:+.1f}%..{max(spread) * 100:+.1f}% of its median;"
+          f" allowed +{args.allowed:g}% at 95%; {time.monotonic() - started:.0f} s")
+    print("| runs | false alarms (same model) | 10%-slower model caught |")
+    print("|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['runs']} | {row['false_alarms']}/{row['pairs']} | {row['caught']}/{row['pairs']} |")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "p50_ms": p50, "cpu_model": cpu_model(), "args": vars(args) | {"json": str(args.json)}},
+                                        indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
