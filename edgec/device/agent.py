@@ -106,6 +106,7 @@ class Agent:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.queue_size)
         self.stats = {"submitted": 0, "rejected": 0, "completed": 0, "failed": 0, "max_queue_depth": 0}
         self.facts = device_facts()
+        self.unpacking = asyncio.Lock()
 
     # --- jobs -----------------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -241,7 +242,9 @@ class Agent:
                         upload.unlink(missing_ok=True)
                         return _error(413, f"upload is over the agent's {cap}-byte cap")
                     handle.write(chunk)
-            await asyncio.to_thread(self.cache.add, sha, upload)
+            async with self.unpacking:  # two clients uploading the same artifact: the second finds it unpacked
+                if self.cache.path(sha) is None:
+                    await asyncio.to_thread(self.cache.add, sha, upload)
         except UnsafeArchiveError as exc:
             return _error(400, f"archive refused: {exc}")
         except ValueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,16 +96,24 @@ class _Session:
         try:
             async with self.http.request(method, f"{self.device.url}{API_PREFIX}{path}", headers=self.headers,
                                          timeout=timeout, **kwargs) as response:
-                body = await response.json(content_type=None) if method != "HEAD" else None
+                body = _json(await response.text()) if method != "HEAD" else None
                 if response.status in ok:
                     return response.status, body
                 error = body.get("error") if isinstance(body, dict) else None
                 retry = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _Unreachable(self._fail(f"agent not reachable: {first_line(exc) if str(exc) else type(exc).__name__}"))
         if response.status == 429:
             raise _Busy(float(retry or 5))
         raise self._fail(f"HTTP {response.status}: {error or response.reason}")
+
+
+def _json(text: str) -> Any:
+    """A response body as JSON; None when it is not (a proxy's or the server's plain-text error page)."""
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
 
 
 class _Unreachable(Exception):

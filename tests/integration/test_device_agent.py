@@ -166,3 +166,74 @@ def test_client_errors_are_exit_2_with_one_line(agent: Agent, tmp_path: Path) ->
     assert result.stderr.strip().splitlines()[-1].startswith("edgec: error: device") and "401" in result.stderr
     result = _edgec("bench", model, "--device", agent.url, "--token-file", agent.token_file, "--job", "f" * 32)
     assert result.returncode == 2 and "no longer knows job" in result.stderr
+
+
+def test_16_concurrent_clients_all_get_results_and_windows_never_overlap(agent: Agent, tmp_path: Path) -> None:
+    from edgec.device.client import RemoteBench, bench_on_devices
+    from edgec.device.inventory import Device
+
+    model = _tiny_model(tmp_path / "tiny.onnx")
+    devices = [Device(f"c{i}", agent.url, TOKEN) for i in range(16)]
+    reports = bench_on_devices(devices, RemoteBench(model, runs=5, warmup=1, threads=1))
+    assert len(reports) == 16 and len({r["job"]["id"] for r in reports}) == 16
+    assert all(r["latency_ms"]["runs"] == 5 for r in reports)
+    windows = sorted((r["job"]["started_at"], r["job"]["ended_at"]) for r in reports)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(windows, windows[1:]))
+    status, health = agent.request("GET", "/health")
+    assert status == 200 and health["completed"] == 16 and health["rejected"] == 0
+
+
+def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    from edgec.device.archive import pack
+
+    running = Agent(tmp_path, "--queue", "1")
+    running.start()
+    try:
+        blob = pack({"tiny.onnx": _tiny_model(tmp_path / "tiny.onnx")})
+        assert running.request("PUT", f"/artifacts/{_sha(blob)}", blob)[0] == 201
+        job = json.dumps({"artifact": _sha(blob), "runs": 50000, "warmup": 0}).encode()
+        codes = [running.request("POST", "/jobs", job)[0] for _ in range(3)]
+        assert 429 in codes and codes[0] == 202
+    finally:
+        running.kill()
+
+
+def test_agent_killed_mid_job_then_restarted(tmp_path: Path) -> None:
+    running = Agent(tmp_path)
+    running.start()
+    model = _tiny_model(tmp_path / "tiny.onnx")
+    client = subprocess.Popen([sys.executable, "-m", "edgec", "bench", str(model), "--device", running.url,
+                               "--token-file", str(running.token_file), "--runs", "1000000", "--warmup", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + _START_S
+        while time.monotonic() < deadline and running.request("GET", "/health")[1].get("jobs", 0) == 0:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        running.kill()
+        _, err = client.communicate(timeout=120)
+        assert client.returncode == 2 and "lost the agent during job" in err.strip().splitlines()[-1]
+    finally:
+        client.kill()
+    (running.workdir / "cache" / "staging" / "1-1.part").write_bytes(b"half")
+    running.start()
+    try:
+        again = _edgec("bench", model, "--device", running.url, "--token-file", running.token_file, "--runs", 5,
+                       "--warmup", 1)
+        assert again.returncode == 0, again.stderr
+        assert not (running.workdir / "cache" / "staging" / "1-1.part").exists()
+    finally:
+        running.kill()
+
+
+def test_client_killed_mid_job_result_still_fetchable(agent: Agent, tmp_path: Path) -> None:
+    from edgec.device.archive import pack
+
+    blob = pack({"tiny.onnx": _tiny_model(tmp_path / "tiny.onnx")})
+    assert agent.request("PUT", f"/artifacts/{_sha(blob)}", blob)[0] == 201
+    status, body = agent.request("POST", "/jobs", json.dumps({"artifact": _sha(blob), "runs": 5, "warmup": 1}).encode())
+    assert status == 202  # the submitting client goes away here; the job stays on the device
+    fetched = _edgec("bench", tmp_path / "tiny.onnx", "--device", agent.url, "--token-file", agent.token_file,
+                     "--job", body["id"], "--json", tmp_path / "later.json")
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads((tmp_path / "later.json").read_text())["job"]["id"] == body["id"]
