@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import socket
 import subprocess
@@ -237,3 +238,16 @@ def test_client_killed_mid_job_result_still_fetchable(agent: Agent, tmp_path: Pa
                      "--job", body["id"], "--json", tmp_path / "later.json")
     assert fetched.returncode == 0, fetched.stderr
     assert json.loads((tmp_path / "later.json").read_text())["job"]["id"] == body["id"]
+
+
+def test_devices_and_device_read_devices_toml(agent: Agent, tmp_path: Path) -> None:
+    config = tmp_path / "config" / "edgec"
+    config.mkdir(parents=True)
+    (config / "devices.toml").write_text(f'[devices.board]\nurl = "{agent.url}"\ntoken_file = "{agent.token_file}"\n'
+                                         '[devices.gone]\nurl = "http://127.0.0.1:9"\n')
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    listed = subprocess.run([sys.executable, "-m", "edgec", "devices"], capture_output=True, text=True, timeout=120, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert f"board  {agent.url}  reachable" in listed.stdout and "gone  http://127.0.0.1:9  unreachable" in listed.stdout
+    shown = subprocess.run([sys.executable, "-m", "edgec", "device", "board"], capture_output=True, text=True, timeout=120, env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["agent_version"]
