@@ -193,6 +193,9 @@ def _describe_model(record: dict[str, Any] | None) -> str:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from edgec.benchmark import bench
 
+    if args.device:
+        return _bench_on_devices(args)
+
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
                    baseline_from=args.baseline_from, threads=args.threads,
                    warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
@@ -200,6 +203,84 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(_format_bench(report))
     if args.json:
         print(f"report written to {args.json}")
+    return EXIT_OK
+
+
+def _bench_on_devices(args: argparse.Namespace) -> int:
+    from edgec.artifact import write_text_atomic
+    from edgec.device.client import RemoteBench, bench_on_devices
+    from edgec.device.inventory import resolve_device
+
+    if args.baseline or args.baseline_from == "source":
+        raise EdgecError("--device: the agent's baseline is the artifact's float ONNX; --baseline and --baseline-from source run only locally")
+    devices = [resolve_device(name, args.token_file) for name in args.device]
+    spec = RemoteBench(Path(args.artifact), data=Path(args.data) if args.data else None,
+                       labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
+                       threads=args.threads, input_map=args.input_map, shapes=args.shape, job=args.job)
+    reports = bench_on_devices(devices, spec, progress=_say)
+    for device, report in zip(devices, reports):
+        facts = report["device"]
+        print(_format_bench(report))
+        print(f"device {device.name} ({device.url}): {facts['hostname']}, {facts['cpu_model']}, {facts['cores']} cores,"
+              f" {facts['os']} {facts['arch']}")
+        if args.json:
+            path = Path(args.json)
+            if len(devices) > 1:
+                path = path.with_name(f"{path.stem}.{device.name}{path.suffix}")
+            write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+            print(f"report written to {path}")
+    return EXIT_OK
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from edgec.device.agent import AgentConfig, serve
+
+    if args.insecure_no_auth == bool(args.token_file):
+        raise EdgecError("give exactly one of --token-file and --insecure-no-auth")
+    token = None
+    if args.token_file:
+        from edgec.device.inventory import read_token
+
+        token = read_token(args.token_file)
+    workdir = Path(args.workdir) if args.workdir else Path(_user_cache("agent"))
+    config = AgentConfig(workdir=workdir, token=token, host=args.host, port=args.port,
+                         max_upload_bytes=int(args.max_upload_mb * 2**20), cache_bytes=int(args.cache_mb * 2**20),
+                         queue_size=args.queue, job_timeout_s=args.job_timeout,
+                         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                         tls_key=Path(args.tls_key) if args.tls_key else None)
+    serve(config, ready=lambda url: _say(f"edgec agent listening on {url} (artifacts in {workdir})"))
+    return EXIT_OK
+
+
+def _user_cache(name: str) -> str:
+    import platformdirs
+
+    return str(Path(platformdirs.user_cache_dir("edgec")) / name)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from edgec.device.client import device_facts_of
+    from edgec.device.inventory import inventory_path, load_inventory
+
+    devices = load_inventory()
+    if not devices:
+        print(f"no devices in {inventory_path()}")
+        return EXIT_OK
+    for device in devices.values():
+        try:
+            facts = device_facts_of(device)
+            runnable = ", ".join(t["name"] for t in facts["targets"] if t["runnable"]) or "none"
+            print(f"{device.name}  {device.url}  reachable  runnable targets: {runnable}")
+        except EdgecError as exc:
+            print(f"{device.name}  {device.url}  unreachable ({exc})")
+    return EXIT_OK
+
+
+def _cmd_device(args: argparse.Namespace) -> int:
+    from edgec.device.client import device_facts_of
+    from edgec.device.inventory import resolve_device
+
+    print(json.dumps(device_facts_of(resolve_device(args.name)), indent=2))
     return EXIT_OK
 
 
@@ -512,7 +593,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     _trust_flag(p, "run the source in its framework even if it", " (only if compile had --trust-source too)")
+    p.add_argument("--device", action="append", default=[], metavar="URL|NAME",
+                   help="bench on an `edgec agent` (a URL or a name in devices.toml); repeatable: devices run"
+                        " concurrently, one report each (--json gets a .NAME suffix)")
+    p.add_argument("--token-file", metavar="FILE", help="the agent's bearer token (with --device URL)")
+    p.add_argument("--job", metavar="ID", help="with --device: fetch the result of an earlier job instead of submitting one")
     p.set_defaults(func=_cmd_bench)
+
+    p = commands.add_parser("agent", parents=[verbose], help="serve benchmarks on this device over HTTP for `bench --device`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token clients must send")
+    p.add_argument("--insecure-no-auth", action="store_true", help="accept requests without a token (loopback --host only)")
+    p.add_argument("--workdir", metavar="DIR", help="artifact cache and job files (default: edgec's user cache dir)")
+    p.add_argument("--max-upload-mb", type=float, default=512, help="largest upload accepted (default 512)")
+    p.add_argument("--cache-mb", type=float, default=4096, help="artifact cache size; least recently used out first (default 4096)")
+    p.add_argument("--queue", type=int, default=32, help="jobs waiting at most; beyond it clients get 429 (default 32)")
+    p.add_argument("--job-timeout", type=float, default=1800, help="seconds a job may run (default 1800)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.set_defaults(func=_cmd_agent)
+
+    p = commands.add_parser("devices", parents=[verbose], help="list the devices in devices.toml and whether they answer")
+    p.set_defaults(func=_cmd_devices)
+
+    p = commands.add_parser("device", parents=[verbose], help="show the facts an agent reports about its device")
+    p.add_argument("name", help="device name in devices.toml")
+    p.set_defaults(func=_cmd_device)
 
     p = commands.add_parser("gate", parents=[verbose], help="check a bench report against release thresholds (exit 1 on failure)")
     p.add_argument("report", help="report JSON written by `edgec bench --json`")
