@@ -206,7 +206,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _require_aiohttp() -> None:
+    """The agent and its client need the `agent` extra; say so in one line instead of a bug report."""
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None:
+        raise EdgecError("the device agent and --device need aiohttp: pip install 'edgec[agent]'")
+
+
 def _bench_on_devices(args: argparse.Namespace) -> int:
+    _require_aiohttp()
     from edgec.artifact import write_text_atomic
     from edgec.device.client import RemoteBench, bench_on_devices
     from edgec.device.inventory import resolve_device
@@ -233,6 +242,7 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
+    _require_aiohttp()
     from edgec.device.agent import AgentConfig, serve
 
     if args.insecure_no_auth == bool(args.token_file):
@@ -259,6 +269,7 @@ def _user_cache(name: str) -> str:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
+    _require_aiohttp()
     from edgec.device.client import device_facts_of
     from edgec.device.inventory import inventory_path, load_inventory
 
@@ -277,6 +288,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_device(args: argparse.Namespace) -> int:
+    _require_aiohttp()
     from edgec.device.client import device_facts_of
     from edgec.device.inventory import resolve_device
 

@@ -35,3 +35,14 @@ def test_unknown_names_and_bad_urls_are_bad_input(config: Path) -> None:
     config.write_text("")
     with pytest.raises(BadInputError, match="no such device"):
         resolve_device("pi")
+
+
+def test_device_commands_without_aiohttp_name_the_extra(monkeypatch, capsys) -> None:
+    import importlib.util
+
+    from edgec.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    assert main(["devices"]) == 2
+    assert capsys.readouterr().err.strip().endswith("pip install 'edgec[agent]'")
