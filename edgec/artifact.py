@@ -31,7 +31,7 @@ from typing import Any
 from edgec.errors import BadInputError, EdgecError, first_line
 from edgec.limits import utf8_path
 
-__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "package_versions", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
            "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json", "strict_loads",
            "DuplicateKeyError"]
 
@@ -80,15 +80,20 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape an artifact, for the manifest."""
-    found = {"python": platform.python_version()}
-    for name in _VERSIONED:
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """Installed versions of the named distributions; those not installed are left out."""
+    found = {}
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape an artifact, for the manifest."""
+    return {"python": platform.python_version(), **package_versions(_VERSIONED)}
 
 
 def _finite(value: Any) -> Any:

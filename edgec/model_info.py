@@ -17,7 +17,7 @@ from typing import Any
 import onnx_ir as ir
 
 from edgec.artifact import MANIFEST, read_manifest, size_on_disk
-from edgec.frontends import ImportOptions, import_model, input_specs, model_files
+from edgec.frontends import ImportOptions, import_model, input_specs, model_files, value_shape
 from edgec.frontends.specs import parse_tensor_spec
 from edgec.integrity import inside_artifact
 from edgec.runtime.base import TensorSpec
@@ -33,9 +33,8 @@ def _spec_dict(spec: TensorSpec) -> dict[str, Any]:
 def _output_specs(model: ir.Model) -> list[TensorSpec]:
     specs = []
     for value in model.graph.outputs:
-        shape = tuple(dim if isinstance(dim, int) else (str(dim) if dim.value else None) for dim in value.shape or ())
         dtype = value.dtype.numpy() if value.dtype is not None else None
-        specs.append(TensorSpec(value.name, shape, dtype))
+        specs.append(TensorSpec(value.name, value_shape(value), dtype))
     return specs
 
 

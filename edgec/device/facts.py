@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgec import __version__
+from edgec.artifact import package_versions
 from edgec.target import host_cpu_flags, list_targets
 
 __all__ = ["device_facts"]
@@ -36,16 +36,6 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def _runtimes() -> dict[str, str]:
-    found = {}
-    for name in _RUNTIMES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def device_facts() -> dict[str, Any]:
     """Hostname, OS, CPU, memory, runtimes and the edgec targets that run here."""
     targets = []
@@ -62,7 +52,7 @@ def device_facts() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_bytes": _memory_bytes(),
         "python": platform.python_version(),
-        "runtimes": _runtimes(),
+        "runtimes": package_versions(_RUNTIMES),
         "targets": targets,
         "agent_version": __version__,
     }

@@ -28,7 +28,7 @@ from edgec.runtime.base import TensorSpec
 from edgec.trust import require_trust
 
 __all__ = ["FORMATS", "Format", "ImportOptions", "Imported", "detect_format", "import_model", "load_model",
-           "input_specs", "file_input_specs", "model_files"]
+           "input_specs", "value_shape", "file_input_specs", "model_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +205,13 @@ def input_specs(model: ir.Model) -> list[TensorSpec]:
             continue
         if value.dtype is None:
             raise BadInputError(f"model: input '{value.name}' has no element type")
-        shape = tuple(dim if isinstance(dim, int) else (str(dim) if dim.value else None) for dim in value.shape or ())
-        specs.append(TensorSpec(value.name, shape, np.dtype(value.dtype.numpy())))
+        specs.append(TensorSpec(value.name, value_shape(value), np.dtype(value.dtype.numpy())))
     return specs
+
+
+def value_shape(value: ir.Value) -> tuple[int | str | None, ...]:
+    """A graph value's shape: ints for fixed dims, the symbol's name for named ones, None for unnamed."""
+    return tuple(dim if isinstance(dim, int) else (str(dim) if dim.value else None) for dim in value.shape or ())
 
 
 def file_input_specs(path: str | Path) -> list[TensorSpec]:
