@@ -132,6 +132,8 @@ class Agent:
         job.process = await asyncio.create_subprocess_exec(
             *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, preexec_fn=_die_with_parent)
+        if job.state == "cancelled":  # cancelled while its process was starting
+            _kill(job.process)
         try:
             await asyncio.wait_for(self._follow(job), timeout=self.config.job_timeout_s)
         except asyncio.TimeoutError:

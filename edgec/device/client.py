@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,17 @@ def _blobs(spec: RemoteBench) -> dict[str, bytes]:
                 raise BadInputError(f"--{role}: {path} is not a {suffix} file")
             blobs[role] = pack({f"{role}{suffix}": path})
     return blobs
+
+
+def _http(device: Device) -> aiohttp.ClientSession:
+    """An HTTP session for `device`: HTTPS verified against the system's CAs, or only against its `ca_file`."""
+    if device.ca_file is None:
+        return aiohttp.ClientSession()
+    try:
+        context = ssl.create_default_context(cafile=str(Path(device.ca_file).expanduser()))
+    except (OSError, ssl.SSLError) as exc:
+        raise BadInputError(f"device {device.name}: cannot read the CA file {device.ca_file}: {first_line(exc)}") from exc
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
 
 class _Session:
@@ -190,7 +202,7 @@ async def _bench_one(device: Device, spec: RemoteBench, blobs: Mapping[str, byte
     def say(line: str) -> None:
         progress(f"[{device.name}] {line}")
 
-    async with aiohttp.ClientSession() as http:
+    async with _http(device) as http:
         session = _Session(device, http)
         try:
             _, facts = await session.call("GET", "/facts")
@@ -238,7 +250,7 @@ def device_facts_of(device: Device) -> dict[str, Any]:
     """The agent's device facts (raises one clear line when it cannot be asked)."""
 
     async def ask() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http:
+        async with _http(device) as http:
             try:
                 return (await _Session(device, http).call("GET", "/facts"))[1]
             except _Unreachable as exc:
