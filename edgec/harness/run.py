@@ -29,7 +29,7 @@ Measurement design, and why:
   local subprocess. No message is pickled, so a worker never runs code it was sent, wherever it runs.
 
 The harness knows only the `Runtime` contract: a runtime is named by `ModelRef.runtime` and
-resolved by `edgec.runtime.base.runtime_class` inside the worker.
+resolved by `edgec.backends.runtime_class` inside the worker.
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ class ModelRef:
 
     Attributes:
         path: The model file (or artifact directory) the runtime loads.
-        runtime: A runtime name known to `edgec.runtime.base.runtime_class` (e.g. "onnxruntime").
+        runtime: A backend's runtime name or a source framework, resolved by `edgec.backends.runtime_class`.
         options: Passed to the `Runtime` constructor as `options=` (e.g. ORT's `provider`).
         label: A human name for progress messages and errors (e.g. "int8", "fp32 source").
     """
 
     path: Path
-    runtime: str = "onnxruntime"
+    runtime: str
     options: Mapping[str, Any] = field(default_factory=dict)
     label: str = "artifact"
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from edgec.errors import BadInputError, EdgecError
 from edgec.harness.memory import current_rss_mb, peak_rss_mb
-from edgec.runtime.base import runtime_class
+from edgec.backends import runtime_class
 
 __all__ = ["flatten_samples", "unflatten_samples", "write_arrays", "read_arrays", "serve", "main"]
 
