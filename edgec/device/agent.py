@@ -39,6 +39,8 @@ __all__ = ["AgentConfig", "make_app", "serve", "is_loopback"]
 
 #: Upload bytes read per chunk.
 _CHUNK = 1 << 16
+#: Longest a status request may wait for its job to end.
+_MAX_STATUS_WAIT_S = 30.0
 #: Job request fields that become `edgec bench` options, with their types.
 _BENCH_INTS = ("runs", "warmup", "threads")
 
@@ -73,6 +75,8 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     process: asyncio.subprocess.Process | None = None
+    #: Set once the job is done, failed or cancelled: what a waiting status request wakes on.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "progress": self.progress[-20:],
@@ -167,6 +171,7 @@ class Agent:
 
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         job.state, job.error, job.process = state, error, None
+        job.ended.set()
         self.stats["completed" if state == "done" else "failed"] += 1
 
     def _command(self, job: Job, out: Path) -> list[str]:
@@ -289,7 +294,20 @@ class Agent:
         return job
 
     async def job_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._job(request).status())
+        """The job's status; with `?wait=S` (at most 30) answered when the job ends or S seconds pass.
+
+        Waiting instead of polling keeps the agent (and a client on the same machine) quiet while a
+        measurement runs: one request every S seconds rather than several a second.
+        """
+        job = self._job(request)
+        try:
+            wait = min(float(request.query.get("wait", 0)), _MAX_STATUS_WAIT_S)
+        except ValueError:
+            return _error(400, "'wait' must be a number of seconds")
+        if wait > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.ended.wait(), timeout=wait)
+        return web.json_response(job.status())
 
     async def job_result(self, request: web.Request) -> web.Response:
         job = self._job(request)
@@ -303,6 +321,7 @@ class Agent:
             if job.process is not None:
                 _kill(job.process)
             job.state, job.error, job.ended_at = "cancelled", "cancelled by a client", time.time()
+            job.ended.set()
         return web.json_response(job.status())
 
 

@@ -23,12 +23,14 @@ from edgec.artifact import MANIFEST, read_manifest
 from edgec.device import API_PREFIX
 from edgec.device.archive import pack
 from edgec.device.inventory import Device
+from edgec.device.policy import RUNNABLE_SUFFIXES
 from edgec.errors import BadInputError, first_line
 
 __all__ = ["RemoteBench", "bench_on_devices", "device_facts_of", "is_reachable"]
 
-#: Seconds between job status polls.
-_POLL_S = 0.25
+#: Seconds one status request waits on the agent for the job to end: progress arrives at this pace, and the
+#: device answers one request per this many seconds while it measures, instead of several a second.
+_STATUS_WAIT_S = 2.0
 #: Seconds a client keeps retrying an agent that stopped answering before it gives up.
 RECONNECT_S = 20.0
 #: Upper bound of one job's wait on the client (the agent's own per-job timeout is shorter).
@@ -69,10 +71,11 @@ def _blobs(spec: RemoteBench) -> dict[str, bytes]:
             if not external.is_file():
                 raise BadInputError(f"baseline: the source model {external} named in the manifest is gone")
             blobs["baseline"] = pack({external.name: external})
-    elif artifact.is_file() and artifact.suffix.lower() == ".onnx":
+    elif artifact.is_file() and artifact.suffix.lower() in RUNNABLE_SUFFIXES:
         blobs = {"artifact": pack({artifact.name: artifact})}
     else:
-        raise BadInputError(f"artifact: {artifact} is neither a compile output dir nor an .onnx file")
+        raise BadInputError(f"artifact: {artifact} is neither a compile output dir nor a model file the agent runs"
+                            f" ({', '.join(RUNNABLE_SUFFIXES)})")
     for role, path, suffix in (("data", spec.data, ".npz"), ("labels", spec.labels, ".npy")):
         if path is not None:
             if not path.is_file() or path.suffix.lower() != suffix:
@@ -168,12 +171,12 @@ async def _submit(session: _Session, request: dict[str, Any], say: Callable[[str
 
 
 async def _follow(session: _Session, job: str, say: Callable[[str], None], reconnect_s: float) -> dict[str, Any]:
-    """Poll the job until it ends, resuming by id across dropped connections; returns its report."""
+    """Follow the job until it ends, resuming by id across dropped connections; returns its report."""
     shown, lost_since = 0, None
     deadline = time.monotonic() + _MAX_WAIT_S
     while time.monotonic() < deadline:
         try:
-            _, status = await session.call("GET", f"/jobs/{job}", ok=(200, 404))
+            _, status = await session.call("GET", f"/jobs/{job}", ok=(200, 404), params={"wait": f"{_STATUS_WAIT_S:g}"})
         except _Unreachable as exc:
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > reconnect_s:
@@ -193,7 +196,6 @@ async def _follow(session: _Session, job: str, say: Callable[[str], None], recon
             return report
         if status["state"] in ("failed", "cancelled"):
             raise session._fail(f"job {job} {status['state']}: {status['error']}")
-        await asyncio.sleep(_POLL_S)
     raise session._fail(f"job {job} did not finish within {_MAX_WAIT_S:g} s")
 
 

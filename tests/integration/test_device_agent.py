@@ -396,3 +396,25 @@ def test_no_auth_is_allowed_on_loopback_only(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     finally:
         running.kill()
+
+
+def test_a_tflite_model_is_benchmarked_on_the_agent_like_locally(agent: Agent, tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the TFLite runtime needs edgec[tflite]")
+    tf = pytest.importorskip("tensorflow")
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 6), tf.float32)])
+    def scaled(x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(x * 2.0 + 1.0)
+
+    model = tmp_path / "scaled.tflite"
+    model.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([scaled.get_concrete_function()], scaled).convert())
+    args = ("--runs", 5, "--warmup", 1, "--threads", 1)
+    remote = _edgec("bench", model, "--device", agent.url, "--token-file", agent.token_file, *args,
+                    "--json", tmp_path / "remote.json")
+    assert remote.returncode == 0, remote.stderr
+    local = _edgec("bench", model, *args, "--json", tmp_path / "local.json")
+    assert local.returncode == 0, local.stderr
+    remote_report, local_report = (json.loads((tmp_path / f"{w}.json").read_text()) for w in ("remote", "local"))
+    assert set(remote_report) - {"device", "job"} == set(local_report)
+    assert remote_report["artifact_model"]["runtime"] == local_report["artifact_model"]["runtime"] == "tflite"
+    assert remote_report["latency_ms"]["runs"] == 5 and remote_report["device"]["uploaded_bytes"] > 0
