@@ -418,3 +418,60 @@ def test_a_tflite_model_is_benchmarked_on_the_agent_like_locally(agent: Agent, t
     assert set(remote_report) - {"device", "job"} == set(local_report)
     assert remote_report["artifact_model"]["runtime"] == local_report["artifact_model"]["runtime"] == "tflite"
     assert remote_report["latency_ms"]["runs"] == 5 and remote_report["device"]["uploaded_bytes"] > 0
+
+
+def test_the_harness_measures_on_the_agent_through_a_transport(agent: Agent, tmp_path: Path) -> None:
+    """measure() here, workers on the device: same sections as a local measure, outputs from the device's runs."""
+    import numpy as np
+
+    from edgec.device.inventory import Device
+    from edgec.device.transport import AgentTransport
+    from edgec.harness.run import ModelRef, measure
+
+    relu = _tiny_model(tmp_path / "tiny.onnx")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    neg = tmp_path / "neg.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "neg", [x], [y]),
+                                opset_imports=[helper.make_opsetid("", 17)]), neg)
+    refs = [ModelRef(relu, "onnxruntime", label="relu"), ModelRef(neg, "onnxruntime", label="neg")]
+    samples = [{"x": np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32) * k} for k in (1, 2, 3)]
+    with AgentTransport(Device("loop", agent.url, TOKEN)) as transport:
+        session = transport.session
+        assert agent.request("GET", f"/jobs/{session}")[1]["state"] == "running"
+        remote = measure(refs, samples, threads=1, warmup=1, runs=12, collect_outputs=True, transport=transport)
+        bench_job = _submit(agent, _upload(agent, relu), runs=5)  # waits: the session holds the device
+        time.sleep(1.0)
+        assert agent.request("GET", f"/jobs/{bench_job}")[1]["state"] == "queued"
+    local = measure(refs, samples, threads=1, warmup=1, runs=12, collect_outputs=True)
+    for label, expected in (("relu", lambda a: np.maximum(a, 0)), ("neg", np.negative)):
+        assert set(remote[label]) == set(local[label]) and remote[label]["latency_ms"]["runs"] == 12
+        for sample, out in zip(samples, remote[label]["outputs"]):
+            np.testing.assert_array_equal(out["y"], expected(sample["x"]))
+    ended = agent.request("GET", f"/jobs/{session}")[1]
+    assert ended["state"] == "done"
+    assert _wait(agent, bench_job, ("done", "failed"))["started_at"] >= ended["ended_at"]
+
+
+def test_a_session_refuses_code_running_runtimes_and_foreign_paths(agent: Agent, tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgec.device.inventory import Device
+    from edgec.device.transport import AgentTransport
+    from edgec.errors import BadInputError
+
+    model = _tiny_model(tmp_path / "tiny.onnx")
+    with AgentTransport(Device("loop", agent.url, TOKEN)) as transport:
+        channel = transport.open("probe")
+        assert channel.receive(120) == {"ok": "ready"}
+        location = channel.model_location(model)
+        base = {"command": "load", "threads": 1, "samples": [], "arrays": "samples.npz"}
+        with pytest.raises(BadInputError, match="HTTP 403: runtime 'torch' is not one the agent runs"):
+            channel.send({**base, "model": location, "runtime": "torch"})
+        with pytest.raises(BadInputError, match="HTTP 403: the worker may load only a model this session uploaded"):
+            channel.send({**base, "model": str(model), "runtime": "onnxruntime"})
+        pickled = io.BytesIO()
+        np.savez(pickled, **{"0/0": np.array([{"payload": 1}], dtype=object)})  # loading it would unpickle
+        with pytest.raises(BadInputError, match="HTTP 400: not an .npz of plain arrays"):
+            transport.http.call("PUT", f"{channel.base}/files/samples.npz", body=pickled.getvalue())  # type: ignore[attr-defined]
+        channel.close()
