@@ -139,7 +139,10 @@ class Agent:
         job.started_at = time.time()
         job.process = await asyncio.create_subprocess_exec(
             *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            # Its own process group (so a timeout or cancel kills it with its workers) but the agent's
+            # session: a new session would put it in a new scheduler autogroup (Linux), which shares the
+            # CPU differently from a local `edgec bench` in its shell's session and biases the comparison.
+            process_group=0, preexec_fn=_die_with_parent)
         if job.state == "cancelled":  # cancelled while its process was starting
             _kill(job.process)
         try:
