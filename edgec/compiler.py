@@ -39,7 +39,8 @@ __all__ = ["compile", "builds", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIB
 logger = logging.getLogger(__name__)
 
 ARTIFACT_MODEL = "model.onnx"
-#: The imported float model, kept for non-ONNX sources: a bench baseline where the framework is absent.
+#: The imported float model, kept for every source format: `bench`'s float baseline, inside the artifact
+#: (bench loads nothing outside it unless the user names the file).
 SOURCE_ONNX = "source.onnx"
 CALIBRATION_FILE = "calibration.json"
 SENSITIVITY_FILE = "sensitivity.json"
@@ -168,7 +169,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     """Compile `model` for `target` into an artifact directory.
 
     The directory holds `model.onnx` and `manifest.json`, plus `calibration.json` (int8),
-    `source.onnx` (the imported float model, for non-ONNX sources) and `source.pt2` (an in-memory
+    `source.onnx` (the imported float model: bench's baseline) and `source.pt2` (an in-memory
     module's only copy); `slim` leaves out the last two.
 
     Args:
@@ -237,7 +238,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
         check = (_check_import(source_path, imported, graph, target, samples, calib_source, say, trust_source)
                  if verify_import else None)
-        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime and not slim else None
+        source_onnx = ir.serde.serialize_model(graph) if not slim else None
         nodes_source = count_nodes(graph)
         graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
         nodes_optimized = count_nodes(graph)
