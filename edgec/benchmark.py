@@ -19,7 +19,7 @@ from edgec.frontends.specs import parse_tensor_spec
 from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
 from edgec.integrity import check_artifact, kept_file, vet_framework
-from edgec.limits import MAX_THREADS, regular_file, utf8_path
+from edgec.limits import FROM_ENV, MAX_THREADS, bounded_steps, regular_file, utf8_path
 from edgec.report.host import host_facts, provenance
 from edgec.runtime.base import TensorSpec, runtime_class
 from edgec.target import device_mismatch
@@ -166,6 +166,7 @@ def _default_threads(manifest: dict[str, Any] | None) -> int:
     return int(configured) or (os.cpu_count() or 1)
 
 
+@bounded_steps
 def bench(
     artifact: str | os.PathLike[str],
     *,
@@ -181,6 +182,7 @@ def bench(
     input_map: Mapping[str, str] | None = None,
     shapes: Sequence[str | TensorSpec] = (),
     trust_source: bool = False,
+    step_timeout_s: float | str | None = FROM_ENV,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark `artifact` side by side with its float baseline; returns (and optionally writes) the report.
@@ -206,6 +208,9 @@ def bench(
             e.g. a batch of 8 or a sequence length of 128.
         trust_source: run a source that runs code when loaded (TorchScript, SavedModel) in its framework,
             if the artifact was compiled with trust too (`edgec.trust`).
+        step_timeout_s: seconds each step (loading, each measuring round, drift) may take, as in the CLI
+            (default: `EDGEC_STEP_TIMEOUT_S`, else 1800; None: no limit); past it `StepTimeoutError`.
+        progress: receives one-line status messages.
     """
     exit_if_spawning()
     if runs < 1 or warmup < 0:

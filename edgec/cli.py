@@ -44,9 +44,6 @@ _SHAPES_SHOWN = 8
 
 
 def _say(message: str) -> None:
-    from edgec.limits import step
-
-    step(message)
     print(message, file=sys.stderr, flush=True)
 
 
@@ -219,6 +216,7 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     from edgec.artifact import write_text_atomic
     from edgec.device.client import RemoteBench, bench_on_devices
     from edgec.device.inventory import resolve_device
+    from edgec.limits import FROM_ENV, step_limit
 
     if args.source or args.baseline_from == "source":
         raise EdgecError("--device: the agent runs no framework code; --source and --baseline-from source run only"
@@ -228,7 +226,8 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
                        data=Path(args.data) if args.data else None,
                        labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, input_map=args.input_map, shapes=args.shape, job=args.job)
-    reports = bench_on_devices(devices, spec, progress=_say)
+    with step_limit(FROM_ENV, _say) as say:
+        reports = bench_on_devices(devices, spec, progress=say)
     for device, report in zip(devices, reports):
         facts = report["device"]
         print(_format_bench(report))
@@ -728,10 +727,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        if args.command in ("compile", "bench"):
-            from edgec.limits import watch_steps
-
-            watch_steps()
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         code = args.func(args)
         sys.stdout.flush()
