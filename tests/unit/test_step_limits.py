@@ -71,15 +71,15 @@ def test_the_environment_limit_applies_by_default_and_none_disables_it(relu, tmp
 
 def test_bench_stops_a_model_that_never_finishes_and_its_worker(tmp_path) -> None:
     loop = _model(tmp_path, _LOOP, "loop.onnx")
-    with pytest.raises(StepTimeoutError, match="step 'round 1/1' ran longer than 2 s"):
-        edgec.bench(loop, runs=1, warmup=0, threads=1, step_timeout_s=2)
+    with pytest.raises(StepTimeoutError, match="step .round 1/1. ran longer than 20 s"):
+        edgec.bench(loop, runs=1, warmup=0, threads=1, step_timeout_s=20)
 
 
 def test_a_step_stuck_in_native_code_ends_the_process_with_one_line(tmp_path) -> None:
     """compile --verify runs the model in this process; ONNX Runtime's Loop never returns to Python."""
     loop = _model(tmp_path, _LOOP, "loop.onnx")
     script = ("import sys, edgec\n"
-              "edgec.compile(sys.argv[1], 'cpu-x86-fp32', verify=True, output_dir=sys.argv[2], step_timeout_s=2)\n")
+              "edgec.compile(sys.argv[1], 'cpu-x86-fp32', verify=True, output_dir=sys.argv[2], step_timeout_s=15)\n")
     result = subprocess.run([sys.executable, "-c", script, loop, tmp_path / "out"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 2, result.stderr
