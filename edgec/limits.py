@@ -150,7 +150,7 @@ class _Clock:
         self.name = ""
         self.deadline = math.inf
         self.told: float | None = None  # when StepTimeoutError was sent to the thread
-        self.raised = False  # ... and when it was raised there
+        self.raised = False  # whether it was raised there (the step is back in Python)
 
     def message(self) -> str:
         return (f"step '{self.name}' ran longer than {self.seconds:g} s, the limit (step_timeout_s,"

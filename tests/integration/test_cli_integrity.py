@@ -140,7 +140,7 @@ def test_a_slim_artifact_of_an_onnx_source_has_no_baseline(cli, tiny, tmp_path) 
     assert report["baseline"] is None and any("--baseline" in w for w in report["warnings"])
 
 
-@pytest.mark.parametrize("how", ["kept-file", "unlisted-file", "directory"])
+@pytest.mark.parametrize("how", ["kept-file", "unlisted-file", "directory", "loop"])
 def test_symlinks_leading_out_of_the_artifact_are_refused(cli, art, tmp_path, how) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -150,8 +150,11 @@ def test_symlinks_leading_out_of_the_artifact_are_refused(cli, art, tmp_path, ho
     elif how == "unlisted-file":  # e.g. an external-data file a model names, not in the manifest
         (outside / "secret").write_text("secret")
         (art / "weights.bin").symlink_to(outside / "secret")
-    else:
+    elif how == "directory":
         (art / "data").symlink_to(outside, target_is_directory=True)
+    else:
+        (art / "a").symlink_to(art / "b")
+        (art / "b").symlink_to(art / "a")
     _fails(_bench(cli, art), "outside the artifact")
 
 
