@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import BadInputError, EdgecError, first_line
-from edgec.limits import utf8_path
+from edgec.limits import undo_if_ended, utf8_path
 
 __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "package_versions", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
            "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json", "strict_loads",
@@ -303,12 +303,17 @@ def output_lock(output_dir: str | Path) -> Iterator[None]:
         if holder:
             break
         os.close(fd)  # the previous holder removed the file between our open and our lock: take the new one
-    try:
-        yield
-    finally:
+
+    def remove() -> None:
         with contextlib.suppress(OSError):
             if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                 path.unlink()
+
+    try:
+        with undo_if_ended(remove):
+            yield
+    finally:
+        remove()
         os.close(fd)
 
 

@@ -37,8 +37,8 @@ import numpy as np
 from edgec.errors import BadInputError, StepTimeoutError
 
 __all__ = ["max_tensor_bytes", "max_data_bytes", "max_dim", "check_tensor_bytes", "regular_file", "check_npy_sizes",
-           "check_dims", "MAX_THREADS", "step_timeout", "step_limit", "bounded_steps", "FROM_ENV", "STOP_GRACE_S",
-           "utf8_path"]
+           "check_dims", "MAX_THREADS", "step_timeout", "step_limit", "bounded_steps", "undo_if_ended", "FROM_ENV",
+           "STOP_GRACE_S", "utf8_path"]
 
 #: Most intra-op threads a run may ask for (far beyond any core count; ten thousand crash a runtime).
 MAX_THREADS = 1024
@@ -178,9 +178,9 @@ def _stop(clock: _Clock) -> type[StepTimeoutError]:
 class _Watchdog:
     """Stops steps that run past their limit: first `StepTimeoutError` in the step's thread, so the caller
     gets an exception and everything is cleaned up; then, if the step is stuck in native code (a runtime
-    running a Loop with a trip count of 10**15 never returns to Python), the process ends with exit 2.
-    What a killed process leaves (staging and work directories, its output lock) carries its process id
-    or is released by the kernel, and is cleaned by the next run (`edgec.artifact.clean_stale`).
+    running a Loop with a trip count of 10**15 never returns to Python), the process ends with exit 2,
+    after the `undo_if_ended` callbacks (the output lock file). What else it leaves (staging and work
+    directories) carries its process id and is cleaned by the next run (`edgec.artifact.clean_stale`).
     """
 
     def __init__(self) -> None:
@@ -222,6 +222,9 @@ class _Watchdog:
                         clock.told = now
                         _send(clock.thread, _stop(clock))
                     elif clock.told is not None and not clock.raised and now >= clock.told + STOP_GRACE_S:
+                        for undo in list(_before_forced_exit):
+                            with contextlib.suppress(Exception):
+                                undo()
                         sys.stderr.write(f"edgec: error: {clock.message()}; it is stuck where Python cannot stop it,"
                                          " so the process ends\n")
                         sys.stderr.flush()
@@ -230,6 +233,18 @@ class _Watchdog:
 
 _watchdog: _Watchdog | None = None
 _watchdog_lock = threading.Lock()
+#: What to undo before the watchdog ends the process (`os._exit` runs no `finally`): e.g. an output lock file.
+_before_forced_exit: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def undo_if_ended(undo: Callable[[], None]) -> Iterator[None]:
+    """Run `undo` should the watchdog end the process within the block (a step stuck in native code)."""
+    _before_forced_exit.append(undo)
+    try:
+        yield
+    finally:
+        _before_forced_exit.remove(undo)
 
 
 def step_timeout() -> float:
