@@ -221,7 +221,7 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     if args.source or args.baseline_from == "source":
         raise EdgecError("--device: the agent runs no framework code; --source and --baseline-from source run only"
                          " locally")
-    devices = [resolve_device(name, args.token_file) for name in args.device]
+    devices = [resolve_device(name, args.token_file, args.ca_file) for name in args.device]
     spec = RemoteBench(Path(args.artifact), baseline=Path(args.baseline) if args.baseline else None,
                        data=Path(args.data) if args.data else None,
                        labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
@@ -616,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bench on an `edgec agent` (a URL or a name in devices.toml); repeatable: devices run"
                         " concurrently, one report each (--json gets a .NAME suffix)")
     p.add_argument("--token-file", metavar="FILE", help="the agent's bearer token (with --device URL)")
+    p.add_argument("--ca-file", metavar="PEM", help="with --device https://...: trust the agent's certificate if this CA"
+                                                   " (or the self-signed certificate itself) signed it")
     p.add_argument("--job", metavar="ID", help="with --device: fetch the result of an earlier job instead of submitting one")
     p.set_defaults(func=_cmd_bench)
 
