@@ -196,9 +196,14 @@ def _describe_model(record: ModelRecord | None) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from edgec.artifact import check_writable
     from edgec.benchmark import bench
     from edgec.report.types import BenchReport
 
+    if args.html:
+        if args.device:
+            raise EdgecError("--html writes a local bench's page; with --device, run `edgec report` on the --json files")
+        check_writable(args.html, "--html")
     if args.device:
         return _bench_on_devices(args)
 
@@ -206,9 +211,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                    baseline_from=args.baseline_from, threads=args.threads,
                    warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
                    shapes=args.shape, trust_source=args.trust_source, progress=_say)
-    print(_format_bench(BenchReport.from_dict(report)))
+    typed = BenchReport.from_dict(report)
+    print(_format_bench(typed))
     if args.json:
         print(f"report written to {args.json}")
+    if args.html:
+        _write_html(args.html, [(Path(args.json).name if args.json else typed.model_name, typed)])
+        print(f"HTML report written to {args.html}")
     return EXIT_OK
 
 
@@ -420,6 +429,50 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from edgec.artifact import check_writable
+    from edgec.report.types import read_bench_report
+
+    check_writable(args.output, "--output")
+    paths = ([args.against] if args.against else []) + list(args.reports)
+    reports = [read_bench_report(path) for path in paths]
+    names = [Path(path).name for path in paths]
+    names = names if len(set(names)) == len(names) else [str(path) for path in paths]
+    if args.against:
+        names[0] = f"old: {names[0]}"
+    gates = _report_gates(args, names, reports)
+    _write_html(args.output, list(zip(names, reports)), gates)
+    print(f"report written to {args.output}")
+    return EXIT_OK
+
+
+def _report_gates(args: argparse.Namespace, names: list[str], reports: list[Any]) -> list[tuple[str, Any]]:
+    """The verdicts `edgec report` shows: each report against its target's thresholds (--gate), and against --against."""
+    from edgec.api import gate
+    from edgec.gating import GateResult, default_thresholds
+    from edgec.report.regression import RegressionThresholds, compare_reports
+
+    gates = []
+    new = list(zip(names, reports))[1 if args.against else 0:]
+    if args.gate:
+        for name, report in new:
+            thresholds, source = default_thresholds(report)
+            gates.append((f"{name} against {source}", gate(report, **thresholds)))
+    if args.against:
+        limits = RegressionThresholds(max_latency_regression=args.max_latency_regression)
+        for name, report in new:
+            gates.append((f"{name} against {names[0]} (latency growth at most {args.max_latency_regression:g}%)",
+                          GateResult(tuple(compare_reports(report, reports[0], limits)))))
+    return gates
+
+
+def _write_html(path: str, named_reports: list[tuple[str, Any]], gates: Sequence[tuple[str, Any]] = ()) -> None:
+    from edgec.artifact import write_text_atomic
+    from edgec.report.html import render_html
+
+    write_text_atomic(path, render_html(named_reports, gates=gates))
+
+
 def _cmd_targets(args: argparse.Namespace) -> int:
     from edgec.compiler import builds
     from edgec.target import list_targets
@@ -619,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=BENCH_RUNS,
                    help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page with plots (as `edgec report`)")
     _trust_flag(p, "run the source in its framework even if it", " (only if compile had --trust-source too)")
     p.add_argument("--device", action="append", default=[], metavar="URL|NAME",
                    help="bench on an `edgec agent` (a URL or a name in devices.toml); repeatable: devices run"
@@ -666,6 +720,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by `edgec bench --json`")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table instead of aligned text")
     p.set_defaults(func=_cmd_compare)
+
+    p = commands.add_parser("report", parents=[verbose],
+                            help="write bench reports as one self-contained HTML page with latency and drift plots")
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by `edgec bench --json`")
+    p.add_argument("-o", "--output", required=True, metavar="report.html", help="the HTML file to write")
+    p.add_argument("--gate", action="store_true", help="also show each report's verdicts against its target's [thresholds]")
+    p.add_argument("--against", metavar="OLD.json",
+                   help="an earlier report (e.g. the last release's): drawn alongside, with each report's latency regression verdict")
+    p.add_argument("--max-latency-regression", type=float, default=5.0, metavar="PCT",
+                   help="with --against: the p50/p90 growth allowed beyond noise (default 5)")
+    p.set_defaults(func=_cmd_report)
 
     p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
