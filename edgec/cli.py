@@ -46,13 +46,6 @@ _REGRESSION_OPTIONS = ("max_latency_regression", "max_accuracy_regression_pp", "
 _SHAPES_SHOWN = 8
 
 
-def _say(message: str) -> None:
-    from edgec.limits import step
-
-    step(message)
-    print(message, file=sys.stderr, flush=True)
-
-
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
@@ -79,7 +72,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                            calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
                            report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
                            labels=args.labels, eval_data=args.eval, input_map=_input_map(args.input_map),
-                           slim=args.slim, trust_source=args.trust_source, progress=_say)
+                           slim=args.slim, trust_source=args.trust_source, progress=args.say)
     _print_compile(args, result)
     return EXIT_OK
 
@@ -196,7 +189,7 @@ def _describe_model(record: ModelRecord | None) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from edgec.artifact import check_writable
+    from edgec.artifact import check_writable, strict_json
     from edgec.benchmark import bench
     from edgec.report.types import BenchReport
 
@@ -207,17 +200,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.device:
         return _bench_on_devices(args)
 
+    to_stdout = args.json == "-"
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
-                   baseline_from=args.baseline_from, threads=args.threads,
-                   warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
-                   shapes=args.shape, trust_source=args.trust_source, progress=_say)
+                   baseline_from=args.baseline_from, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                   json_path=None if to_stdout else args.json, input_map=_input_map(args.input_map),
+                   shapes=args.shape, trust_source=args.trust_source, progress=args.say)
     typed = BenchReport.from_dict(report)
-    print(_format_bench(typed))
-    if args.json:
+    if to_stdout:
+        print(strict_json(report))
+    else:
+        print(_format_bench(typed))
+    if args.json and not to_stdout:
         print(f"report written to {args.json}")
     if args.html:
         _write_html(args.html, [(Path(args.json).name if args.json else typed.model_name, typed)])
-        print(f"HTML report written to {args.html}")
+        print(f"HTML report written to {args.html}", file=sys.stderr if to_stdout else sys.stdout)
     return EXIT_OK
 
 
@@ -236,13 +233,15 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     from edgec.device.inventory import resolve_device
     from edgec.report.types import BenchReport
 
+    if args.json == "-":
+        raise EdgecError("--device writes one report per device: give --json a file name, not '-'")
     if args.baseline or args.baseline_from == "source":
         raise EdgecError("--device: the agent's baseline is the artifact's float ONNX; --baseline and --baseline-from source run only locally")
     devices = [resolve_device(name, args.token_file) for name in args.device]
     spec = RemoteBench(Path(args.artifact), data=Path(args.data) if args.data else None,
                        labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, input_map=args.input_map, shapes=args.shape, job=args.job)
-    reports = bench_on_devices(devices, spec, progress=_say)
+    reports = bench_on_devices(devices, spec, progress=args.say)
     for device, report in zip(devices, reports):
         facts = report["device"]
         print(_format_bench(BenchReport.from_dict(report)))
@@ -274,7 +273,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                          queue_size=args.queue, job_timeout_s=args.job_timeout,
                          tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                          tls_key=Path(args.tls_key) if args.tls_key else None)
-    serve(config, ready=lambda url: _say(f"edgec agent listening on {url} (artifacts in {workdir})"))
+    serve(config, ready=lambda url: args.say(f"edgec agent listening on {url} (artifacts in {workdir})"))
     return EXIT_OK
 
 
@@ -525,7 +524,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edgec.gating import format_table
     from edgec.report.types import BenchReport
 
-    result = run_demo(Path(args.output) if args.output else None, runs=args.runs, threads=args.threads, progress=_say)
+    result = run_demo(Path(args.output) if args.output else None, runs=args.runs, threads=args.threads, progress=args.say)
     print(_format_bench(BenchReport.from_dict(result.report)))
     print(result.precision)
     print()
@@ -611,11 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="log details and show tracebacks on errors")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress output (a terminal shows bars with ETA; a pipe gets one line per step)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from edgec.frontends import FORMATS
 
-    p = commands.add_parser("compile", parents=[verbose], help="compile a model for a target into an artifact directory")
+    p = commands.add_parser("compile", parents=[verbose, quiet], help="compile a model for a target into an artifact directory")
     p.add_argument("model", help="source model: .onnx, .pt2, TorchScript .pt, SavedModel dir, .keras or .tflite")
     p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
     p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets, also the samples --verify and import checks run on;"
@@ -655,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval", metavar="DATA.npz", help="samples the budget and --report are measured on (default: --calib)")
     p.set_defaults(func=_cmd_compile)
 
-    p = commands.add_parser("bench", parents=[verbose], help="measure an artifact against its float baseline")
+    p = commands.add_parser("bench", parents=[verbose, quiet], help="measure an artifact against its float baseline")
     p.add_argument("artifact", help="compile output directory or .onnx file")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
@@ -671,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=BENCH_RUNS,
                    help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': print it to stdout instead of the table,"
+                                                  " without progress)")
     p.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page with plots (as `edgec report`)")
     _trust_flag(p, "run the source in its framework even if it", " (only if compile had --trust-source too)")
     p.add_argument("--device", action="append", default=[], metavar="URL|NAME",
@@ -753,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("passes", parents=[verbose], help="list the available graph passes")
     p.set_defaults(func=_cmd_passes)
 
-    p = commands.add_parser("demo", parents=[verbose], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
+    p = commands.add_parser("demo", parents=[verbose, quiet], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
     p.add_argument("-o", "--output", help="working directory for the demo's files (default: edgec's folder in the"
                                           " user cache dir, printed at the end)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
@@ -808,7 +811,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             watch_steps()
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        code = args.func(args)
+        from edgec.progress import Progress
+
+        with Progress(quiet=getattr(args, "quiet", False) or getattr(args, "json", None) == "-") as args.say:
+            code = args.func(args)
         sys.stdout.flush()
         return code
     except AccuracyBudgetError as exc:  # the artifact was written; like a failed gate, not bad usage

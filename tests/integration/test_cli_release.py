@@ -159,3 +159,13 @@ def test_gate_without_thresholds_uses_the_targets(cli, tmp_path) -> None:
                                                        " gate.toml or --max-/--min- options")
     empty = cli("gate", _v1_report(tmp_path, schema="edgec.bench/2", thresholds={}))
     assert empty.code == 2 and "sets no [thresholds]" in empty.error_line
+
+
+def test_quiet_and_json_to_stdout_show_no_progress(cli, tiny) -> None:
+    common = (tiny.model, "--runs", 20, "--warmup", 0, "--threads", 1)
+    piped = cli("bench", *common)
+    assert piped.code == 0 and "round 1/2" in piped.err.splitlines()  # not a terminal: one plain line per step
+    quiet = cli("bench", *common, "--quiet")
+    assert quiet.code == 0 and quiet.err == "" and "latency p50" in quiet.out
+    printed = cli("bench", *common, "--json", "-")
+    assert printed.code == 0 and printed.err == "" and json.loads(printed.out)["latency_ms"]["runs"] == 20
