@@ -14,11 +14,13 @@ import html
 import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from edgec.artifact import MANIFEST, strict_loads
 from edgec.errors import EdgecError
 from edgec.gating import GateResult
-from edgec.report.types import BenchReport, LatencyStats, Measurement
+from edgec.report.types import BenchReport, LatencyStats, Manifest, Measurement, NodeCounts
 
 __all__ = ["render_html"]
 
@@ -30,6 +32,8 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; } td.n
 td.pass { color: #17692f; font-weight: 600; } td.fail { color: #a11; font-weight: 600; }
 img.plot { max-width: 100%; display: block; margin: 0.5em 0 1.5em; } .note { color: #555; }
 """
+#: Most sensitive layers drawn.
+_SENSITIVE = 20
 #: Percentiles drawn as bars, as (label, LatencyStats attribute).
 _BARS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"))
 
@@ -166,6 +170,48 @@ def _drift_plot(name: str, report: BenchReport) -> str:
     return _image(figure, f"drift per output of {name}")
 
 
+def _artifact_section(report: BenchReport) -> str:
+    """The compile behind the artifact, when its directory is on this machine: the passes with node counts, and
+    the most sensitive quantized layers (`sensitivity.json`, written by `compile --report`)."""
+    directory = Path(report.artifact).parent if report.artifact else None
+    if directory is None or not (directory / MANIFEST).is_file():
+        return ""
+    try:
+        manifest = Manifest.read(directory)
+    except EdgecError as exc:
+        return f'<p class="note">The manifest of the artifact cannot be read: {_esc(exc)}</p>'
+    nodes = manifest.nodes or NodeCounts()
+    parts = ["<h3>Compile</h3>",
+             _table(["nodes", "source", "optimized", "artifact"], [["count", nodes.source, nodes.optimized, nodes.artifact]]),
+             _table(["pass", "nodes before", "nodes after", "changed the graph", "seconds"],
+                    [[p.get("name"), p.get("nodes_before"), p.get("nodes_after"), "yes" if p.get("modified") else "no",
+                      p.get("seconds")] for p in manifest.passes or [] if isinstance(p, dict)])]
+    sensitivity = (manifest.quantization or {}).get("sensitivity")
+    if isinstance(sensitivity, str):
+        parts.append(_sensitivity_plot(directory / sensitivity))
+    return "\n".join(parts)
+
+
+def _sensitivity_plot(path: Path) -> str:
+    """SQNR of the model's outputs with only one layer quantized, for the `_SENSITIVE` worst layers."""
+    try:
+        layers = strict_loads(path.read_text(encoding="utf-8"))["layers"]
+        rows = sorted(((f"{layer['node']} ({layer['op_type']}, {layer['scheme']})", float(layer["model_alone"]["sqnr_db"]))
+                       for layer in layers), key=lambda row: row[1])[:_SENSITIVE]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f'<p class="note">{_esc(path.name)} cannot be read: {_esc(exc)}</p>'
+    if not rows:
+        return ""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(11, 1.0 + 0.32 * len(rows)))
+    axes.barh(range(len(rows)), [min(sqnr, 200.0) for _, sqnr in rows], color="tab:red")
+    axes.set_yticks(range(len(rows)), [label for label, _ in rows])
+    axes.invert_yaxis()
+    axes.set(xlabel="output SQNR (dB) with only this layer int8 (lower hurts more)",
+             title=f"the {len(rows)} most sensitive layers")
+    return "<h3>Per-layer sensitivity</h3>" + _image(figure, "per-layer sensitivity")
+
+
 def _latency_rows(report: BenchReport) -> list[list[Any]]:
     rows = []
     for label, section in _sections(report):
@@ -209,6 +255,7 @@ def _report_section(name: str, report: BenchReport) -> str:
         if shown:
             parts.append(_table(["figure", "value"], shown))
         parts.append(_drift_plot(name, report))
+    parts.append(_artifact_section(report))
     if report.warnings:
         parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{_esc(w)}</li>" for w in report.warnings) + "</ul>")
     return "\n".join(parts)

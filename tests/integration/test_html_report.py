@@ -77,3 +77,39 @@ def test_chromium_renders_tables_and_plots_and_runs_no_script(page: Path, tmp_pa
     pixels = image.imread(shot)[..., :3]
     colour = pixels.max(axis=2) - pixels.min(axis=2)  # bars and curves are coloured; text and rules are grey
     assert (colour > 0.3).mean() > 0.005, "the screenshot shows no coloured plot marks"
+
+
+@pytest.fixture(scope="module")
+def int8_page(tmp_path_factory) -> Path:
+    """An int8 compile with `--report` (sensitivity.json) of a 4 x (MatMul, Tanh) chain whose node names are markup."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgec.cli import main
+
+    root = tmp_path_factory.mktemp("int8")
+    rng = np.random.default_rng(0)
+    nodes, weights, last = [], [], "x"
+    for k in range(4):
+        weights.append(numpy_helper.from_array(rng.normal(0, 0.3, (16, 16)).astype(np.float32), f"w{k}"))
+        nodes += [helper.make_node("MatMul", [last, f"w{k}"], [f"m{k}"], name=f"<i>mm{k}</i>"),
+                  helper.make_node("Tanh", [f"m{k}"], [f"t{k}"])]
+        last = f"t{k}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, 16])], weights)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), root / "chain.onnx")
+    np.savez(root / "calib.npz", x=rng.normal(size=(32, 1, 16)).astype(np.float32))
+    assert main(["compile", str(root / "chain.onnx"), "-t", "cpu-x86-int8", "--calib", str(root / "calib.npz"),
+                 "--report", "-o", str(root / "art"), "--quiet"]) == 0
+    out = root / "page.html"
+    assert main(["bench", str(root / "art"), "--runs", "20", "--threads", "1", "--quiet", "--html", str(out)]) == 0
+    return out
+
+
+@needs_chromium
+def test_chromium_shows_the_pass_table_and_sensitivity_bars(int8_page: Path) -> None:
+    dom = _chromium("--dump-dom", int8_page.as_uri())
+    assert "<h3>Compile</h3>" in dom and "<td>fold_constants</td>" in dom and "<h3>Per-layer sensitivity</h3>" in dom
+    assert len(re.findall(r'<img class="plot" [^>]*src="data:image/png;base64,', dom)) == 4  # bars, latency, drift, sensitivity
+    assert "<i>" not in dom
