@@ -154,7 +154,7 @@ def test_bench_on_device_matches_local_schema_and_second_upload_is_free(agent: A
     assert first.returncode == 0, first.stderr
     assert "device 127.0.0.1" in first.stdout and "latency p50" in first.stdout
     report = json.loads((tmp_path / "remote.json").read_text())
-    assert report["schema"] == "edgec.bench/1" and report["latency_ms"]["runs"] == 20
+    assert report["schema"] == "edgec.bench/2" and report["latency_ms"]["runs"] == 20
     assert report["device"]["uploaded_bytes"] > 0 and report["device"]["agent_version"]
     second = _edgec("bench", model, "--device", agent.url, "--token-file", agent.token_file, "--runs", 20,
                     "--warmup", 2, "--threads", 1, "--json", tmp_path / "again.json")
