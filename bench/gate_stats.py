@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(f"| {row['runs']} | {row['false_alarms']}/{row['pairs']} | {row['caught']}/{row['pairs']} |")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "p50_ms": p50, "cpu_model": cpu_model(), "args": vars(args) | {"json": str(args.json)}},
+        args.json.write_text(json.dumps({"rows": rows, "p50_ms": p50, "cpu_model": cpu_model(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
                                         indent=2) + "\n")
     return 0
 
