@@ -202,8 +202,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     to_stdout = args.json == "-"
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
-                   baseline_from=args.baseline_from, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                   json_path=None if to_stdout else args.json, input_map=_input_map(args.input_map),
+                   baseline_from=args.baseline_from, source=args.source, threads=args.threads, warmup=args.warmup,
+                   runs=args.runs, json_path=None if to_stdout else args.json, input_map=_input_map(args.input_map),
                    shapes=args.shape, trust_source=args.trust_source, progress=args.say)
     typed = BenchReport.from_dict(report)
     if to_stdout:
@@ -231,17 +231,21 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     from edgec.artifact import write_text_atomic
     from edgec.device.client import RemoteBench, bench_on_devices
     from edgec.device.inventory import resolve_device
+    from edgec.limits import FROM_ENV, step_limit
     from edgec.report.types import BenchReport
 
     if args.json == "-":
         raise EdgecError("--device writes one report per device: give --json a file name, not '-'")
-    if args.baseline or args.baseline_from == "source":
-        raise EdgecError("--device: the agent's baseline is the artifact's float ONNX; --baseline and --baseline-from source run only locally")
-    devices = [resolve_device(name, args.token_file) for name in args.device]
-    spec = RemoteBench(Path(args.artifact), data=Path(args.data) if args.data else None,
+    if args.source or args.baseline_from == "source":
+        raise EdgecError("--device: the agent runs no framework code; --source and --baseline-from source run only"
+                         " locally")
+    devices = [resolve_device(name, args.token_file, args.ca_file) for name in args.device]
+    spec = RemoteBench(Path(args.artifact), baseline=Path(args.baseline) if args.baseline else None,
+                       data=Path(args.data) if args.data else None,
                        labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, input_map=args.input_map, shapes=args.shape, job=args.job)
-    reports = bench_on_devices(devices, spec, progress=args.say)
+    with step_limit(FROM_ENV, args.say) as say:
+        reports = bench_on_devices(devices, spec, progress=say)
     for device, report in zip(devices, reports):
         facts = report["device"]
         print(_format_bench(BenchReport.from_dict(report)))
@@ -658,15 +662,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compile)
 
     p = commands.add_parser("bench", parents=[verbose, quiet], help="measure an artifact against its float baseline")
-    p.add_argument("artifact", help="compile output directory or .onnx file")
+    p.add_argument("artifact", help="compile output directory, or a model file (.onnx, .tflite)")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
     _add_input_map(p)
-    p.add_argument("--baseline", metavar="MODEL.onnx",
-                   help="float model to compare with (default: the source's float ONNX on the artifact's runtime)")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="model to compare with, .onnx or .tflite, e.g. another toolchain's build (default: the"
+                        " source's float ONNX kept in the artifact, on the artifact's runtime, or on ONNX Runtime"
+                        " where that cannot load it); bench loads no file outside the artifact unless you name it")
     p.add_argument("--baseline-from", choices=["source", "onnx"],
                    help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
-                        " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")
+                        " 'source' requires it, 'onnx' skips it (default: when the source is at hand and its"
+                        " framework is installed)")
+    p.add_argument("--source", metavar="MODEL",
+                   help="the source model file for that comparison when the artifact does not keep it (it must be"
+                        " the file that was compiled: its sha256 is checked)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:SHAPE",
                    help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
@@ -682,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bench on an `edgec agent` (a URL or a name in devices.toml); repeatable: devices run"
                         " concurrently, one report each (--json gets a .NAME suffix)")
     p.add_argument("--token-file", metavar="FILE", help="the agent's bearer token (with --device URL)")
+    p.add_argument("--ca-file", metavar="PEM", help="with --device https://...: trust the agent's certificate if this CA"
+                                                   " (or the self-signed certificate itself) signed it")
     p.add_argument("--job", metavar="ID", help="with --device: fetch the result of an earlier job instead of submitting one")
     p.set_defaults(func=_cmd_bench)
 
@@ -812,10 +824,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        if args.command in ("compile", "bench"):
-            from edgec.limits import watch_steps
-
-            watch_steps()
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         from edgec.progress import Progress
 
