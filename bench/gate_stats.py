@@ -14,7 +14,7 @@ call with its own fresh worker, as consecutive CI jobs would be. Then, at each r
 
 both with `--max-latency-regression --allowed` at 95% confidence (a pair fails when p50 or p90 fails).
 
-    python bench/gate_stats.py                       # 20 pairs, runs 50,100,200,400, allowed 5%
+    python bench/gate_stats.py                       # 20 pairs, runs 200,400,600,800,1200, allowed 5%
     python bench/gate_stats.py --absolute            # the same without a baseline: absolute latencies
     python bench/gate_stats.py --pairs 20 --runs 100,200 --json gate_stats.json
     python bench/gate_stats.py --save runs/ ...      # also keep every bench report (reports.json) ...
@@ -103,7 +103,7 @@ def _rates(reports: dict[str, list[dict[str, Any]]], run_counts: list[int], pair
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20, help="pairs per rate (default 20)")
-    parser.add_argument("--runs", default="50,100,200,400", help="run counts to evaluate, comma-separated (the largest is benched)")
+    parser.add_argument("--runs", default="200,400,600,800,1200", help="run counts to evaluate, comma-separated (the largest is benched)")
     parser.add_argument("--layers", type=int, default=20, help="MatMul blocks of the base model (slow: 10%% more)")
     parser.add_argument("--allowed", type=float, default=5.0, help="--max-latency-regression PCT (default 5)")
     parser.add_argument("--threads", type=int, default=1)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(f"| {row['runs']} | {row['false_alarms']}/{row['pairs']} | {row['caught']}/{row['pairs']} |")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "p50_ms": p50, "cpu_model": cpu_model(), "args": vars(args) | {"json": str(args.json)}},
+        args.json.write_text(json.dumps({"rows": rows, "p50_ms": p50, "cpu_model": cpu_model(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
                                         indent=2) + "\n")
     return 0
 

@@ -682,7 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=BENCH_RUNS,
-                   help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
+                   help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` missed a 10%% slowdown"
+                        " more than once in 20 on a shared machine)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': print it to stdout instead of the table,"
                                                   " without progress)")
     p.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page with plots (as `edgec report`)")
