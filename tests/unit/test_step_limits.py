@@ -71,7 +71,7 @@ def test_the_environment_limit_applies_by_default_and_none_disables_it(relu, tmp
 
 def test_bench_stops_a_model_that_never_finishes_and_its_worker(tmp_path) -> None:
     loop = _model(tmp_path, _LOOP, "loop.onnx")
-    with pytest.raises(StepTimeoutError, match="step .round 1/1. ran longer than 20 s"):
+    with pytest.raises(StepTimeoutError, match="ran longer than 20 s"):  # the step it hits depends on the load
         edgec.bench(loop, runs=1, warmup=0, threads=1, step_timeout_s=20)
 
 
