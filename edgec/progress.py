@@ -42,7 +42,7 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self._end_bars()
 
-    def __call__(self, message: str) -> None:  # compile and bench time their steps by these messages themselves
+    def __call__(self, message: str) -> None:
         if self.quiet:
             return
         if not self.bars:

@@ -32,8 +32,8 @@ __all__ = ["Channel", "Transport", "LocalTransport", "WorkerExited"]
 
 #: Seconds to wait for a worker to exit by itself before terminating it.
 _JOIN_TIMEOUT_S = 5.0
-#: Longest single wait for a worker's reply, so the waiting thread can be stopped in between.
-_WAIT_SLICE_S = 0.2
+#: Longest single wait for a worker's reply (see `_LocalChannel.receive`).
+_RECEIVE_SLICE_S = 0.2
 
 
 class WorkerExited(Exception):
@@ -116,10 +116,12 @@ class _LocalChannel(Channel):
             raise WorkerExited(self.who) from exc
 
     def receive(self, timeout: float) -> dict[str, Any] | None:
+        """Wait in short slices: an exception sent to this thread (a step past its time limit) is raised
+        between two of them, where one long wait inside the lock would hold it until the reply came."""
         deadline = time.monotonic() + timeout
-        while True:  # in short waits: one long wait in C cannot take the StepTimeoutError of `edgec.limits`
+        while True:
             try:
-                line = self.replies.get(timeout=min(_WAIT_SLICE_S, max(deadline - time.monotonic(), 0.0)))
+                line = self.replies.get(timeout=max(min(_RECEIVE_SLICE_S, deadline - time.monotonic()), 0.0))
                 break
             except queue.Empty:
                 if time.monotonic() >= deadline:
