@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -155,6 +156,19 @@ def serve(exchange: Path, commands: TextIO, replies: TextIO) -> None:
             return
 
 
+def _exit_with_parent() -> None:
+    """End this worker when its parent is gone (killed, or ended by edgec's step watchdog): a model that never
+    finishes would otherwise keep a core busy forever. A thread watches, as the main one may be inside a runtime."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgec-worker-parent-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `python -m edgec.harness.worker EXCHANGE_DIR`."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -163,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # The parent owns the worker's lifetime: on Ctrl-C it stops us itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     # Replies go to a private copy of stdout; anything a native library prints goes to stderr instead.
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

@@ -94,3 +94,45 @@ def test_a_limit_must_be_positive_seconds_or_none(relu, tmp_path, value) -> None
         edgec.compile(relu, "cpu-x86-fp32", output_dir=tmp_path / "out", step_timeout_s=value)
     with pytest.raises(BadInputError, match="step_timeout_s"):
         edgec.bench(relu, step_timeout_s=value)
+
+
+def _workers_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"edgec.harness.worker" in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker through /proc")
+def test_a_worker_never_outlives_its_parent(tmp_path) -> None:
+    """A parent ended by the watchdog (or killed) leaves no worker running a model that never finishes."""
+    import os
+    import signal
+
+    loop = _model(tmp_path, _LOOP, "loop.onnx")
+    script = "import sys, edgec\nedgec.bench(sys.argv[1], runs=1, warmup=0, threads=1, step_timeout_s=None)\n"
+    parent = subprocess.Popen([sys.executable, "-c", script, loop], stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    while not workers:
+        assert parent.poll() is None
+        time.sleep(0.2)
+        workers = _workers_of(parent.pid)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    gone_by = time.monotonic() + 120  # the worker checks every second; this bound only turns a hang into a failure
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < gone_by, f"worker {workers} outlived its parent"
+        time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
