@@ -315,15 +315,16 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
     strides = _ints(node, "strides", [1, 1])
     source, padding, extra = _spatial(ctx, node, kernel, dilations)
     is_max = node.op_type == "MaxPool"
+    activation, written = ctx.fused_activation(node)
     options = _options(schema.Pool2DOptionsT, padding=padding, strideH=strides[0], strideW=strides[1],
-                       filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=Act.NONE)
+                       filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=activation)
     code = Op.MAX_POOL_2D if is_max else Op.AVERAGE_POOL_2D
     if not any(extra):
-        _keeping_input_params(ctx, node, code, [source], options)
+        _keeping_input_params(ctx, written, code, [source], options)
         return
     padded = _pad_nhwc(ctx, source, extra, -np.inf if is_max else 0.0, f"{node.inputs[0].name}_padded")
     if is_max or node.attributes.get_int("count_include_pad", 0):
-        _keeping_input_params(ctx, node, code, [padded], options)
+        _keeping_input_params(ctx, written, code, [padded], options)
         return
     if ctx.plan is not None:
         raise _unsupported(node, "int8 average pooling that excludes padding other than TFLite's SAME")
@@ -335,15 +336,16 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
         starts = np.arange(out_shape[1 + axis]) * strides[axis] - extra[axis]
         real.append(np.minimum(starts + kernel[axis], in_hw[axis]) - np.maximum(starts, 0))
     counts = np.outer(real[0], real[1]).reshape(1, out_shape[1], out_shape[2], 1)
+    options.fusedActivationFunction = Act.NONE
     pooled = ctx.new_tensor(f"{node.outputs[0].name}_over_padding", out_shape, np.float32)
     ctx.op(code, [padded], [pooled], options)
     factor = ctx.constant(f"{node.name}_count_correction", (kernel[0] * kernel[1] / counts).astype(np.float32))
-    _simple(ctx, node, Op.MUL, [pooled, factor], _options(schema.MulOptionsT))
+    ctx.op(Op.MUL, [pooled, factor], [ctx.output(written)], _options(schema.MulOptionsT, fusedActivationFunction=activation))
 
 
-def _keeping_input_params(ctx: Lowering, node: ir.Node, code: int, inputs: list[int], options: object) -> None:
+def _keeping_input_params(ctx: Lowering, written: ir.Value, code: int, inputs: list[int], options: object) -> None:
     """An op whose int8 kernel writes its input's scale and zero point; requantized when the calibrated output differs."""
-    out = ctx.output(node.outputs[0])
+    out = ctx.output(written)
     if ctx.plan is None:
         ctx.op(code, inputs, [out], options)
         return
@@ -351,7 +353,7 @@ def _keeping_input_params(ctx: Lowering, node: ir.Node, code: int, inputs: list[
     if params.same_as(ctx.flat.quant(out)):
         ctx.op(code, inputs, [out], options, version=2)
         return
-    kept = ctx.new_tensor(f"{node.outputs[0].name}_input_params", ctx.flat.shape(out), np.int8, params)
+    kept = ctx.new_tensor(f"{written.name}_input_params", ctx.flat.shape(out), np.int8, params)
     ctx.op(code, inputs, [kept], options, version=2)
     ctx.op(Op.QUANTIZE, [kept], [out], version=2)
 
