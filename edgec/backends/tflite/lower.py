@@ -78,8 +78,8 @@ class Lowering:
     def constant(self, name: str, array: np.ndarray, quant: QuantParams | None = None) -> int:
         """A constant tensor; float constants of an fp16 model are stored fp16 behind a DEQUANTIZE."""
         array = np.asarray(array)
-        if array.dtype == np.int64:
-            array = array.astype(np.int32)
+        if array.dtype == np.int64:  # TFLite indexes with int32; INT64_MAX ("to the end") saturates
+            array = np.clip(array, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         if self.precision == "fp16" and array.dtype == np.float32 and quant is None:
@@ -324,8 +324,8 @@ class Lowering:
         return next(dtype for dtype, c in _TENSOR_TYPES.items() if c == code)
 
 
-#: Ops never evaluated at compile time: they have no constant inputs worth folding, or are random.
-_NEVER_FOLDED = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+#: Ops never evaluated at compile time: constants already, or random.
+_NEVER_FOLDED = frozenset({"Constant", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
 def _dequantize(array: np.ndarray, params: QParams) -> np.ndarray:

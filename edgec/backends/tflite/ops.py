@@ -772,10 +772,40 @@ def _dynamic_reshape_shape(ctx: Lowering, node: ir.Node) -> int:
 
 @_register("Flatten", "Squeeze", "Unsqueeze")
 def _reshape_like(ctx: Lowering, node: ir.Node) -> None:
+    """RESHAPE to the output's shape when at most one dim is dynamic; else the op's dynamic-shape form."""
     target = _static_target(ctx, node)
-    if target is None:
-        raise _unsupported(node, "more than one dynamic dimension")
-    _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", target))
+    if target is not None:
+        _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", target))
+    elif node.op_type == "Unsqueeze":
+        _expand_dims(ctx, node)
+    elif node.op_type == "Squeeze":
+        rank = _rank(ctx, node.inputs[0])
+        axes = [a % rank for a in _input_or_attr_ints(ctx, node, 1, "axes") or []]
+        if not axes:
+            raise _unsupported(node, "a Squeeze of every unit dim needs static shapes")
+        _simple(ctx, node, Op.SQUEEZE, [ctx.input(node.inputs[0])], _options(schema.SqueezeOptionsT, squeezeDims=axes))
+    else:
+        dims = ctx.shape_of(node.inputs[0])
+        axis = node.attributes.get_int("axis", 1) % (len(dims) + 1)
+        lead, trail = dims[:axis], dims[axis:]
+        if None in trail and None in lead:
+            raise _unsupported(node, "dynamic dims on both sides of the flattened axis")
+        shape = [-1, int(np.prod(trail))] if None not in trail else [int(np.prod(lead)), -1]
+        _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", shape))
+
+
+def _expand_dims(ctx: Lowering, node: ir.Node) -> None:
+    """Unsqueeze as one EXPAND_DIMS per new axis, in increasing output position."""
+    rank = _rank(ctx, node.outputs[0])
+    axes = sorted(a % rank for a in _input_or_attr_ints(ctx, node, 1, "axes"))
+    current, dims = ctx.input(node.inputs[0]), list(ctx.shape_of(node.inputs[0]))
+    for i, axis in enumerate(axes):
+        dims.insert(axis, 1)
+        last = i == len(axes) - 1
+        out = ctx.output(node.outputs[0]) if last else ctx.new_tensor(f"{node.outputs[0].name}_{i}", dims,
+                                                                       ctx.flat_dtype(current))
+        ctx.op(Op.EXPAND_DIMS, [current, _const_int32(ctx, f"{node.name}_axis_{i}", [axis])], [out])
+        current = out
 
 
 @_register("Concat")
@@ -807,25 +837,46 @@ def _split(ctx: Lowering, node: ir.Node) -> None:
 
 @_register("Slice")
 def _slice(ctx: Lowering, node: ir.Node) -> None:
+    """STRIDED_SLICE over every axis (axes ONNX leaves out are masked to their full extent)."""
     x = node.inputs[0]
     rank = _rank(ctx, x)
-    starts = _input_or_attr_ints(ctx, node, 1, "starts")
-    ends = _input_or_attr_ints(ctx, node, 2, "ends")
-    axes = _input_or_attr_ints(ctx, node, 3, "axes") or list(range(len(starts)))
-    steps = _input_or_attr_ints(ctx, node, 4, "steps") or [1] * len(starts)
-    begin, end, stride = [0] * rank, [0] * rank, [1] * rank
-    begin_mask = end_mask = (1 << rank) - 1
-    int32 = np.iinfo(np.int32)
-    for start, stop, axis, step in zip(starts, ends, axes, steps):
-        axis %= rank
-        begin[axis], end[axis], stride[axis] = (int(np.clip(start, int32.min, int32.max)),
-                                                int(np.clip(stop, int32.min, int32.max)), step)
-        begin_mask &= ~(1 << axis)
-        end_mask &= ~(1 << axis)
-    _simple(ctx, node, Op.STRIDED_SLICE, [ctx.tensor(x), _const_int32(ctx, f"{node.name}_begin", begin),
-                                          _const_int32(ctx, f"{node.name}_end", end),
-                                          _const_int32(ctx, f"{node.name}_strides", stride)],
-            _options(schema.StridedSliceOptionsT, beginMask=begin_mask, endMask=end_mask))
+    count = ctx.shape_of(node.inputs[1])[0] if len(node.inputs) > 1 else len(_ints(node, "starts", []))
+    axes = _input_or_attr_ints(ctx, node, 3, "axes") or list(range(count))
+    steps = _input_or_attr_ints(ctx, node, 4, "steps") or [1] * len(axes)
+    axes = [axis % rank for axis in axes]
+    stride = [1] * rank
+    for axis, step in zip(axes, steps):
+        stride[axis] = step
+    masked = sum(1 << axis for axis in range(rank) if axis not in axes)
+    begin = _per_axis(ctx, node, 1, "starts", axes, rank)
+    end = _per_axis(ctx, node, 2, "ends", axes, rank)
+    _simple(ctx, node, Op.STRIDED_SLICE, [ctx.tensor(x), begin, end, _const_int32(ctx, f"{node.name}_strides", stride)],
+            _options(schema.StridedSliceOptionsT, beginMask=masked, endMask=masked))
+
+
+def _per_axis(ctx: Lowering, node: ir.Node, index: int, name: str, axes: Sequence[int], rank: int) -> int:
+    """A rank-long int32 vector holding Slice's `name` values at `axes` (0 elsewhere): a constant when they
+    are known, else assembled in the model from the run-time vector."""
+    known = _input_or_attr_ints(ctx, node, index, name) if (
+        len(node.inputs) <= index or ctx.const_array(node.inputs[index]) is not None) else None
+    if known is not None:
+        full = [0] * rank
+        for axis, v in zip(axes, known):
+            full[axis] = int(np.clip(v, np.iinfo(np.int32).min, np.iinfo(np.int32).max))
+        return _const_int32(ctx, f"{node.name}_{name}", full)
+    vector = ctx.tensor(node.inputs[index])
+    pieces = []
+    for axis in range(rank):
+        if axis not in axes:
+            pieces.append(_const_int32(ctx, f"{node.name}_{name}_{axis}", [0]))
+            continue
+        piece = ctx.new_tensor(f"{node.name}_{name}_{axis}", [1], np.int32)
+        ctx.op(Op.SLICE, [vector, _const_int32(ctx, f"{node.name}_{name}_{axis}_at", [axes.index(axis)]),
+                          _const_int32(ctx, f"{node.name}_{name}_{axis}_one", [1])], [piece])
+        pieces.append(piece)
+    out = ctx.new_tensor(f"{node.name}_{name}", [rank], np.int32)
+    ctx.op(Op.CONCATENATION, pieces, [out], _options(schema.ConcatenationOptionsT, axis=0))
+    return out
 
 
 @_register("Gather")
@@ -841,7 +892,8 @@ def _expand(ctx: Lowering, node: ir.Node) -> None:
     target = _static_target(ctx, node)
     shape = (_const_int32(ctx, f"{node.name}_shape", target) if target is not None and -1 not in target
              else ctx.tensor(node.inputs[1]))
-    _simple(ctx, node, Op.BROADCAST_TO, [ctx.tensor(node.inputs[0]), shape])
+    out = ctx.output(node.outputs[0])
+    ctx.op(Op.BROADCAST_TO, [ctx.tensor(node.inputs[0]), shape], [out], version=2)  # LiteRT registers it from 2
 
 
 @_register("Pad")
@@ -887,6 +939,11 @@ def _constant_of_shape(ctx: Lowering, node: ir.Node) -> None:
     value = attr.as_tensor().numpy().reshape(-1)[0] if attr is not None else np.float32(0)
     fill = ctx.constant(f"{node.name}_value", np.asarray(value, _np_of(ctx, node.outputs[0])))
     _simple(ctx, node, Op.FILL, [ctx.tensor(node.inputs[0]), fill])
+
+
+@_register("Constant")
+def _constant_node(ctx: Lowering, node: ir.Node) -> None:
+    """Nothing to write: readers take the value as a constant tensor (`Lowering.const_array` reads Constant nodes)."""
 
 
 @_register("Range")
