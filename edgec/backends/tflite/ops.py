@@ -222,7 +222,7 @@ def _bias(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w: int, 
     (LiteRT's convolution kernels require one)."""
     if ctx.plan is None:
         if value is None:
-            return ctx.constant(f"{ctx.flat.tensors[w].name}_zero_bias", np.zeros(size, np.float32))
+            return ctx.constant(f"{ctx.flat.name(w)}_zero_bias", np.zeros(size, np.float32))
         array = ctx.const_array(value)
         if array is None:
             raise _unsupported(node, "its bias is not a constant")
@@ -237,7 +237,7 @@ def _bias(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w: int, 
     bias = np.broadcast_to(array.astype(np.float64).reshape(-1), (size,))
     quantized = np.clip(np.round(bias / scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
     params = QuantParams(scale.astype(np.float32), np.zeros(size, np.int64), 0 if size > 1 else None)
-    name = ctx.flat.tensors[w].name + "_zero_bias" if value is None else f"{value.name}_int32"
+    name = ctx.flat.name(w) + "_zero_bias" if value is None else f"{value.name}_int32"
     return ctx.flat.add_constant(name, quantized, params)
 
 
@@ -260,7 +260,7 @@ def _conv(ctx: Lowering, node: ir.Node) -> None:
     strides = _ints(node, "strides", [1, 1])
     source, padding, extra = _spatial(ctx, node, kernel, dilations)
     if any(extra):
-        source = _pad_nhwc(ctx, source, extra, 0.0, f"{x.name}_padded")
+        source = _pad_nhwc(ctx, source, extra, 0.0, f"{ctx.flat.name(source)}_padded")
     activation, written = ctx.fused_activation(node)
     common = dict(padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
                   dilationWFactor=dilations[1], fusedActivationFunction=activation)
@@ -322,7 +322,7 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
     if not any(extra):
         _keeping_input_params(ctx, written, code, [source], options)
         return
-    padded = _pad_nhwc(ctx, source, extra, -np.inf if is_max else 0.0, f"{node.inputs[0].name}_padded")
+    padded = _pad_nhwc(ctx, source, extra, -np.inf if is_max else 0.0, f"{ctx.flat.name(source)}_padded")
     if is_max or node.attributes.get_int("count_include_pad", 0):
         _keeping_input_params(ctx, written, code, [padded], options)
         return
@@ -819,7 +819,8 @@ def _concat(ctx: Lowering, node: ir.Node) -> None:
         return
     params = q.node_params(ctx.plan.quantize)
     # TFLite's int8 concatenation needs every input on the output's scale and zero point
-    inputs = [ctx.requantize(ctx.qtensor(v), params, f"{v.name}_requantized") for v in values]
+    inputs = [ctx.requantize(index, params, f"{ctx.flat.name(index)}_requantized")
+              for index in (ctx.qtensor(v) for v in values)]
     _simple(ctx, node, Op.CONCATENATION, inputs, options)
 
 
