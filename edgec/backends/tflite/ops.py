@@ -50,6 +50,11 @@ def _table(node: ir.Node) -> dict[str, Converter] | None:
     return _NHWC if node.domain == NHWC_DOMAIN else None
 
 
+def _load_all() -> None:
+    """Converters living in sibling modules register themselves when imported."""
+    from edgec.backends.tflite import dynamic  # noqa: F401
+
+
 def converter_for(node: ir.Node) -> Converter:
     table = _table(node)
     return table[node.op_type]
@@ -57,6 +62,7 @@ def converter_for(node: ir.Node) -> Converter:
 
 def check_supported(graph: ir.Graph) -> None:
     """Stop before writing anything when a node has no converter, naming every such node."""
+    _load_all()
     missing = [node for node in graph if not (q.is_quantize(node) or q.is_dequantize(node))
                and ((table := _table(node)) is None or node.op_type not in table)]
     if missing:
