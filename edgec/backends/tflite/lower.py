@@ -22,6 +22,7 @@ from edgec import __version__
 from edgec.backends.tflite import quantization as q
 from edgec.backends.tflite.flatbuffer import FlatModel, QuantParams
 from edgec.errors import BadInputError, TargetError
+from edgec.passes.cleanup import InferShapesPass
 from edgec.quant.table import CalibrationTable
 
 __all__ = ["lower", "Lowering", "PRECISIONS"]
@@ -375,6 +376,8 @@ def lower(model: ir.Model, *, table: CalibrationTable | None, precision: str, in
         raise TargetError(f"the TFLite lowering builds {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "int8" and table is None:
         raise TargetError("an int8 TFLite model needs the calibration table its Q/DQ parameters came from")
+    if any(value.shape is None for node in model.graph for value in node.outputs):
+        model = InferShapesPass()(model).model  # rewrites after the pipeline (int8 tables) leave shapes out
     graph = model.graph
     check_supported(graph)
     lowering = Lowering(model, precision, integer_io)
