@@ -117,9 +117,11 @@ class FlatModel:
     def add_constant(self, name: str, data: np.ndarray, quant: QuantParams | None = None) -> int:
         return self.add_tensor(name, data.shape, data.dtype, quant, data)
 
-    def shape(self, index: int) -> list[int]:
+    def shape(self, index: int) -> list[int | None]:
+        """The tensor's dims, None where dynamic."""
         tensor = self.tensors[index]
-        return list(tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape)
+        dims = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+        return [None if d < 0 else int(d) for d in dims]
 
     def name(self, index: int) -> str:
         return self.tensors[index].name

@@ -117,6 +117,13 @@ def _rank(ctx: Lowering, value: ir.Value) -> int:
     return len(ctx.shape_of(value))
 
 
+def _with_minus_one(dims: Sequence[int | None]) -> list[int]:
+    """A RESHAPE target from dims: the dynamic one (at most one) as -1."""
+    if sum(d is None for d in dims) > 1:
+        raise BadInputError(f"cannot reshape to {list(dims)}: more than one dynamic dim")
+    return [-1 if d is None else d for d in dims]
+
+
 def _simple(ctx: Lowering, node: ir.Node, code: int, inputs: Sequence[int], options: object = None,
             int8_version: int = 2) -> int:
     out = ctx.output(node.outputs[0])
@@ -163,13 +170,20 @@ def _tflite_padding(in_hw: Sequence[int], out_hw: Sequence[int], kernel: Sequenc
     return schema.Padding.SAME if same else None
 
 
+def _static_hw(ctx: Lowering, node: ir.Node, value: ir.Value) -> list[int]:
+    """An NHWC value's height and width, which TFLite's padding is computed from (the batch may be dynamic)."""
+    hw = ctx.shape_of(value)[1:3]
+    if None in hw:
+        raise BadInputError(f"{node.op_type} node '{node.name}': the height and width of '{value.name}' must be "
+                            f"static, are {hw}; fix the input shapes with --fix-shape")
+    return [int(d) for d in hw]
+
+
 def _spatial(ctx: Lowering, node: ir.Node, kernel: Sequence[int], dilations: Sequence[int]
              ) -> tuple[int, int, list[int]]:
     """(input tensor, TFLite padding, extra [top, left, bottom, right] padding to apply first)."""
     x, y = node.inputs[0], node.outputs[0]
-    in_shape = ctx.static_shape(x, f"{node.op_type} node '{node.name}'")
-    out_shape = ctx.static_shape(y, f"{node.op_type} node '{node.name}'")
-    in_hw, out_hw = in_shape[1:3], out_shape[1:3]
+    in_hw, out_hw = _static_hw(ctx, node, x), _static_hw(ctx, node, y)
     strides = _ints(node, "strides", [1, 1])
     pads = _explicit_pads(node, in_hw, kernel, strides, dilations)
     padding = _tflite_padding(in_hw, out_hw, kernel, strides, dilations, pads)
@@ -261,7 +275,7 @@ def _conv(ctx: Lowering, node: ir.Node) -> None:
         raise _unsupported(node, "only 2-D convolutions with constant weights are lowered")
     out_channels, in_per_group, kh, kw = w_shape
     group = node.attributes.get_int("group", 1)
-    in_channels = ctx.static_shape(x, f"Conv node '{node.name}'")[3]
+    in_channels = in_per_group * group
     kernel, dilations = [kh, kw], _ints(node, "dilations", [1, 1])
     strides = _ints(node, "strides", [1, 1])
     source, padding, extra = _spatial(ctx, node, kernel, dilations)
@@ -293,7 +307,7 @@ def _grouped_conv(ctx: Lowering, node: ir.Node, source: int, group: int, common:
         raise _unsupported(node, "grouped convolutions are lowered in float only")
     weight = ctx.const_array(node.inputs[1])
     bias = ctx.const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    out_shape = ctx.static_shape(written, f"Conv node '{node.name}'")
+    out_shape = ctx.shape_of(written)
     in_shape = ctx.flat.shape(source)
     per_in, per_out = in_shape[3] // group, weight.shape[0] // group
     parts = [ctx.new_tensor(f"{node.name}_in{g}", [*in_shape[:3], per_in], np.float32) for g in range(group)]
@@ -335,15 +349,14 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
     if ctx.plan is not None:
         raise _unsupported(node, "int8 average pooling that excludes padding other than TFLite's SAME")
     # the window mean over zero padding, rescaled by window size / real cells in the window
-    in_hw = ctx.static_shape(node.inputs[0], f"AveragePool node '{node.name}'")[1:3]
-    out_shape = ctx.static_shape(node.outputs[0], f"AveragePool node '{node.name}'")
+    in_hw, out_hw = _static_hw(ctx, node, node.inputs[0]), _static_hw(ctx, node, node.outputs[0])
     real = []
     for axis in range(2):
-        starts = np.arange(out_shape[1 + axis]) * strides[axis] - extra[axis]
+        starts = np.arange(out_hw[axis]) * strides[axis] - extra[axis]
         real.append(np.minimum(starts + kernel[axis], in_hw[axis]) - np.maximum(starts, 0))
-    counts = np.outer(real[0], real[1]).reshape(1, out_shape[1], out_shape[2], 1)
+    counts = np.outer(real[0], real[1]).reshape(1, *out_hw, 1)
     options.fusedActivationFunction = Act.NONE
-    pooled = ctx.new_tensor(f"{node.outputs[0].name}_over_padding", out_shape, np.float32)
+    pooled = ctx.new_tensor(f"{node.outputs[0].name}_over_padding", ctx.shape_of(node.outputs[0]), np.float32)
     ctx.op(code, [padded], [pooled], options)
     factor = ctx.constant(f"{node.name}_count_correction", (kernel[0] * kernel[1] / counts).astype(np.float32))
     ctx.op(Op.MUL, [pooled, factor], [ctx.output(written)], _options(schema.MulOptionsT, fusedActivationFunction=activation))
@@ -425,7 +438,7 @@ def _gemm(ctx: Lowering, node: ir.Node) -> None:
     trans_a, trans_b = node.attributes.get_int("transA", 0), node.attributes.get_int("transB", 0)
     b_array = ctx.const_array(b)
     c_array = ctx.const_array(c) if c is not None else None
-    n = ctx.static_shape(node.outputs[0], f"Gemm node '{node.name}'")[1]
+    n = ctx.shape_of(node.outputs[0])[1] if b_array is None else b_array.shape[0 if trans_b else 1]
     bias_is_vector = c is None or (c_array is not None and c_array.size in (1, n) and
                                    (c_array.ndim < 2 or c_array.shape[0] == 1))
     if b_array is None or not bias_is_vector or (ctx.plan is not None and (alpha != 1.0 or beta != 1.0 or trans_a)):
@@ -461,7 +474,8 @@ def _gemm_general(ctx: Lowering, node: ir.Node, alpha: float, beta: float, trans
     activation, written = ctx.fused_activation(node)
     out = ctx.output(written)
     if c is None:
-        ctx.op(Op.RESHAPE, [product, _const_int32(ctx, f"{node.name}_shape", ctx.flat.shape(product))], [out])
+        ctx.op(Op.RESHAPE, [product, _const_int32(ctx, f"{node.name}_shape", _with_minus_one(ctx.flat.shape(product)))],
+               [out])
         return
     bias = ctx.tensor(c)
     if beta != 1.0:
