@@ -237,6 +237,21 @@ def _weight(ctx: Lowering, value: ir.Value, perm: Sequence[int] | None, node: ir
                         transform(array) if transform else array)
 
 
+def _hybrid_weight(ctx: Lowering, value: ir.Value, perm: Sequence[int] | None) -> int | None:
+    """The int8 weight of a float-running matrix product whose weight the quantizer stored int8 (symmetric):
+    TFLite's hybrid kernel keeps it int8 and quantizes the float input per call. None otherwise.
+
+    That is a quantized Gemm/MatMul whose output nothing integer reads (logits): the quantizer leaves its
+    output float, which TFLite's int8 FULLY_CONNECTED cannot write.
+    """
+    dq = q.dq_source(value)
+    source = None if dq is None or ctx.plan is not None else ctx.const_array(dq.inputs[0])
+    if source is None or source.dtype != np.int8 or np.any(q.node_params(dq).zero_point != 0):
+        return None
+    transform = (lambda array: np.ascontiguousarray(np.transpose(array, perm))) if perm is not None else None
+    return ctx.quantized_constant(value, transform, (lambda axis: list(perm).index(axis)) if perm else None)
+
+
 def _bias(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w: int, size: int) -> int:
     """The bias input: int32 at input scale x weight scale for int8 kernels, else float; zeros when absent
     (LiteRT's convolution kernels require one)."""
@@ -421,13 +436,14 @@ def _lrn(ctx: Lowering, node: ir.Node) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _fully_connected(ctx: Lowering, node: ir.Node, x: int, weight: int, bias: int, keep_dims: bool) -> None:
+def _fully_connected(ctx: Lowering, node: ir.Node, x: int, weight: int, bias: int, keep_dims: bool,
+                     hybrid: bool = False) -> None:
+    """FULLY_CONNECTED: float, int8, or hybrid (float input and output, int8 weight, the input quantized per call)."""
     activation, written = ctx.fused_activation(node)
     out = ctx.output(written)
-    inputs = [x, weight, bias] if bias >= 0 else [x, weight, -1]
-    ctx.op(Op.FULLY_CONNECTED, inputs, [out],
-           _options(schema.FullyConnectedOptionsT, fusedActivationFunction=activation, keepNumDims=keep_dims),
-           _version(ctx, 4))
+    ctx.op(Op.FULLY_CONNECTED, [x, weight, bias], [out],
+           _options(schema.FullyConnectedOptionsT, fusedActivationFunction=activation, keepNumDims=keep_dims,
+                    asymmetricQuantizeInputs=hybrid), 9 if hybrid else _version(ctx, 4))
 
 
 @_register("Gemm")
@@ -453,10 +469,12 @@ def _gemm(ctx: Lowering, node: ir.Node) -> None:
         w = _weight(ctx, b, None if trans_b else (1, 0), node)
         bias = _bias(ctx, c, node, x, w, n)
     else:
-        w = ctx.constant(f"{b.name}_nk", np.ascontiguousarray((b_array if trans_b else b_array.T) * np.float32(alpha)))
+        w = _hybrid_weight(ctx, b, None if trans_b else (1, 0)) if alpha == 1.0 else None
+        if w is None:
+            w = ctx.constant(f"{b.name}_nk", np.ascontiguousarray((b_array if trans_b else b_array.T) * np.float32(alpha)))
         bias = -1 if c is None else ctx.constant(f"{c.name}_n", np.broadcast_to(
             (c_array.astype(np.float32) * np.float32(beta)).reshape(-1), (n,)).copy())
-    _fully_connected(ctx, node, x, w, bias, keep_dims=False)
+    _fully_connected(ctx, node, x, w, bias, keep_dims=False, hybrid=ctx.flat.quant(w) is not None and ctx.plan is None)
 
 
 def _gemm_general(ctx: Lowering, node: ir.Node, alpha: float, beta: float, trans_a: int, trans_b: int) -> None:
@@ -486,14 +504,34 @@ def _gemm_general(ctx: Lowering, node: ir.Node, alpha: float, beta: float, trans
     ctx.op(Op.ADD, [product, bias], [out], _options(schema.AddOptionsT, fusedActivationFunction=activation))
 
 
+def _bias_add(ctx: Lowering, node: ir.Node, n: int) -> ir.Node | None:
+    """The Add alone reading `node`'s output with a constant [n] operand, if there is one."""
+    uses = list(node.outputs[0].uses())
+    if len(uses) != 1 or node.outputs[0].is_graph_output() or uses[0].node.op_type != "Add":
+        return None
+    add = uses[0].node
+    other = add.inputs[1 - uses[0].idx]
+    array = ctx.const_array(other)
+    return add if array is not None and array.size == n and array.shape[-1:] == (n,) and add.domain == "" else None
+
+
 @_register("MatMul")
 def _matmul(ctx: Lowering, node: ir.Node) -> None:
     a, b = node.inputs
     b_array = ctx.const_array(b)
     if b_array is not None and b_array.ndim == 2:
         x = ctx.input(a)
-        w = _weight(ctx, b, (1, 0), node)
-        _fully_connected(ctx, node, x, w, -1, keep_dims=_rank(ctx, a) > 2)
+        w = _hybrid_weight(ctx, b, (1, 0))
+        hybrid = w is not None
+        if w is None:
+            w = _weight(ctx, b, (1, 0), node)
+        bias, last = -1, node
+        add = _bias_add(ctx, node, b_array.shape[1]) if ctx.plan is None else None
+        if add is not None:  # MatMul + Add(bias) (3-D inputs, which matmul_add_to_gemm leaves): the FC's bias
+            other = next(v for v in add.inputs if v is not node.outputs[0])
+            bias, last = ctx.constant(other.name, ctx.const_array(other).astype(np.float32).reshape(-1)), add
+            ctx.done.add(add)
+        _fully_connected(ctx, last, x, w, bias, keep_dims=_rank(ctx, a) > 2, hybrid=hybrid)
         return
     if ctx.plan is not None:
         raise _unsupported(node, "an int8 MatMul of two activations is not lowered; keep it float")
