@@ -776,6 +776,12 @@ def _transpose(ctx: Lowering, index: int, perm: Sequence[int], name: str) -> int
 def _transpose_node(ctx: Lowering, node: ir.Node) -> None:
     rank = _rank(ctx, node.inputs[0])
     perm = _ints(node, "perm", list(reversed(range(rank))))
+    dims = ctx.shape_of(node.inputs[0])
+    moved = [axis for axis in perm if dims[axis] != 1]
+    target = _static_target(ctx, node)
+    if moved == sorted(moved) and target is not None:  # only unit axes move (NHWC [N,1,1,C] -> NCHW): a RESHAPE
+        _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", target))
+        return
     _simple(ctx, node, Op.TRANSPOSE, [ctx.input(node.inputs[0]), _const_int32(ctx, f"{node.name}_perm", perm)])
 
 
