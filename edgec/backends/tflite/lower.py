@@ -275,7 +275,7 @@ class Lowering:
             written = self.plan.activation_node.outputs[0] if self.plan.activation_node else node.outputs[0]
             return code, written
         fused = q.activation_after(node.outputs[0])
-        if fused is None or (self.precision == "int8" and q.plan_int8(fused[1]) is not None):
+        if fused is None:
             return schema.ActivationFunctionType.NONE, node.outputs[0]
         kind, activation = fused
         self.done.add(activation)
