@@ -18,7 +18,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edgec.backends.tflite.flatbuffer import QuantParams
 from edgec.backends.tflite.lower import Lowering
-from edgec.backends.tflite.ops import _register, _unsupported
+from edgec.backends.tflite.ops import register, unsupported
 
 __all__: list[str] = []
 
@@ -32,7 +32,7 @@ def _sole_reader(value: ir.Value, op_type: str) -> ir.Node | None:
     return uses[0].node
 
 
-@_register("DynamicQuantizeLinear")
+@register("DynamicQuantizeLinear")
 def _dynamic_quantize(ctx: Lowering, node: ir.Node) -> None:
     """Nothing to write: each MatMulInteger reading it becomes a hybrid kernel that quantizes its input itself,
     and the scale products (A_scale * W_scale) it feeds are that kernel's business."""
@@ -40,13 +40,13 @@ def _dynamic_quantize(ctx: Lowering, node: ir.Node) -> None:
     for value, op_type in ((quantized, "MatMulInteger"), (zero_point, "MatMulInteger"), (scale, "Mul")):
         for use in value.uses():
             if use.node.op_type != op_type or value.is_graph_output():
-                raise _unsupported(node, f"its output feeds {use.node.op_type} '{use.node.name}'; only edgec's "
+                raise unsupported(node, f"its output feeds {use.node.op_type} '{use.node.name}'; only edgec's "
                                          "dynamic MatMul pattern lowers")
             if op_type == "Mul":
                 ctx.done.add(use.node)
 
 
-@_register("MatMulInteger")
+@register("MatMulInteger")
 def _matmul_integer(ctx: Lowering, node: ir.Node) -> None:
     quantize = node.inputs[0].producer() if node.inputs[0] is not None else None
     weight = ctx.const_array(node.inputs[1])
@@ -55,7 +55,7 @@ def _matmul_integer(ctx: Lowering, node: ir.Node) -> None:
     rescale = _sole_reader(cast.outputs[0], "Mul") if cast is not None else None
     if (quantize is None or quantize.op_type != "DynamicQuantizeLinear" or weight is None or weight.ndim != 2
             or weight.dtype != np.int8 or rescale is None or (w_zero is not None and np.any(w_zero != 0))):
-        raise _unsupported(node, "only edgec's dynamic MatMul pattern with symmetric int8 constant weights lowers")
+        raise unsupported(node, "only edgec's dynamic MatMul pattern with symmetric int8 constant weights lowers")
     scale_node = next(v.producer() for v in rescale.inputs if v is not cast.outputs[0])
     w_scale = ctx.const_array(next(v for v in scale_node.inputs if v is not quantize.outputs[1]))
     n = weight.shape[1]
