@@ -21,7 +21,7 @@ from edgec.backends.tflite.lower import lower
 from edgec.quant import qdq
 from edgec.quant.qparams import qparams_from_range, weight_qparams
 from edgec.target import load_target
-from tflite_lowering import optimized, quantized, run_onnx, run_tflite, tflite_ops
+from tflite_lowering import encoder_block, mobilenet_v3_block, optimized, quantized, run_onnx, run_tflite, tflite_ops
 
 _RNG = np.random.default_rng(11)
 
@@ -211,3 +211,41 @@ def test_integer_io_feeds_and_returns_int8(tmp_path: Path) -> None:
     float_out = run_tflite(float_io, tmp_path, feeds, "float_io")["pool"]
     np.testing.assert_allclose(y, float_out, atol=2 * y_scale)
     assert tflite_ops(integer_io)["QUANTIZE"] < tflite_ops(float_io)["QUANTIZE"]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_static_int8_encoder_keeps_attention_float(tmp_path: Path) -> None:
+    """Static int8 of a transformer block: projections become int8 FULLY_CONNECTED, the two-activation
+    attention products (no constant weight for an int8 kernel) stay float BATCH_MATMULs."""
+    proto = encoder_block()
+    rng = np.random.default_rng(4)
+    samples = [{"ids": rng.integers(0, 50, (1, 6)).astype(np.int64), "mask": np.zeros((1, 6), np.int64)}
+               for _ in range(16)]
+    model, table = quantized(proto, samples)
+    flatbuffer = lower(model, table=table, precision="int8")
+    subgraph, _ = _tensors(flatbuffer)
+    model_t = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    kinds = {}
+    for op in subgraph.operators:
+        kinds.setdefault(_op_name(model_t.operatorCodes, op), []).append(subgraph.tensors[op.inputs[0]].type)
+    assert schema.TensorType.INT8 in kinds["FULLY_CONNECTED"]
+    assert set(kinds["BATCH_MATMUL"]) == {schema.TensorType.FLOAT32}
+    for feeds in samples[:4]:
+        assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["pooled"], run_onnx(proto, feeds)["pooled"]) > 0.98
+
+
+def test_int8_mobilenet_v3_block_runs_float_islands_between_int8_kernels(tmp_path: Path) -> None:
+    """HardSwish, HardSigmoid and Sigmoid are not quantized by edgec: they run float between DEQUANTIZE and QUANTIZE."""
+    proto = mobilenet_v3_block()
+    rng = np.random.default_rng(6)
+    samples = [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(16)]
+    model, table = quantized(proto, samples)
+    flatbuffer = lower(model, table=table, precision="int8")
+    ops = tflite_ops(flatbuffer)
+    assert ops["CONV_2D"] == 4 and ops["DEPTHWISE_CONV_2D"] == 1 and ops["DEQUANTIZE"] >= 2
+    for feeds in samples[:4]:
+        assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) > 0.99

@@ -84,6 +84,48 @@ def _reciprocal(ctx: Lowering, node: ir.Node) -> None:
     simple_op(ctx, node, Op.DIV, [one, ctx.tensor(node.inputs[0])], make_options(schema.DivOptionsT))
 
 
+#: Abramowitz & Stegun 7.1.26: erf(x) = 1 - (a1 t + ... + a5 t^5) exp(-x^2), t = 1 / (1 + p x), x >= 0;
+#: absolute error below 1.5e-7 (float32's own rounding is 6e-8 near 1).
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+@register("Erf")
+def _erf(ctx: Lowering, node: ir.Node) -> None:
+    """Erf, which TFLite has no op for, as its rational-exponential approximation in elementwise ops.
+
+    A GELU built from Erf becomes one GELU op before this (`fuse_gelu`); an Erf remains when something
+    splits the pattern, e.g. int8 Q/DQ between its ops.
+    """
+    x = ctx.tensor(node.inputs[0])
+    shape = ctx.shape_of(node.outputs[0])
+    name = node.outputs[0].name
+
+    def step(suffix: str, code: int, inputs: list[int], options: object = None) -> int:
+        out = ctx.new_tensor(f"{name}_{suffix}", shape, np.float32)
+        ctx.op(code, inputs, [out], options)
+        return out
+
+    def const(suffix: str, value: float) -> int:
+        return ctx.constant(f"{node.name}_{suffix}", np.float32(value))
+
+    one = const("one", 1.0)
+    magnitude = step("abs", Op.ABS, [x])
+    scaled = step("p_abs", Op.MUL, [magnitude, const("p", _ERF_P)], make_options(schema.MulOptionsT))
+    one_plus = step("one_plus", Op.ADD, [scaled, one], make_options(schema.AddOptionsT))
+    t = step("t", Op.DIV, [one, one_plus], make_options(schema.DivOptionsT))
+    poly = const("a5", _ERF_A[4])
+    for i in (3, 2, 1, 0):  # Horner: ((a5 t + a4) t + a3) t ... then times t
+        poly = step(f"h{i}", Op.ADD, [step(f"m{i}", Op.MUL, [poly, t], make_options(schema.MulOptionsT)),
+                                      const(f"a{i + 1}", _ERF_A[i])], make_options(schema.AddOptionsT))
+    poly = step("poly", Op.MUL, [poly, t], make_options(schema.MulOptionsT))
+    square = step("square", Op.MUL, [x, x], make_options(schema.MulOptionsT))
+    gauss = step("gauss", Op.EXP, [step("neg_square", Op.NEG, [square])])
+    tail = step("tail", Op.MUL, [poly, gauss], make_options(schema.MulOptionsT))
+    positive = step("positive", Op.SUB, [one, tail], make_options(schema.SubOptionsT))
+    simple_op(ctx, node, Op.MUL, [step("sign", Op.SIGN, [x]), positive], make_options(schema.MulOptionsT))
+
+
 @register("Gelu")
 def _gelu(ctx: Lowering, node: ir.Node) -> None:
     approximate = node.attributes.get_string("approximate", "none") == "tanh"

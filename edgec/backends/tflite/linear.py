@@ -121,6 +121,4 @@ def _matmul(ctx: Lowering, node: ir.Node) -> None:
             ctx.done.add(add)
         _fully_connected(ctx, last, x, w, bias, keep_dims=tensor_rank(ctx, a) > 2, hybrid=hybrid)
         return
-    if ctx.plan is not None:
-        raise unsupported(node, "an int8 MatMul of two activations is not lowered; keep it float")
     simple_op(ctx, node, Op.BATCH_MATMUL, [ctx.tensor(a), ctx.tensor(b)], make_options(schema.BatchMatMulOptionsT))

@@ -123,6 +123,8 @@ def plan_int8(node: ir.Node) -> Int8Plan | None:
             return None
     if not any(not _is_constant_dq(dq_source(v)) for v in float_inputs):
         return None  # constants only: nothing is computed at run time
+    if node.op_type in ("Gemm", "MatMul") and not _is_constant_dq(dq_source(node.inputs[1])):
+        return None  # two activations (attention scores): TFLite's int8 FULLY_CONNECTED needs constant weights
     if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
         return None
     output = node.outputs[0]
