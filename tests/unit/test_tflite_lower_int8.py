@@ -8,6 +8,7 @@ against input scale x weight scale.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from onnx import TensorProto, helper, numpy_helper
 
+import edgec
 from edgec.backends.tflite.lower import lower
 from edgec.quant import qdq
 from edgec.quant.qparams import qparams_from_range, weight_qparams
+from edgec.quant.table import CalibrationTable
 from edgec.target import load_target
 from tflite_lowering import encoder_block, mobilenet_v3_block, optimized, quantized, run_onnx, run_tflite, tflite_ops
 
@@ -103,6 +106,23 @@ def _op_name(model_codes: list[schema.OperatorCodeT], op: schema.OperatorT) -> s
 
 def test_activation_params_come_from_the_calibration_table(built) -> None:
     _, float_model, _, table, flatbuffer = built
+    assert _check_activations(flatbuffer, table, float_model) >= 8  # x, conv outputs, residual, pools, concat, pool
+
+
+def test_compiled_artifact_carries_its_calibration_json(tmp_path: Path) -> None:
+    """Through `edgec.compile`: the `.tflite` holds exactly the parameters of the artifact's calibration.json."""
+    proto = _cnn()
+    onnx.save_model(proto, tmp_path / "cnn.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([s["x"] for s in _samples(16)]))
+    result = edgec.compile(tmp_path / "cnn.onnx", "tflite-int8", calib=tmp_path / "calib.npz",
+                           output_dir=tmp_path / "out", verify_import=False)
+    assert result.model_path.name == "model.tflite"
+    table = CalibrationTable.from_dict(json.loads((result.output_dir / "calibration.json").read_text()))
+    assert _check_activations(result.model_path.read_bytes(), table, optimized(proto, "tflite-int8")) >= 8
+
+
+def _check_activations(flatbuffer: bytes, table: CalibrationTable, float_model: ir.Model) -> int:
+    """Assert every int8 activation's parameters come from `table` (or TFLite's per-op rules); how many were checked."""
     subgraph, buffers = _tensors(flatbuffer)
     range_of = _range_names(float_model)
     checked = 0
@@ -130,8 +150,8 @@ def test_activation_params_come_from_the_calibration_table(built) -> None:
         assert tensor.quantization.scale == pytest.approx([float(expected.scale)], rel=1e-6), name
         assert tensor.quantization.zeroPoint == [int(expected.zero_point)], name
         checked += 1
-    assert checked >= 8  # x, conv outputs, residual, pools, concat, global pool
     assert pool_kept == ["ap_nhwc_input_params"]  # AveragePool: calibrated output differs from its input's
+    return checked
 
 
 def test_weights_are_symmetric_per_channel_on_tflite_axes_and_bias_is_int32(built) -> None:
