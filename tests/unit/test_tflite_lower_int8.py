@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edgec
 from edgec.backends.tflite.lower import lower
 from edgec.quant import qdq
+from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
 from edgec.quant.qparams import qparams_from_range, weight_qparams
 from edgec.quant.table import CalibrationTable
 from edgec.target import load_target
@@ -269,3 +270,25 @@ def test_int8_mobilenet_v3_block_runs_float_islands_between_int8_kernels(tmp_pat
     assert ops["CONV_2D"] == 4 and ops["DEPTHWISE_CONV_2D"] == 1 and ops["DEQUANTIZE"] >= 2
     for feeds in samples[:4]:
         assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) > 0.99
+
+
+@pytest.mark.parametrize("per_token", [False, True], ids=["per-call", "per-token"])
+def test_dynamic_range_matmuls_become_hybrid_fully_connected(per_token: bool, tmp_path: Path) -> None:
+    """edgec's dynamic int8 MatMul patterns (one scale per call, or per token) -> TFLite's hybrid
+    FULLY_CONNECTED, which quantizes each input row itself: the row arithmetic leaves the model."""
+    proto = encoder_block()
+    model = optimized(proto, "tflite-int8")
+    nodes = [node for node in model.graph if is_dynamic_candidate(node)]
+    names = {node.name or node.outputs[0].name for node in nodes}
+    quantize_dynamic(model, nodes, load_target("tflite-int8").quant.weights, per_token=names if per_token else ())
+    flatbuffer = lower(model, table=CalibrationTable("minmax", 0, "data"), precision="int8")
+    model_t = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    subgraph = model_t.subgraphs[0]
+    hybrid = [op for op in subgraph.operators if _op_name(model_t.operatorCodes, op) == "FULLY_CONNECTED"]
+    assert len(hybrid) == len(nodes) == 4
+    for op in hybrid:
+        assert subgraph.tensors[op.inputs[1]].type == schema.TensorType.INT8 and op.builtinOptions.asymmetricQuantizeInputs
+    ops = tflite_ops(flatbuffer)
+    assert "REDUCE_MIN" not in ops and "ROUND" not in ops
+    feeds = {"ids": np.array([[3, 17, 42, 8, 0, 0]], np.int64), "mask": np.array([[0, 0, 0, 0, 1, 1]], np.int64)}
+    assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["pooled"], run_onnx(proto, feeds)["pooled"]) > 0.99
