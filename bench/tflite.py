@@ -25,7 +25,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ import numpy as np
 
 from benchlib import (SEED, Column, Progress, default_cache_dir, fmt, host_facts, markdown_table, parse_suite_args,
                       progress_printer, stopwatch)
+from cpu_int8 import prepared_workloads
+from int8_accuracy import Failure
 from keras_models import digits_keras, load_keras, mobilenetv2_keras, nhwc, onnx_export_cached
 from minilm import minilm_onnx, sentences, tokenize
 
@@ -72,15 +74,6 @@ class Built:
     path: Path
     runtime: str
     build_s: float | None
-    note: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A variant whose build raised: its seconds and one-line reason (a row of dashes in the table)."""
-
-    label: str
-    build_s: float
     note: str
 
 
@@ -134,17 +127,6 @@ def minilm_workload(cache_dir: Path) -> Workload:
                     f"unpadded, {min(lengths)}-{max(lengths)} tokens (drift); timed on the eval sentences padded "
                     f"to {MINILM_TIMING_TOKENS} tokens; no TF converter column: transformers 5 has no TensorFlow "
                     "models and no Keras MiniLM ships offline")
-
-
-def prepared_workloads(names: Sequence[str], loaders: Mapping[str, Callable[[], Workload]],
-                       say: Progress) -> Iterator[tuple[Workload, Path]]:
-    """Each named workload with an empty working dir of its own; every dir is removed when the loop ends."""
-    with tempfile.TemporaryDirectory(prefix="edgec-bench-tflite-") as tmp:
-        for name in names:
-            say(f"{name}: preparing the model")
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            yield loaders[name](), workdir
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,8 +188,8 @@ def edgec_build(work: Workload, workdir: Path, label: str, target_name: str, say
     return Built(label, model_path, target.runtime, seconds[0], note)
 
 
-def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Built | Failed]:
-    """Every variant of `work`; a build that raises becomes a `Failed` and the suite goes on."""
+def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Built | Failure]:
+    """Every variant of `work`; a build that raises becomes a `Failure` and the suite goes on."""
     steps: list[tuple[str, Callable[[], Built]]] = [
         ("tflite-fp32", lambda: edgec_build(work, workdir, "tflite-fp32", "tflite-fp32", say)),
         ("tflite-int8", lambda: edgec_build(work, workdir, "tflite-int8", "tflite-int8", say)),
@@ -226,7 +208,7 @@ def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Built |
     steps.append(("ort-fp32", lambda: Built("ort-fp32", work.onnx, "onnxruntime", None,
                                             "the ONNX model in ONNX Runtime")))
     steps.append(("ort-int8", lambda: edgec_build(work, workdir, "ort-int8", "host-int8", say)))
-    built: list[Built | Failed] = []
+    built: list[Built | Failure] = []
     for label, step in steps:
         say(f"{work.name}: building {label}")
         started = time.perf_counter()
@@ -235,7 +217,7 @@ def build_variants(work: Workload, workdir: Path, say: Progress) -> list[Built |
         except Exception as exc:  # a failed build is a row that says why, not the end of the suite
             reason = (str(exc).strip().splitlines() or [""])[0]
             say(f"{work.name}: {label} FAILED: {type(exc).__name__}: {reason}")
-            built.append(Failed(label, time.perf_counter() - started, f"failed: {type(exc).__name__}: {reason}"))
+            built.append(Failure(label, time.perf_counter() - started, f"failed: {type(exc).__name__}: {reason}"))
     return built
 
 
@@ -295,7 +277,7 @@ def drift_columns(outputs: list[dict[str, np.ndarray]], reference: list[dict[str
             "reference_accuracy": moved["baseline_accuracy"]}
 
 
-def measure_variants(work: Workload, variants: Sequence[Built | Failed], drifts: Mapping[str, dict[str, Any]],
+def measure_variants(work: Workload, variants: Sequence[Built | Failure], drifts: Mapping[str, dict[str, Any]],
                      threads: int, runs: int, warmup: int, say: Progress) -> list[dict[str, Any]]:
     """One interleaved run of every built variant at `threads`; one row per variant (a failed build's row
     says why), speedup vs `tflite-fp32`."""
@@ -308,7 +290,8 @@ def measure_variants(work: Workload, variants: Sequence[Built | Failed], drifts:
     yardstick = sections.get("tflite-fp32")
     rows = []
     for variant in variants:
-        row = {"model": work.name, "threads": threads, "variant": variant.label, "note": variant.note,
+        note = variant.reason if isinstance(variant, Failure) else variant.note
+        row = {"model": work.name, "threads": threads, "variant": variant.label, "note": note,
                "build_s": variant.build_s}
         section = sections.get(variant.label)
         if section is None:
