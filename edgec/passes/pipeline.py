@@ -9,6 +9,7 @@ import onnx_ir as ir
 from onnx_ir.passes import PassBase
 from onnx_ir.passes.common import TopologicalSortPass
 
+from edgec import backends
 from edgec.errors import TargetError
 from edgec.passes.cleanup import (
     DeduplicatePass,
@@ -77,7 +78,7 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
         "Add(MatMul(A[M,K], constant B), constant C) -> Gemm",
     ),
     "fuse_gelu": (
-        lambda target: FuseGeluPass(target.runtime if target else None),
+        lambda target: FuseGeluPass(_contrib_ops(target)),
         "decomposed GELU (erf or tanh form) -> Gelu (opset >= 20) or ONNX Runtime's Gelu/FastGelu",
     ),
     "fuse_layernorm": (
@@ -98,6 +99,12 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
     ),
     "remove_unused": (lambda target: RemoveUnusedPass(), "drop nodes, initializers and opsets no output depends on"),
 }
+
+
+def _contrib_ops(target: Target | None) -> bool:
+    """Whether the target's runtime runs ONNX Runtime's contrib ops (its backend says)."""
+    backend = backends.find(target.runtime) if target is not None else None
+    return backend is not None and backend.contrib_ops
 
 
 def build_pipeline(names: Sequence[str], target: Target | None = None) -> list[tuple[str, PassBase]]:
