@@ -292,14 +292,32 @@ def reference_outputs(work: Workload, outputs: Mapping[str, list[dict[str, np.nd
     return [{"output": np.asarray(model(*feed.values(), training=False))} for feed in work.eval]
 
 
-def variant_outputs(work: Workload, built: Sequence[Built], say: Progress) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Every variant's outputs on every eval sample, untimed (one run, one thread, fresh workers)."""
+def variant_outputs(work: Workload, variants: list[Built | Failure],
+                    say: Progress) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Every built variant's outputs on every eval sample, untimed (one run, one thread, fresh workers).
+
+    A variant whose runtime fails on the data becomes a `Failure` in `variants` (its row says why) and
+    the others are collected without it.
+    """
+    from edgec.errors import EdgecError
     from edgec.harness import ModelRef, measure
 
-    refs = [ModelRef(b.path, b.runtime, {}, b.label) for b in built]
-    sections = measure(refs, work.eval, threads=1, warmup=0, runs=1, collect_outputs=True,
-                       progress=lambda message: say(f"{work.name} outputs: {message}"))
-    return {label: section["outputs"] for label, section in sections.items()}
+    while True:
+        built = [v for v in variants if isinstance(v, Built)]
+        refs = [ModelRef(b.path, b.runtime, {}, b.label) for b in built]
+        try:
+            sections = measure(refs, work.eval, threads=1, warmup=0, runs=1, collect_outputs=True,
+                               progress=lambda message: say(f"{work.name} outputs: {message}")) if refs else {}
+        except EdgecError as exc:
+            message = str(exc)
+            broken = next((b for b in built if message.startswith(f"{b.label}: ")), None)
+            if broken is None:
+                raise
+            say(f"{work.name}: {broken.label} fails in its runtime: {message}")
+            variants[variants.index(broken)] = Failure(broken.label, broken.build_s or 0.0,
+                                                       f"fails in its runtime: {message.split(': ', 1)[1]}")
+            continue
+        return {label: section["outputs"] for label, section in sections.items()}
 
 
 def drift_columns(outputs: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]],
@@ -432,10 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes[work.name] = work.data_note + ("" if work.export_s is None else
                                              f"; tf2onnx Keras -> ONNX export took {work.export_s:.1f} s")
         variants = build_variants(work, workdir, say)
-        built = [v for v in variants if isinstance(v, Built)]
-        outputs = variant_outputs(work, built, say) if built else {}
+        outputs = variant_outputs(work, variants, say)
         reference = reference_outputs(work, outputs)
-        drifts = {b.label: drift_columns(outputs[b.label], reference, work.labels) for b in built}
+        drifts = {label: drift_columns(found, reference, work.labels) for label, found in outputs.items()}
         for threads in args.threads:
             rows += measure_variants(work, variants, drifts, threads, args.runs, args.warmup, say)
     wall_s = time.perf_counter() - started
