@@ -3,7 +3,7 @@
 TFLite and most edge DSPs want NHWC activations, while ONNX's Conv and pooling ops are NCHW-only.
 Rather than a private IR, the converted graph stays plain, runnable ONNX:
 
-* Every layout-sensitive rank-4 op (Conv, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool,
+* Every layout-sensitive rank-4 op (Conv, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, LRN,
   BatchNormalization) becomes a node of the custom domain ``edgec.nhwc`` with the same op type,
   attributes and non-data inputs (weights stay OIHW), whose data input and output are NHWC.
 * Each such op type is backed by one model-local ONNX function
@@ -53,7 +53,7 @@ TO_NCHW = (0, 3, 1, 2)
 
 #: Ops whose semantics fix which axis is the channel; converted when their data input is rank 4.
 _LAYOUT_SENSITIVE = frozenset(
-    {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization"}
+    {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "LRN"}
 )
 #: Elementwise ops whose inputs all broadcast against each other (unary ones included; Clip's
 #: min/max are scalars): a transpose commutes with them once every other operand is permuted too.

@@ -32,6 +32,7 @@ import onnx_ir as ir
 
 from edgec.errors import TargetError
 from edgec.passes.initializers import add_initializer
+from edgec.passes.layout import NHWC_DOMAIN
 from edgec.passes.fusion import fusion_group, fusion_groups, group_outputs, is_group_internal
 from edgec.quant.qparams import QParams, qparams_from_range, quantize, quantize_bias, weight_qparams
 from edgec.quant.table import CalibrationTable
@@ -52,6 +53,9 @@ _ACTIVATION_SLOTS: dict[str, tuple[int, ...] | None] = {
     "GlobalAveragePool": (0,),
     "Concat": None,  # every input
 }
+#: Domains whose ops `plan` quantizes: ONNX's, and the channels-last twins of `convert_to_nhwc`
+#: (same inputs, OIHW weights: only the data layout differs, which per-tensor activation scales ignore).
+_QUANTIZED_DOMAINS = ("", "ai.onnx", NHWC_DOMAIN)
 _SCALE_SHARING = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool"}
 #: The only ops quantized inside a fused group: the kernel's int8 matrix product.
 _GROUP_QUANTIZED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -158,7 +162,7 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool, keep
     groups = fusion_groups(model.graph)
     float_output_candidates: list[ir.Value] = []
     for node in model.graph:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in wanted or node.op_type == "MaxPool":
+        if node.domain not in _QUANTIZED_DOMAINS or node.op_type not in wanted or node.op_type == "MaxPool":
             continue
         if is_kept_float(node, keep_float):
             continue
