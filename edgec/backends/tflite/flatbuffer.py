@@ -126,6 +126,9 @@ class FlatModel:
         tensor = self.tensors[index]
         return list(tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape)
 
+    def name(self, index: int) -> str:
+        return self.tensors[index].name
+
     def dtype(self, index: int) -> int:
         return self.tensors[index].type
 

@@ -78,8 +78,8 @@ class Lowering:
     def constant(self, name: str, array: np.ndarray, quant: QuantParams | None = None) -> int:
         """A constant tensor; float constants of an fp16 model are stored fp16 behind a DEQUANTIZE."""
         array = np.asarray(array)
-        if array.dtype == np.int64:
-            array = array.astype(np.int32)
+        if array.dtype == np.int64:  # TFLite indexes with int32; INT64_MAX ("to the end") saturates
+            array = np.clip(array, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         if self.precision == "fp16" and array.dtype == np.float32 and quant is None:
@@ -179,7 +179,11 @@ class Lowering:
             index = self.new_tensor(quantize.inputs[0].name, self.shape_of(value), np.int8, q.node_params(quantize))
             self._int8[quantize.outputs[0]] = index
             return index
-        index = self.new_tensor(value.name, self.shape_of(value), dtype or _np_dtype(value))
+        uses = list(value.uses())
+        quantized_only = bool(uses) and all(q.is_quantize(use.node) for use in uses) and not value.is_graph_output()
+        # the int8 tensor QUANTIZE makes of it takes the value's name (the calibration table's key)
+        name = f"{value.name}_float" if quantized_only else value.name
+        index = self.new_tensor(name, self.shape_of(value), dtype or _np_dtype(value))
         self._float[value] = index
         return index
 
@@ -254,7 +258,8 @@ class Lowering:
         params = q.node_params(node)
         dq = q.dq_source(source)
         if dq is not None and self.const_array(dq.inputs[0]) is None:
-            self._int8[out] = self.requantize(self.qtensor(source), params, source.name)
+            index = self.qtensor(source)
+            self._int8[out] = self.requantize(index, params, f"{self.flat.name(index)}_requantized")
             return
         index = self.new_tensor(source.name, self.shape_of(source), np.int8, params)
         self.op(Op.QUANTIZE, [self.tensor(source)], [index])
@@ -279,15 +284,9 @@ class Lowering:
         dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype(np.float32)
         shape = self.shape_of(value)
         if self.integer_io and dtype == np.float32:
-            uses = list(value.uses())
-            if uses and all(q.is_quantize(use.node) for use in uses):
-                params = [q.node_params(use.node) for use in uses]
-                if all(p.same_as(params[0]) for p in params):
-                    index = self.new_tensor(value.name, shape, np.int8, params[0])
-                    for use in uses:
-                        self._int8[use.node.outputs[0]] = index
-                        self.done.add(use.node)
-                    return index
+            index = self._integer_input(value, shape)
+            if index is not None:
+                return index
         index = self.new_tensor(value.name, shape, dtype)
         if dtype == np.int64:
             cast = self.new_tensor(f"{value.name}_int32", shape, np.int32)
@@ -295,6 +294,31 @@ class Lowering:
             self._float[value] = cast
         else:
             self._float[value] = index
+        return index
+
+    def _integer_input(self, value: ir.Value, shape: list[int | None]) -> int | None:
+        """An int8 graph input, when every reader quantizes it with the same parameters, directly or after
+        the layout transpose at the input's edge (which then runs on int8 data); else None."""
+        transpose = None
+        readers = [use.node for use in value.uses()]
+        if len(readers) == 1 and readers[0].op_type == "Transpose" and not readers[0].outputs[0].is_graph_output():
+            transpose = readers[0]
+            readers = [use.node for use in transpose.outputs[0].uses()]
+        if not readers or not all(q.is_quantize(node) for node in readers):
+            return None
+        params = [q.node_params(node) for node in readers]
+        if not all(p.same_as(params[0]) for p in params):
+            return None
+        index = self.new_tensor(value.name, shape, np.int8, params[0])
+        quantized = index
+        if transpose is not None:
+            quantized = self.new_tensor(transpose.outputs[0].name, self.shape_of(transpose.outputs[0]), np.int8, params[0])
+            perm = np.asarray(list(transpose.attributes.get_ints("perm")), np.int32)
+            self.op(Op.TRANSPOSE, [index, self.constant(f"{value.name}_perm", perm)], [quantized], version=2)
+            self.done.add(transpose)
+        for node in readers:
+            self._int8[node.outputs[0]] = quantized
+            self.done.add(node)
         return index
 
     def graph_output(self, value: ir.Value) -> int:
@@ -324,8 +348,8 @@ class Lowering:
         return next(dtype for dtype, c in _TENSOR_TYPES.items() if c == code)
 
 
-#: Ops never evaluated at compile time: they have no constant inputs worth folding, or are random.
-_NEVER_FOLDED = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+#: Ops never evaluated at compile time: constants already, or random.
+_NEVER_FOLDED = frozenset({"Constant", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
 def _dequantize(array: np.ndarray, params: QParams) -> np.ndarray:

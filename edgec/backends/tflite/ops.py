@@ -50,6 +50,11 @@ def _table(node: ir.Node) -> dict[str, Converter] | None:
     return _NHWC if node.domain == NHWC_DOMAIN else None
 
 
+def _load_all() -> None:
+    """Converters living in sibling modules register themselves when imported."""
+    from edgec.backends.tflite import dynamic  # noqa: F401
+
+
 def converter_for(node: ir.Node) -> Converter:
     table = _table(node)
     return table[node.op_type]
@@ -57,6 +62,7 @@ def converter_for(node: ir.Node) -> Converter:
 
 def check_supported(graph: ir.Graph) -> None:
     """Stop before writing anything when a node has no converter, naming every such node."""
+    _load_all()
     missing = [node for node in graph if not (q.is_quantize(node) or q.is_dequantize(node))
                and ((table := _table(node)) is None or node.op_type not in table)]
     if missing:
@@ -222,7 +228,7 @@ def _bias(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w: int, 
     (LiteRT's convolution kernels require one)."""
     if ctx.plan is None:
         if value is None:
-            return ctx.constant(f"{ctx.flat.tensors[w].name}_zero_bias", np.zeros(size, np.float32))
+            return ctx.constant(f"{ctx.flat.name(w)}_zero_bias", np.zeros(size, np.float32))
         array = ctx.const_array(value)
         if array is None:
             raise _unsupported(node, "its bias is not a constant")
@@ -237,7 +243,7 @@ def _bias(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w: int, 
     bias = np.broadcast_to(array.astype(np.float64).reshape(-1), (size,))
     quantized = np.clip(np.round(bias / scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
     params = QuantParams(scale.astype(np.float32), np.zeros(size, np.int64), 0 if size > 1 else None)
-    name = ctx.flat.tensors[w].name + "_zero_bias" if value is None else f"{value.name}_int32"
+    name = ctx.flat.name(w) + "_zero_bias" if value is None else f"{value.name}_int32"
     return ctx.flat.add_constant(name, quantized, params)
 
 
@@ -260,7 +266,7 @@ def _conv(ctx: Lowering, node: ir.Node) -> None:
     strides = _ints(node, "strides", [1, 1])
     source, padding, extra = _spatial(ctx, node, kernel, dilations)
     if any(extra):
-        source = _pad_nhwc(ctx, source, extra, 0.0, f"{x.name}_padded")
+        source = _pad_nhwc(ctx, source, extra, 0.0, f"{ctx.flat.name(source)}_padded")
     activation, written = ctx.fused_activation(node)
     common = dict(padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
                   dilationWFactor=dilations[1], fusedActivationFunction=activation)
@@ -315,15 +321,16 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
     strides = _ints(node, "strides", [1, 1])
     source, padding, extra = _spatial(ctx, node, kernel, dilations)
     is_max = node.op_type == "MaxPool"
+    activation, written = ctx.fused_activation(node)
     options = _options(schema.Pool2DOptionsT, padding=padding, strideH=strides[0], strideW=strides[1],
-                       filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=Act.NONE)
+                       filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction=activation)
     code = Op.MAX_POOL_2D if is_max else Op.AVERAGE_POOL_2D
     if not any(extra):
-        _keeping_input_params(ctx, node, code, [source], options)
+        _keeping_input_params(ctx, written, code, [source], options)
         return
-    padded = _pad_nhwc(ctx, source, extra, -np.inf if is_max else 0.0, f"{node.inputs[0].name}_padded")
+    padded = _pad_nhwc(ctx, source, extra, -np.inf if is_max else 0.0, f"{ctx.flat.name(source)}_padded")
     if is_max or node.attributes.get_int("count_include_pad", 0):
-        _keeping_input_params(ctx, node, code, [padded], options)
+        _keeping_input_params(ctx, written, code, [padded], options)
         return
     if ctx.plan is not None:
         raise _unsupported(node, "int8 average pooling that excludes padding other than TFLite's SAME")
@@ -335,15 +342,16 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
         starts = np.arange(out_shape[1 + axis]) * strides[axis] - extra[axis]
         real.append(np.minimum(starts + kernel[axis], in_hw[axis]) - np.maximum(starts, 0))
     counts = np.outer(real[0], real[1]).reshape(1, out_shape[1], out_shape[2], 1)
+    options.fusedActivationFunction = Act.NONE
     pooled = ctx.new_tensor(f"{node.outputs[0].name}_over_padding", out_shape, np.float32)
     ctx.op(code, [padded], [pooled], options)
     factor = ctx.constant(f"{node.name}_count_correction", (kernel[0] * kernel[1] / counts).astype(np.float32))
-    _simple(ctx, node, Op.MUL, [pooled, factor], _options(schema.MulOptionsT))
+    ctx.op(Op.MUL, [pooled, factor], [ctx.output(written)], _options(schema.MulOptionsT, fusedActivationFunction=activation))
 
 
-def _keeping_input_params(ctx: Lowering, node: ir.Node, code: int, inputs: list[int], options: object) -> None:
+def _keeping_input_params(ctx: Lowering, written: ir.Value, code: int, inputs: list[int], options: object) -> None:
     """An op whose int8 kernel writes its input's scale and zero point; requantized when the calibrated output differs."""
-    out = ctx.output(node.outputs[0])
+    out = ctx.output(written)
     if ctx.plan is None:
         ctx.op(code, inputs, [out], options)
         return
@@ -351,7 +359,7 @@ def _keeping_input_params(ctx: Lowering, node: ir.Node, code: int, inputs: list[
     if params.same_as(ctx.flat.quant(out)):
         ctx.op(code, inputs, [out], options, version=2)
         return
-    kept = ctx.new_tensor(f"{node.outputs[0].name}_input_params", ctx.flat.shape(out), np.int8, params)
+    kept = ctx.new_tensor(f"{written.name}_input_params", ctx.flat.shape(out), np.int8, params)
     ctx.op(code, inputs, [kept], options, version=2)
     ctx.op(Op.QUANTIZE, [kept], [out], version=2)
 
@@ -770,10 +778,40 @@ def _dynamic_reshape_shape(ctx: Lowering, node: ir.Node) -> int:
 
 @_register("Flatten", "Squeeze", "Unsqueeze")
 def _reshape_like(ctx: Lowering, node: ir.Node) -> None:
+    """RESHAPE to the output's shape when at most one dim is dynamic; else the op's dynamic-shape form."""
     target = _static_target(ctx, node)
-    if target is None:
-        raise _unsupported(node, "more than one dynamic dimension")
-    _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", target))
+    if target is not None:
+        _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", target))
+    elif node.op_type == "Unsqueeze":
+        _expand_dims(ctx, node)
+    elif node.op_type == "Squeeze":
+        rank = _rank(ctx, node.inputs[0])
+        axes = [a % rank for a in _input_or_attr_ints(ctx, node, 1, "axes") or []]
+        if not axes:
+            raise _unsupported(node, "a Squeeze of every unit dim needs static shapes")
+        _simple(ctx, node, Op.SQUEEZE, [ctx.input(node.inputs[0])], _options(schema.SqueezeOptionsT, squeezeDims=axes))
+    else:
+        dims = ctx.shape_of(node.inputs[0])
+        axis = node.attributes.get_int("axis", 1) % (len(dims) + 1)
+        lead, trail = dims[:axis], dims[axis:]
+        if None in trail and None in lead:
+            raise _unsupported(node, "dynamic dims on both sides of the flattened axis")
+        shape = [-1, int(np.prod(trail))] if None not in trail else [int(np.prod(lead)), -1]
+        _reshape_to(ctx, node, _const_int32(ctx, f"{node.name}_shape", shape))
+
+
+def _expand_dims(ctx: Lowering, node: ir.Node) -> None:
+    """Unsqueeze as one EXPAND_DIMS per new axis, in increasing output position."""
+    rank = _rank(ctx, node.outputs[0])
+    axes = sorted(a % rank for a in _input_or_attr_ints(ctx, node, 1, "axes"))
+    current, dims = ctx.input(node.inputs[0]), list(ctx.shape_of(node.inputs[0]))
+    for i, axis in enumerate(axes):
+        dims.insert(axis, 1)
+        last = i == len(axes) - 1
+        out = ctx.output(node.outputs[0]) if last else ctx.new_tensor(f"{node.outputs[0].name}_{i}", dims,
+                                                                       ctx.flat_dtype(current))
+        ctx.op(Op.EXPAND_DIMS, [current, _const_int32(ctx, f"{node.name}_axis_{i}", [axis])], [out])
+        current = out
 
 
 @_register("Concat")
@@ -787,7 +825,8 @@ def _concat(ctx: Lowering, node: ir.Node) -> None:
         return
     params = q.node_params(ctx.plan.quantize)
     # TFLite's int8 concatenation needs every input on the output's scale and zero point
-    inputs = [ctx.requantize(ctx.qtensor(v), params, f"{v.name}_requantized") for v in values]
+    inputs = [ctx.requantize(index, params, f"{ctx.flat.name(index)}_requantized")
+              for index in (ctx.qtensor(v) for v in values)]
     _simple(ctx, node, Op.CONCATENATION, inputs, options)
 
 
@@ -805,25 +844,46 @@ def _split(ctx: Lowering, node: ir.Node) -> None:
 
 @_register("Slice")
 def _slice(ctx: Lowering, node: ir.Node) -> None:
+    """STRIDED_SLICE over every axis (axes ONNX leaves out are masked to their full extent)."""
     x = node.inputs[0]
     rank = _rank(ctx, x)
-    starts = _input_or_attr_ints(ctx, node, 1, "starts")
-    ends = _input_or_attr_ints(ctx, node, 2, "ends")
-    axes = _input_or_attr_ints(ctx, node, 3, "axes") or list(range(len(starts)))
-    steps = _input_or_attr_ints(ctx, node, 4, "steps") or [1] * len(starts)
-    begin, end, stride = [0] * rank, [0] * rank, [1] * rank
-    begin_mask = end_mask = (1 << rank) - 1
-    int32 = np.iinfo(np.int32)
-    for start, stop, axis, step in zip(starts, ends, axes, steps):
-        axis %= rank
-        begin[axis], end[axis], stride[axis] = (int(np.clip(start, int32.min, int32.max)),
-                                                int(np.clip(stop, int32.min, int32.max)), step)
-        begin_mask &= ~(1 << axis)
-        end_mask &= ~(1 << axis)
-    _simple(ctx, node, Op.STRIDED_SLICE, [ctx.tensor(x), _const_int32(ctx, f"{node.name}_begin", begin),
-                                          _const_int32(ctx, f"{node.name}_end", end),
-                                          _const_int32(ctx, f"{node.name}_strides", stride)],
-            _options(schema.StridedSliceOptionsT, beginMask=begin_mask, endMask=end_mask))
+    count = ctx.shape_of(node.inputs[1])[0] if len(node.inputs) > 1 else len(_ints(node, "starts", []))
+    axes = _input_or_attr_ints(ctx, node, 3, "axes") or list(range(count))
+    steps = _input_or_attr_ints(ctx, node, 4, "steps") or [1] * len(axes)
+    axes = [axis % rank for axis in axes]
+    stride = [1] * rank
+    for axis, step in zip(axes, steps):
+        stride[axis] = step
+    masked = sum(1 << axis for axis in range(rank) if axis not in axes)
+    begin = _per_axis(ctx, node, 1, "starts", axes, rank)
+    end = _per_axis(ctx, node, 2, "ends", axes, rank)
+    _simple(ctx, node, Op.STRIDED_SLICE, [ctx.tensor(x), begin, end, _const_int32(ctx, f"{node.name}_strides", stride)],
+            _options(schema.StridedSliceOptionsT, beginMask=masked, endMask=masked))
+
+
+def _per_axis(ctx: Lowering, node: ir.Node, index: int, name: str, axes: Sequence[int], rank: int) -> int:
+    """A rank-long int32 vector holding Slice's `name` values at `axes` (0 elsewhere): a constant when they
+    are known, else assembled in the model from the run-time vector."""
+    known = _input_or_attr_ints(ctx, node, index, name) if (
+        len(node.inputs) <= index or ctx.const_array(node.inputs[index]) is not None) else None
+    if known is not None:
+        full = [0] * rank
+        for axis, v in zip(axes, known):
+            full[axis] = int(np.clip(v, np.iinfo(np.int32).min, np.iinfo(np.int32).max))
+        return _const_int32(ctx, f"{node.name}_{name}", full)
+    vector = ctx.tensor(node.inputs[index])
+    pieces = []
+    for axis in range(rank):
+        if axis not in axes:
+            pieces.append(_const_int32(ctx, f"{node.name}_{name}_{axis}", [0]))
+            continue
+        piece = ctx.new_tensor(f"{node.name}_{name}_{axis}", [1], np.int32)
+        ctx.op(Op.SLICE, [vector, _const_int32(ctx, f"{node.name}_{name}_{axis}_at", [axes.index(axis)]),
+                          _const_int32(ctx, f"{node.name}_{name}_{axis}_one", [1])], [piece])
+        pieces.append(piece)
+    out = ctx.new_tensor(f"{node.name}_{name}", [rank], np.int32)
+    ctx.op(Op.CONCATENATION, pieces, [out], _options(schema.ConcatenationOptionsT, axis=0))
+    return out
 
 
 @_register("Gather")
@@ -839,7 +899,8 @@ def _expand(ctx: Lowering, node: ir.Node) -> None:
     target = _static_target(ctx, node)
     shape = (_const_int32(ctx, f"{node.name}_shape", target) if target is not None and -1 not in target
              else ctx.tensor(node.inputs[1]))
-    _simple(ctx, node, Op.BROADCAST_TO, [ctx.tensor(node.inputs[0]), shape])
+    out = ctx.output(node.outputs[0])
+    ctx.op(Op.BROADCAST_TO, [ctx.tensor(node.inputs[0]), shape], [out], version=2)  # LiteRT registers it from 2
 
 
 @_register("Pad")
@@ -885,6 +946,11 @@ def _constant_of_shape(ctx: Lowering, node: ir.Node) -> None:
     value = attr.as_tensor().numpy().reshape(-1)[0] if attr is not None else np.float32(0)
     fill = ctx.constant(f"{node.name}_value", np.asarray(value, _np_of(ctx, node.outputs[0])))
     _simple(ctx, node, Op.FILL, [ctx.tensor(node.inputs[0]), fill])
+
+
+@_register("Constant")
+def _constant_node(ctx: Lowering, node: ir.Node) -> None:
+    """Nothing to write: readers take the value as a constant tensor (`Lowering.const_array` reads Constant nodes)."""
 
 
 @_register("Range")

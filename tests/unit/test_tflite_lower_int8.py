@@ -1,0 +1,213 @@
+"""The TFLite lowering in int8: the flatbuffer carries edgec's calibration, on TFLite's int8 spec.
+
+The readback parses the written `.tflite` with LiteRT's schema and checks every int8 activation
+against the parameters `qparams_from_range` derives from the calibration table (int8 asymmetric,
+per tensor), weights against symmetric per-channel parameters on TFLite's channel axis, and biases
+against input scale x weight scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.backends.tflite.lower import lower
+from edgec.quant import qdq
+from edgec.quant.qparams import qparams_from_range, weight_qparams
+from edgec.target import load_target
+from tflite_lowering import optimized, quantized, run_onnx, run_tflite, tflite_ops
+
+_RNG = np.random.default_rng(11)
+
+
+def _init(name: str, *shape: int, scale: float = 0.3, offset: float = 0.0) -> onnx.TensorProto:
+    return numpy_helper.from_array((offset + _RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def _cnn(head: str = "gemm") -> onnx.ModelProto:
+    """MobileNetV2-like: Conv-BN-ReLU6, depthwise-ReLU, projection with a residual Add, a MaxPool and an
+    AveragePool branch joined by Concat, global pooling, then a Gemm head (float logits) or none (int8 output)."""
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "g", "beta", "mean", "var"], ["n1"]),
+        helper.make_node("Clip", ["n1", "lo", "hi"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"]),
+        helper.make_node("Add", ["c3", "r1"], ["res"]),
+        helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("AveragePool", ["res"], ["ap"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Concat", ["mp", "ap"], ["cat"], axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["pool"]),
+    ]
+    inits = [_init("w1", 16, 3, 3, 3), _init("b1", 16), _init("g", 16, scale=0.1, offset=1.0), _init("beta", 16),
+             _init("mean", 16, scale=0.1), numpy_helper.from_array(np.full(16, 1.2, np.float32), "var"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi"),
+             _init("w2", 16, 1, 3, 3), _init("b2", 16), _init("w3", 16, 16, 1, 1, scale=0.2), _init("b3", 16)]
+    output = helper.make_tensor_value_info("pool", f, [1, 32, 1, 1])
+    if head == "gemm":
+        nodes += [helper.make_node("Flatten", ["pool"], ["flat"]),
+                  helper.make_node("Gemm", ["flat", "w4", "b4"], ["logits"], transB=1)]
+        inits += [_init("w4", 10, 32), _init("b4", 10)]
+        output = helper.make_tensor_value_info("logits", f, [1, 10])
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", f, [1, 3, 32, 32])], [output], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _samples(count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[onnx.ModelProto, ir.Model, ir.Model, object, bytes]:
+    proto = _cnn()
+    model, table = quantized(proto, _samples(16))
+    return proto, optimized(proto, "tflite-int8"), model, table, lower(model, table=table, precision="int8")
+
+
+def _tensors(flatbuffer: bytes) -> tuple[schema.SubGraphT, list[schema.BufferT]]:
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    return model.subgraphs[0], model.buffers
+
+
+def _name(tensor: schema.TensorT) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+
+
+def _is_constant(tensor: schema.TensorT, buffers: list[schema.BufferT]) -> bool:
+    return tensor.buffer > 0 and buffers[tensor.buffer].data is not None and len(buffers[tensor.buffer].data) > 0
+
+
+def _range_names(float_model: ir.Model) -> dict[str, str]:
+    """Activation -> the calibration-table entry its parameters come from, as the quantizer plans it: itself,
+    a folded ReLU's output, or (MaxPool, Reshape, ...) the entry of the value whose parameters it shares."""
+    target = load_target("tflite-int8")
+    plan = qdq.plan(float_model, target.quant.ops, asymmetric_activations=True)
+    return {value.name: plan.range_of[plan.shares.get(value, value)] for value in plan.activations}
+
+
+def _op_name(model_codes: list[schema.OperatorCodeT], op: schema.OperatorT) -> str:
+    code = model_codes[op.opcodeIndex].builtinCode
+    return next(name for name, value in vars(schema.BuiltinOperator).items() if value == code)
+
+
+def test_activation_params_come_from_the_calibration_table(built) -> None:
+    _, float_model, _, table, flatbuffer = built
+    subgraph, buffers = _tensors(flatbuffer)
+    range_of = _range_names(float_model)
+    checked = 0
+    pool_kept: list[str] = []
+    by_name = {_name(t): t for t in subgraph.tensors}
+    table_params = []
+    for lo, hi in table.ranges.values():
+        params = qparams_from_range(lo, hi, "int8", symmetric=False)
+        table_params.append(([float(params.scale)], [int(params.zero_point)]))
+    for tensor in subgraph.tensors:
+        name = _name(tensor)
+        if tensor.type != schema.TensorType.INT8 or _is_constant(tensor, buffers):
+            continue
+        if name.endswith("_input_params"):  # pooling writes its input's params (TFLite's spec), then requantizes
+            pool_kept.append(name)
+            continue
+        if name.endswith("_padded"):  # PAD keeps its input's parameters
+            assert tensor.quantization.scale == by_name[name.removesuffix("_padded")].quantization.scale
+            continue
+        if name.endswith("_requantized"):  # an input moved onto its consumer's parameters (Concat): table-derived too
+            assert (tensor.quantization.scale, tensor.quantization.zeroPoint) in table_params, name
+            continue
+        lo, hi = table.ranges[range_of[name]]
+        expected = qparams_from_range(lo, hi, "int8", symmetric=False)
+        assert tensor.quantization.scale == pytest.approx([float(expected.scale)], rel=1e-6), name
+        assert tensor.quantization.zeroPoint == [int(expected.zero_point)], name
+        checked += 1
+    assert checked >= 8  # x, conv outputs, residual, pools, concat, global pool
+    assert pool_kept == ["ap_nhwc_input_params"]  # AveragePool: calibrated output differs from its input's
+
+
+def test_weights_are_symmetric_per_channel_on_tflite_axes_and_bias_is_int32(built) -> None:
+    _, float_model, _, _, flatbuffer = built
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    subgraph, buffers = model.subgraphs[0], model.buffers
+    floats = {v.name: v.const_value.numpy() for v in float_model.graph.initializers.values()}
+    kinds = []
+    for op in subgraph.operators:
+        kind = _op_name(model.operatorCodes, op)
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        kinds.append(kind)
+        x, w, b = (subgraph.tensors[i] for i in op.inputs)
+        assert x.type == w.type == schema.TensorType.INT8 and b.type == schema.TensorType.INT32
+        axis = 0 if kind == "CONV_2D" else 3
+        assert w.quantization.quantizedDimension == axis
+        assert set(w.quantization.zeroPoint) == {0}
+        weight = floats[_name(w).removesuffix("_quantized")]  # ONNX OIHW, before the lowering
+        expected = weight_qparams(weight, "int8", True, 0)
+        assert w.quantization.scale == pytest.approx(expected.scale.tolist(), rel=1e-6)
+        assert len(w.quantization.scale) == w.shape[axis]
+        assert np.abs(np.frombuffer(buffers[w.buffer].data, np.int8)).max() <= 127
+        product = float(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float64)
+        assert b.quantization.scale == pytest.approx(product.tolist(), rel=1e-5)
+        assert set(b.quantization.zeroPoint) == {0}
+    assert sorted(kinds) == ["CONV_2D", "CONV_2D", "DEPTHWISE_CONV_2D"]
+
+
+def test_integer_kernels_chain_without_float_round_trips(built) -> None:
+    *_, flatbuffer = built
+    ops = tflite_ops(flatbuffer)
+    # float input quantized once; dequantized once, for the float logits of the Gemm head
+    assert ops["DEQUANTIZE"] == 1 and ops["QUANTIZE"] >= 1
+    assert "RELU" not in ops and "RELU6" not in ops  # folded into the convolutions' output ranges
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    subgraph = model.subgraphs[0]
+    for op in subgraph.operators:
+        kind = _op_name(model.operatorCodes, op)
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "AVERAGE_POOL_2D", "CONCATENATION", "MEAN"):
+            assert all(subgraph.tensors[i].type == schema.TensorType.INT8 for i in op.inputs[:1]), kind
+        if kind == "CONCATENATION":  # TFLite's int8 concatenation: inputs on the output's parameters
+            params = [subgraph.tensors[i].quantization for i in [*op.inputs, *op.outputs]]
+            assert all(p.scale == params[-1].scale and p.zeroPoint == params[-1].zeroPoint for p in params)
+
+
+def test_int8_logits_stay_close_to_float(built, tmp_path: Path) -> None:
+    proto, _, _, _, flatbuffer = built
+    cosines = []
+    for feeds in _samples(8, seed=1):
+        got = run_tflite(flatbuffer, tmp_path, feeds)["logits"].ravel()
+        want = run_onnx(proto, feeds)["logits"].ravel()
+        cosines.append(float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)))
+    assert min(cosines) > 0.99
+
+
+def test_integer_io_feeds_and_returns_int8(tmp_path: Path) -> None:
+    proto = _cnn(head="none")
+    model, table = quantized(proto, _samples(16))
+    float_io = lower(model, table=table, precision="int8")
+    integer_io = lower(model, table=table, precision="int8", integer_io=True)
+    path = tmp_path / "int.tflite"
+    path.write_bytes(integer_io)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (x_detail,), (y_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert x_detail["dtype"] == np.int8 and y_detail["dtype"] == np.int8
+    feeds = _samples(1, seed=2)[0]
+    x_scale, x_zero = x_detail["quantization"]
+    x_nhwc = feeds["x"]  # the model's input stays NCHW, as in ONNX
+    interpreter.set_tensor(x_detail["index"], np.clip(np.round(x_nhwc / x_scale) + x_zero, -128, 127).astype(np.int8))
+    interpreter.invoke()
+    y_scale, y_zero = y_detail["quantization"]
+    y = (interpreter.get_tensor(y_detail["index"]).astype(np.float32) - y_zero) * y_scale
+    float_out = run_tflite(float_io, tmp_path, feeds, "float_io")["pool"]
+    np.testing.assert_allclose(y, float_out, atol=2 * y_scale)
+    assert tflite_ops(integer_io)["QUANTIZE"] < tflite_ops(float_io)["QUANTIZE"]
