@@ -183,11 +183,11 @@ def bench(
     """Benchmark `artifact` side by side with its float baseline; returns (and optionally writes) the report.
 
     Args:
-        artifact: a `compile` output directory or a plain `.onnx` file.
+        artifact: a `compile` output directory or a plain model file (`.onnx`, `.tflite`).
         data: `.npz` samples keyed by input name (default: seeded random feeds, no accuracy).
         labels: `.npy` integer class per sample; needs `data`.
-        baseline: float model to compare with (default: the float ONNX of the source, run on the
-            artifact's runtime: `speedup_p50` is the gain of deploying the artifact instead).
+        baseline: model file to compare with (default: the float ONNX of the source, run on the
+            artifact's runtime where it loads ONNX: `speedup_p50` is the gain of deploying the artifact instead).
         baseline_from: for non-ONNX sources, whether the source also runs in its own framework as an
             extra comparison (`framework_baseline`): "source" requires it, "onnx" skips it; default:
             when the source is still there and its framework is installed (else a report warning).

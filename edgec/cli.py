@@ -588,12 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compile)
 
     p = commands.add_parser("bench", parents=[verbose], help="measure an artifact against its float baseline")
-    p.add_argument("artifact", help="compile output directory or .onnx file")
+    p.add_argument("artifact", help="compile output directory, or a model file (.onnx, .tflite)")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
     _add_input_map(p)
-    p.add_argument("--baseline", metavar="MODEL.onnx",
-                   help="float model to compare with (default: the source's float ONNX on the artifact's runtime)")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="model to compare with, .onnx or .tflite, e.g. another toolchain's build (default: the"
+                        " source's float ONNX on the artifact's runtime, or on ONNX Runtime where that cannot load it)")
     p.add_argument("--baseline-from", choices=["source", "onnx"],
                    help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
                         " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")

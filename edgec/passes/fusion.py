@@ -40,6 +40,7 @@ __all__ = [
     "FUSABLE_ACTIVATIONS",
     "FuseActivationsPass",
     "FuseGeluPass",
+    "fuse_gelu",
     "FuseLayerNormPass",
     "MarkAttentionPass",
     "fusable_activations",
@@ -296,17 +297,26 @@ class FuseGeluPass(InPlacePass):
             contrib = True
         else:
             return PassResult(model, False)
-        if not any(node.op_type in ("Erf", "Tanh") for node in model.graph.all_nodes()):
-            return PassResult(model, False)  # the rules would otherwise try every Mul in the graph
-        rules = RewriteRuleSet(
-            [
-                _GeluRule.rule(approximate, association, swap, contrib)
-                for approximate in (False, True)
-                for association in range(3)
-                for swap in (False, True)
-            ]
-        )
-        return PassResult(model, rules.apply_to_model(model) > 0)
+        return PassResult(model, fuse_gelu(model, contrib) > 0)
+
+
+def fuse_gelu(model: ir.Model, contrib: bool) -> int:
+    """Rewrite every decomposed GELU of `model` in place into ONNX `Gelu` (or ORT's contrib ops); returns how many.
+
+    Whatever the model's opset: a lowering that reads `Gelu` as its own kernel (TFLite's GELU) calls
+    this directly on an opset-17 model, which ONNX Runtime could not run afterwards.
+    """
+    if not any(node.op_type in ("Erf", "Tanh") for node in model.graph.all_nodes()):
+        return 0  # the rules would otherwise try every Mul in the graph
+    rules = RewriteRuleSet(
+        [
+            _GeluRule.rule(approximate, association, swap, contrib)
+            for approximate in (False, True)
+            for association in range(3)
+            for swap in (False, True)
+        ]
+    )
+    return rules.apply_to_model(model)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["constant_tensor", "constant_array", "unique_name", "add_initializer", "set_constant_input", "typed_node"]
+__all__ = ["claim_name", "constant_tensor", "constant_array", "unique_name", "add_initializer", "set_constant_input", "typed_node"]
 
 
 def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
@@ -28,6 +28,16 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """The value's data if it is fixed when the model is built, else None."""
     tensor = constant_tensor(value)
     return None if tensor is None else tensor.numpy()
+
+
+def claim_name(taken: set[str], base: str) -> str:
+    """`base`, or `base_1`, `base_2`, ... : the first name not in `taken`, which is then added to it."""
+    name, suffix = base, 0
+    while name in taken:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    taken.add(name)
+    return name
 
 
 def unique_name(graph: ir.Graph, base: str) -> str:

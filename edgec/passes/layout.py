@@ -41,6 +41,8 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from edgec.passes.initializers import claim_name
+
 __all__ = ["NHWC_DOMAIN", "TO_NCHW", "TO_NHWC", "ConvertToNHWCPass"]
 
 logger = logging.getLogger(__name__)
@@ -187,11 +189,7 @@ class _LayoutRewriter:
     # ------------------------------------------------------------------ helpers
 
     def _fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._names:
-            name, i = f"{base}_{i}", i + 1
-        self._names.add(name)
-        return name
+        return claim_name(self._names, base)
 
     def _transpose(self, value: ir.Value, perm: Sequence[int]) -> ir.Node:
         """A new, not yet inserted ``Transpose(value, perm)`` with its output's type and shape set."""

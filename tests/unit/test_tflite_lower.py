@@ -238,3 +238,42 @@ def test_unknown_precision_is_a_target_error() -> None:
     proto = _conv_model([1, 1, 1, 1], [1, 1])
     with pytest.raises(TargetError, match="fp32, fp16, int8"):
         lower(optimized(proto), table=None, precision="int4")
+
+
+def _mobilenet_v3_block() -> onnx.ModelProto:
+    """MobileNetV3's bottleneck: Conv-HardSwish, depthwise, squeeze-and-excite (pool, Relu, HardSigmoid, Mul),
+    projection and residual, with a Sigmoid-gated head as EfficientNet's SE has."""
+    rng = np.random.default_rng(9)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c1"], ["h1"]),
+        helper.make_node("Conv", ["h1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2], group=16),
+        helper.make_node("GlobalAveragePool", ["c2"], ["squeeze"]),
+        helper.make_node("Conv", ["squeeze", "w_se1", "b_se1"], ["se1"]),
+        helper.make_node("Relu", ["se1"], ["se1r"]),
+        helper.make_node("Conv", ["se1r", "w_se2", "b_se2"], ["se2"]),
+        helper.make_node("HardSigmoid", ["se2"], ["gate"], alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["c2", "gate"], ["excited"]),
+        helper.make_node("Conv", ["excited", "w3", "b3"], ["c3"]),
+        helper.make_node("Add", ["c3", "h1"], ["res"]),
+        helper.make_node("Sigmoid", ["res"], ["s"]),
+        helper.make_node("Mul", ["res", "s"], ["swish"]),
+        helper.make_node("ReduceMean", ["swish"], ["y"], axes=[2, 3], keepdims=0),
+    ]
+    inits = [_init(rng, "w1", 16, 3, 3, 3, scale=0.4), _init(rng, "b1", 16), _init(rng, "w2", 16, 1, 5, 5),
+             _init(rng, "b2", 16), _init(rng, "w_se1", 4, 16, 1, 1, scale=0.5), _init(rng, "b_se1", 4),
+             _init(rng, "w_se2", 16, 4, 1, 1, scale=0.5), _init(rng, "b_se2", 16),
+             _init(rng, "w3", 16, 16, 1, 1, scale=0.3), _init(rng, "b3", 16)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 24, 24])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits)
+
+
+def test_mobilenet_v3_block_fp32(tmp_path: Path) -> None:
+    proto = _mobilenet_v3_block()
+    flatbuffer = lower_fp32(proto)
+    ops = tflite_ops(flatbuffer)
+    assert {"HARD_SWISH", "RELU_0_TO_1", "LOGISTIC", "DEPTHWISE_CONV_2D", "MEAN"} <= set(ops), ops
+    assert ops["TRANSPOSE"] == 1  # at the input only: SE, residual and the final mean stay NHWC
+    feeds = {"x": np.random.default_rng(2).standard_normal((1, 3, 24, 24)).astype(np.float32)}
+    np.testing.assert_allclose(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"],
+                               rtol=1e-4, atol=1e-5)

@@ -17,6 +17,8 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from edgec.passes.initializers import claim_name
+
 __all__ = ["FlatModel", "QuantParams", "tensor_type"]
 
 #: The schema version LiteRT reads (`TFL3`).
@@ -92,18 +94,11 @@ class FlatModel:
         self._codes: dict[tuple[int, int], int] = {}
         self._names: set[str] = set()
 
-    def unique_name(self, name: str) -> str:
-        base, i = name, 1
-        while name in self._names:
-            name, i = f"{base}_{i}", i + 1
-        self._names.add(name)
-        return name
-
     def add_tensor(self, name: str, shape: Sequence[int | None], dtype: np.dtype | type,
                    quant: QuantParams | None = None, data: np.ndarray | None = None) -> int:
         """A tensor; `None` dims are dynamic (stored as 1 with -1 in the shape signature)."""
         tensor = schema.TensorT()
-        tensor.name = self.unique_name(name)
+        tensor.name = claim_name(self._names, name)
         tensor.shape = [1 if d is None else int(d) for d in shape]
         if any(d is None for d in shape):
             tensor.shapeSignature = [-1 if d is None else int(d) for d in shape]
@@ -122,9 +117,11 @@ class FlatModel:
     def add_constant(self, name: str, data: np.ndarray, quant: QuantParams | None = None) -> int:
         return self.add_tensor(name, data.shape, data.dtype, quant, data)
 
-    def shape(self, index: int) -> list[int]:
+    def shape(self, index: int) -> list[int | None]:
+        """The tensor's dims, None where dynamic."""
         tensor = self.tensors[index]
-        return list(tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape)
+        dims = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+        return [None if d < 0 else int(d) for d in dims]
 
     def name(self, index: int) -> str:
         return self.tensors[index].name

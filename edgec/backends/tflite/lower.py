@@ -22,6 +22,8 @@ from edgec import __version__
 from edgec.backends.tflite import quantization as q
 from edgec.backends.tflite.flatbuffer import FlatModel, QuantParams
 from edgec.errors import BadInputError, TargetError
+from edgec.passes.cleanup import InferShapesPass
+from edgec.passes.fusion import fuse_gelu
 from edgec.quant.table import CalibrationTable
 
 __all__ = ["lower", "Lowering", "PRECISIONS"]
@@ -362,7 +364,7 @@ def _dequantize(array: np.ndarray, params: QParams) -> np.ndarray:
 
 
 def lower(model: ir.Model, *, table: CalibrationTable | None, precision: str, integer_io: bool = False) -> bytes:
-    """`model` as `.tflite` bytes.
+    """`model` as `.tflite` bytes (decomposed GELUs in `model` are first fused in place).
 
     precision: "fp32"; "fp16" (float constants stored fp16 behind DEQUANTIZE, TFLite's float16
     quantization: about half the size, computed in fp32 or fp16 as the delegate chooses); or "int8"
@@ -375,6 +377,9 @@ def lower(model: ir.Model, *, table: CalibrationTable | None, precision: str, in
         raise TargetError(f"the TFLite lowering builds {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "int8" and table is None:
         raise TargetError("an int8 TFLite model needs the calibration table its Q/DQ parameters came from")
+    if any(value.shape is None for node in model.graph for value in node.outputs):
+        model = InferShapesPass()(model).model  # rewrites after the pipeline (int8 tables) leave shapes out
+    fuse_gelu(model, contrib=False)  # TFLite has a GELU kernel and no Erf: one op whatever the opset
     graph = model.graph
     check_supported(graph)
     lowering = Lowering(model, precision, integer_io)

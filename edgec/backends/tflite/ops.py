@@ -117,6 +117,13 @@ def _rank(ctx: Lowering, value: ir.Value) -> int:
     return len(ctx.shape_of(value))
 
 
+def _with_minus_one(dims: Sequence[int | None]) -> list[int]:
+    """A RESHAPE target from dims: the dynamic one (at most one) as -1."""
+    if sum(d is None for d in dims) > 1:
+        raise BadInputError(f"cannot reshape to {list(dims)}: more than one dynamic dim")
+    return [-1 if d is None else d for d in dims]
+
+
 def _simple(ctx: Lowering, node: ir.Node, code: int, inputs: Sequence[int], options: object = None,
             int8_version: int = 2) -> int:
     out = ctx.output(node.outputs[0])
@@ -163,13 +170,20 @@ def _tflite_padding(in_hw: Sequence[int], out_hw: Sequence[int], kernel: Sequenc
     return schema.Padding.SAME if same else None
 
 
+def _static_hw(ctx: Lowering, node: ir.Node, value: ir.Value) -> list[int]:
+    """An NHWC value's height and width, which TFLite's padding is computed from (the batch may be dynamic)."""
+    hw = ctx.shape_of(value)[1:3]
+    if None in hw:
+        raise BadInputError(f"{node.op_type} node '{node.name}': the height and width of '{value.name}' must be "
+                            f"static, are {hw}; fix the input shapes with --fix-shape")
+    return [int(d) for d in hw]
+
+
 def _spatial(ctx: Lowering, node: ir.Node, kernel: Sequence[int], dilations: Sequence[int]
              ) -> tuple[int, int, list[int]]:
     """(input tensor, TFLite padding, extra [top, left, bottom, right] padding to apply first)."""
     x, y = node.inputs[0], node.outputs[0]
-    in_shape = ctx.static_shape(x, f"{node.op_type} node '{node.name}'")
-    out_shape = ctx.static_shape(y, f"{node.op_type} node '{node.name}'")
-    in_hw, out_hw = in_shape[1:3], out_shape[1:3]
+    in_hw, out_hw = _static_hw(ctx, node, x), _static_hw(ctx, node, y)
     strides = _ints(node, "strides", [1, 1])
     pads = _explicit_pads(node, in_hw, kernel, strides, dilations)
     padding = _tflite_padding(in_hw, out_hw, kernel, strides, dilations, pads)
@@ -223,6 +237,21 @@ def _weight(ctx: Lowering, value: ir.Value, perm: Sequence[int] | None, node: ir
                         transform(array) if transform else array)
 
 
+def _hybrid_weight(ctx: Lowering, value: ir.Value, perm: Sequence[int] | None) -> int | None:
+    """The int8 weight of a float-running matrix product whose weight the quantizer stored int8 (symmetric):
+    TFLite's hybrid kernel keeps it int8 and quantizes the float input per call. None otherwise.
+
+    That is a quantized Gemm/MatMul whose output nothing integer reads (logits): the quantizer leaves its
+    output float, which TFLite's int8 FULLY_CONNECTED cannot write.
+    """
+    dq = q.dq_source(value)
+    source = None if dq is None or ctx.plan is not None else ctx.const_array(dq.inputs[0])
+    if source is None or source.dtype != np.int8 or np.any(q.node_params(dq).zero_point != 0):
+        return None
+    transform = (lambda array: np.ascontiguousarray(np.transpose(array, perm))) if perm is not None else None
+    return ctx.quantized_constant(value, transform, (lambda axis: list(perm).index(axis)) if perm else None)
+
+
 def _bias(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w: int, size: int) -> int:
     """The bias input: int32 at input scale x weight scale for int8 kernels, else float; zeros when absent
     (LiteRT's convolution kernels require one)."""
@@ -261,7 +290,7 @@ def _conv(ctx: Lowering, node: ir.Node) -> None:
         raise _unsupported(node, "only 2-D convolutions with constant weights are lowered")
     out_channels, in_per_group, kh, kw = w_shape
     group = node.attributes.get_int("group", 1)
-    in_channels = ctx.static_shape(x, f"Conv node '{node.name}'")[3]
+    in_channels = in_per_group * group
     kernel, dilations = [kh, kw], _ints(node, "dilations", [1, 1])
     strides = _ints(node, "strides", [1, 1])
     source, padding, extra = _spatial(ctx, node, kernel, dilations)
@@ -293,7 +322,7 @@ def _grouped_conv(ctx: Lowering, node: ir.Node, source: int, group: int, common:
         raise _unsupported(node, "grouped convolutions are lowered in float only")
     weight = ctx.const_array(node.inputs[1])
     bias = ctx.const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    out_shape = ctx.static_shape(written, f"Conv node '{node.name}'")
+    out_shape = ctx.shape_of(written)
     in_shape = ctx.flat.shape(source)
     per_in, per_out = in_shape[3] // group, weight.shape[0] // group
     parts = [ctx.new_tensor(f"{node.name}_in{g}", [*in_shape[:3], per_in], np.float32) for g in range(group)]
@@ -335,15 +364,14 @@ def _pool(ctx: Lowering, node: ir.Node) -> None:
     if ctx.plan is not None:
         raise _unsupported(node, "int8 average pooling that excludes padding other than TFLite's SAME")
     # the window mean over zero padding, rescaled by window size / real cells in the window
-    in_hw = ctx.static_shape(node.inputs[0], f"AveragePool node '{node.name}'")[1:3]
-    out_shape = ctx.static_shape(node.outputs[0], f"AveragePool node '{node.name}'")
+    in_hw, out_hw = _static_hw(ctx, node, node.inputs[0]), _static_hw(ctx, node, node.outputs[0])
     real = []
     for axis in range(2):
-        starts = np.arange(out_shape[1 + axis]) * strides[axis] - extra[axis]
+        starts = np.arange(out_hw[axis]) * strides[axis] - extra[axis]
         real.append(np.minimum(starts + kernel[axis], in_hw[axis]) - np.maximum(starts, 0))
-    counts = np.outer(real[0], real[1]).reshape(1, out_shape[1], out_shape[2], 1)
+    counts = np.outer(real[0], real[1]).reshape(1, *out_hw, 1)
     options.fusedActivationFunction = Act.NONE
-    pooled = ctx.new_tensor(f"{node.outputs[0].name}_over_padding", out_shape, np.float32)
+    pooled = ctx.new_tensor(f"{node.outputs[0].name}_over_padding", ctx.shape_of(node.outputs[0]), np.float32)
     ctx.op(code, [padded], [pooled], options)
     factor = ctx.constant(f"{node.name}_count_correction", (kernel[0] * kernel[1] / counts).astype(np.float32))
     ctx.op(Op.MUL, [pooled, factor], [ctx.output(written)], _options(schema.MulOptionsT, fusedActivationFunction=activation))
@@ -408,13 +436,14 @@ def _lrn(ctx: Lowering, node: ir.Node) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _fully_connected(ctx: Lowering, node: ir.Node, x: int, weight: int, bias: int, keep_dims: bool) -> None:
+def _fully_connected(ctx: Lowering, node: ir.Node, x: int, weight: int, bias: int, keep_dims: bool,
+                     hybrid: bool = False) -> None:
+    """FULLY_CONNECTED: float, int8, or hybrid (float input and output, int8 weight, the input quantized per call)."""
     activation, written = ctx.fused_activation(node)
     out = ctx.output(written)
-    inputs = [x, weight, bias] if bias >= 0 else [x, weight, -1]
-    ctx.op(Op.FULLY_CONNECTED, inputs, [out],
-           _options(schema.FullyConnectedOptionsT, fusedActivationFunction=activation, keepNumDims=keep_dims),
-           _version(ctx, 4))
+    ctx.op(Op.FULLY_CONNECTED, [x, weight, bias], [out],
+           _options(schema.FullyConnectedOptionsT, fusedActivationFunction=activation, keepNumDims=keep_dims,
+                    asymmetricQuantizeInputs=hybrid), 9 if hybrid else _version(ctx, 4))
 
 
 @_register("Gemm")
@@ -425,7 +454,7 @@ def _gemm(ctx: Lowering, node: ir.Node) -> None:
     trans_a, trans_b = node.attributes.get_int("transA", 0), node.attributes.get_int("transB", 0)
     b_array = ctx.const_array(b)
     c_array = ctx.const_array(c) if c is not None else None
-    n = ctx.static_shape(node.outputs[0], f"Gemm node '{node.name}'")[1]
+    n = ctx.shape_of(node.outputs[0])[1] if b_array is None else b_array.shape[0 if trans_b else 1]
     bias_is_vector = c is None or (c_array is not None and c_array.size in (1, n) and
                                    (c_array.ndim < 2 or c_array.shape[0] == 1))
     if b_array is None or not bias_is_vector or (ctx.plan is not None and (alpha != 1.0 or beta != 1.0 or trans_a)):
@@ -440,10 +469,12 @@ def _gemm(ctx: Lowering, node: ir.Node) -> None:
         w = _weight(ctx, b, None if trans_b else (1, 0), node)
         bias = _bias(ctx, c, node, x, w, n)
     else:
-        w = ctx.constant(f"{b.name}_nk", np.ascontiguousarray((b_array if trans_b else b_array.T) * np.float32(alpha)))
+        w = _hybrid_weight(ctx, b, None if trans_b else (1, 0)) if alpha == 1.0 else None
+        if w is None:
+            w = ctx.constant(f"{b.name}_nk", np.ascontiguousarray((b_array if trans_b else b_array.T) * np.float32(alpha)))
         bias = -1 if c is None else ctx.constant(f"{c.name}_n", np.broadcast_to(
             (c_array.astype(np.float32) * np.float32(beta)).reshape(-1), (n,)).copy())
-    _fully_connected(ctx, node, x, w, bias, keep_dims=False)
+    _fully_connected(ctx, node, x, w, bias, keep_dims=False, hybrid=ctx.flat.quant(w) is not None and ctx.plan is None)
 
 
 def _gemm_general(ctx: Lowering, node: ir.Node, alpha: float, beta: float, trans_a: int, trans_b: int) -> None:
@@ -461,7 +492,8 @@ def _gemm_general(ctx: Lowering, node: ir.Node, alpha: float, beta: float, trans
     activation, written = ctx.fused_activation(node)
     out = ctx.output(written)
     if c is None:
-        ctx.op(Op.RESHAPE, [product, _const_int32(ctx, f"{node.name}_shape", ctx.flat.shape(product))], [out])
+        ctx.op(Op.RESHAPE, [product, _const_int32(ctx, f"{node.name}_shape", _with_minus_one(ctx.flat.shape(product)))],
+               [out])
         return
     bias = ctx.tensor(c)
     if beta != 1.0:
@@ -472,14 +504,34 @@ def _gemm_general(ctx: Lowering, node: ir.Node, alpha: float, beta: float, trans
     ctx.op(Op.ADD, [product, bias], [out], _options(schema.AddOptionsT, fusedActivationFunction=activation))
 
 
+def _bias_add(ctx: Lowering, node: ir.Node, n: int) -> ir.Node | None:
+    """The Add alone reading `node`'s output with a constant [n] operand, if there is one."""
+    uses = list(node.outputs[0].uses())
+    if len(uses) != 1 or node.outputs[0].is_graph_output() or uses[0].node.op_type != "Add":
+        return None
+    add = uses[0].node
+    other = add.inputs[1 - uses[0].idx]
+    array = ctx.const_array(other)
+    return add if array is not None and array.size == n and array.shape[-1:] == (n,) and add.domain == "" else None
+
+
 @_register("MatMul")
 def _matmul(ctx: Lowering, node: ir.Node) -> None:
     a, b = node.inputs
     b_array = ctx.const_array(b)
     if b_array is not None and b_array.ndim == 2:
         x = ctx.input(a)
-        w = _weight(ctx, b, (1, 0), node)
-        _fully_connected(ctx, node, x, w, -1, keep_dims=_rank(ctx, a) > 2)
+        w = _hybrid_weight(ctx, b, (1, 0))
+        hybrid = w is not None
+        if w is None:
+            w = _weight(ctx, b, (1, 0), node)
+        bias, last = -1, node
+        add = _bias_add(ctx, node, b_array.shape[1]) if ctx.plan is None else None
+        if add is not None:  # MatMul + Add(bias) (3-D inputs, which matmul_add_to_gemm leaves): the FC's bias
+            other = next(v for v in add.inputs if v is not node.outputs[0])
+            bias, last = ctx.constant(other.name, ctx.const_array(other).astype(np.float32).reshape(-1)), add
+            ctx.done.add(add)
+        _fully_connected(ctx, last, x, w, bias, keep_dims=_rank(ctx, a) > 2, hybrid=hybrid)
         return
     if ctx.plan is not None:
         raise _unsupported(node, "an int8 MatMul of two activations is not lowered; keep it float")
