@@ -44,9 +44,6 @@ _SHAPES_SHOWN = 8
 
 
 def _say(message: str) -> None:
-    from edgec.limits import step
-
-    step(message)
     print(message, file=sys.stderr, flush=True)
 
 
@@ -197,7 +194,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _bench_on_devices(args)
 
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
-                   baseline_from=args.baseline_from, threads=args.threads,
+                   baseline_from=args.baseline_from, source=args.source, threads=args.threads,
                    warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
                    shapes=args.shape, trust_source=args.trust_source, progress=_say)
     print(_format_bench(report))
@@ -219,14 +216,18 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     from edgec.artifact import write_text_atomic
     from edgec.device.client import RemoteBench, bench_on_devices
     from edgec.device.inventory import resolve_device
+    from edgec.limits import FROM_ENV, step_limit
 
-    if args.baseline or args.baseline_from == "source":
-        raise EdgecError("--device: the agent's baseline is the artifact's float ONNX; --baseline and --baseline-from source run only locally")
+    if args.source or args.baseline_from == "source":
+        raise EdgecError("--device: the agent runs no framework code; --source and --baseline-from source run only"
+                         " locally")
     devices = [resolve_device(name, args.token_file) for name in args.device]
-    spec = RemoteBench(Path(args.artifact), data=Path(args.data) if args.data else None,
+    spec = RemoteBench(Path(args.artifact), baseline=Path(args.baseline) if args.baseline else None,
+                       data=Path(args.data) if args.data else None,
                        labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, input_map=args.input_map, shapes=args.shape, job=args.job)
-    reports = bench_on_devices(devices, spec, progress=_say)
+    with step_limit(FROM_ENV, _say) as say:
+        reports = bench_on_devices(devices, spec, progress=say)
     for device, report in zip(devices, reports):
         facts = report["device"]
         print(_format_bench(report))
@@ -594,10 +595,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_map(p)
     p.add_argument("--baseline", metavar="MODEL",
                    help="model to compare with, .onnx or .tflite, e.g. another toolchain's build (default: the"
-                        " source's float ONNX on the artifact's runtime, or on ONNX Runtime where that cannot load it)")
+                        " source's float ONNX kept in the artifact, on the artifact's runtime, or on ONNX Runtime"
+                        " where that cannot load it); bench loads no file outside the artifact unless you name it")
     p.add_argument("--baseline-from", choices=["source", "onnx"],
                    help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
-                        " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")
+                        " 'source' requires it, 'onnx' skips it (default: when the source is at hand and its"
+                        " framework is installed)")
+    p.add_argument("--source", metavar="MODEL",
+                   help="the source model file for that comparison when the artifact does not keep it (it must be"
+                        " the file that was compiled: its sha256 is checked)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:SHAPE",
                    help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
@@ -727,10 +733,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        if args.command in ("compile", "bench"):
-            from edgec.limits import watch_steps
-
-            watch_steps()
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         code = args.func(args)
         sys.stdout.flush()

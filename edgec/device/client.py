@@ -23,6 +23,7 @@ from edgec.device import API_PREFIX
 from edgec.device.archive import pack
 from edgec.device.inventory import Device
 from edgec.errors import BadInputError, first_line
+from edgec.integrity import check_artifact
 
 __all__ = ["RemoteBench", "bench_on_devices", "device_facts_of", "is_reachable"]
 
@@ -41,6 +42,7 @@ class RemoteBench:
     """What to bench: the local `edgec bench` options that travel to the device."""
 
     artifact: Path
+    baseline: Path | None = None
     data: Path | None = None
     labels: Path | None = None
     runs: int | None = None
@@ -56,23 +58,20 @@ class _AgentError(BadInputError):
 
 
 def _blobs(spec: RemoteBench) -> dict[str, bytes]:
-    """The tars to upload, by role: the artifact, and a float baseline, data and labels when needed."""
+    """The tars to upload, by role: the artifact (checked against its manifest first), and the float baseline,
+    data and labels the user named. Nothing outside the artifact goes unless named."""
     artifact = spec.artifact
     if artifact.is_dir():
         if not (artifact / MANIFEST).is_file():
             raise BadInputError(f"artifact: {artifact} is a directory without {MANIFEST}")
+        check_artifact(artifact, read_manifest(artifact))
         blobs = {"artifact": pack({p.name: p for p in artifact.iterdir() if not p.name.startswith(".")})}
-        source = read_manifest(artifact)["source"]
-        external = Path(source.get("path") or "")
-        if not source.get("onnx") and source.get("format", "onnx") == "onnx" and external.is_absolute():
-            if not external.is_file():
-                raise BadInputError(f"baseline: the source model {external} named in the manifest is gone")
-            blobs["baseline"] = pack({external.name: external})
     elif artifact.is_file() and artifact.suffix.lower() == ".onnx":
         blobs = {"artifact": pack({artifact.name: artifact})}
     else:
         raise BadInputError(f"artifact: {artifact} is neither a compile output dir nor an .onnx file")
-    for role, path, suffix in (("data", spec.data, ".npz"), ("labels", spec.labels, ".npy")):
+    for role, path, suffix in (("baseline", spec.baseline, ".onnx"), ("data", spec.data, ".npz"),
+                               ("labels", spec.labels, ".npy")):
         if path is not None:
             if not path.is_file() or path.suffix.lower() != suffix:
                 raise BadInputError(f"--{role}: {path} is not a {suffix} file")

@@ -251,3 +251,25 @@ def test_devices_and_device_read_devices_toml(agent: Agent, tmp_path: Path) -> N
     assert f"board  {agent.url}  reachable" in listed.stdout and "gone  http://127.0.0.1:9  unreachable" in listed.stdout
     shown = subprocess.run([sys.executable, "-m", "edgec", "device", "board"], capture_output=True, text=True, timeout=120, env=env)
     assert shown.returncode == 0 and json.loads(shown.stdout)["agent_version"]
+
+
+def test_the_agent_benches_against_the_artifacts_own_baseline_and_nothing_from_outside(agent: Agent,
+                                                                                       tmp_path: Path) -> None:
+    source = _tiny_model(tmp_path / "tiny.onnx")
+    art = tmp_path / "art"
+    assert _edgec("compile", source, "-t", "cpu-x86-fp32", "-o", art).returncode == 0
+    remote = ("--device", agent.url, "--token-file", agent.token_file, "--runs", 20, "--warmup", 1, "--threads", 1)
+    result = _edgec("bench", art, *remote, "--json", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["baseline"] is not None  # from the upload's source.onnx
+
+    manifest = json.loads((art / "manifest.json").read_text())  # what an older edgec wrote: the source elsewhere
+    manifest["source"]["onnx"] = None
+    manifest["files"].pop("source.onnx")
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    (art / "source.onnx").unlink()
+    result = _edgec("bench", art, *remote)
+    assert result.returncode == 2 and "--baseline" in result.stderr.strip().splitlines()[-1], result.stderr
+    result = _edgec("bench", art, *remote, "--baseline", source, "--json", tmp_path / "named.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "named.json").read_text())["baseline"] is not None
