@@ -78,7 +78,7 @@ def test_broken_descriptor(cli, tiny, tmp_path) -> None:
     _assert_clean_failure(cli("target", syntax), "syntax.toml")
 
 
-@pytest.mark.parametrize("name", ["tensorrt-int8", "tensorrt-fp16", "tflite-int8", "cuda-fp16"])
+@pytest.mark.parametrize("name", ["tensorrt-int8", "tensorrt-fp16", "cuda-fp16"])
 def test_targets_not_buildable_here_say_why(cli, tiny, tmp_path, name) -> None:
     result = cli("compile", tiny.model, "-t", name, "--calib", tiny.calib, "-o", tmp_path / "out")
     _assert_clean_failure(result, name)

@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec.backends.tflite.lower import lower
 from edgec.errors import BadInputError
-from tflite_lowering import lower_fp32, optimized, run_onnx, run_tflite, tflite_ops
+from tflite_lowering import (encoder_block, lower_fp32, mobilenet_v3_block, onnx_model, optimized, random_init,
+                             run_onnx, run_tflite, tflite_ops)
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 #: The large fully connected nets (0.25-0.55 GB of weights each) take most of this file's time.
@@ -95,74 +96,8 @@ def test_light_zoo_outputs_are_not_degenerate() -> None:
     assert np.ptp(out) > 10 * np.abs(out).mean() * 1e-3 and np.unique(out.round(6)).size > 100
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-           initializers: list[onnx.TensorProto], opset: int = 17) -> onnx.ModelProto:
-    proto = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, initializers),
-                              opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(proto)
-    return proto
-
-
-def _init(rng: np.random.Generator, name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
-    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
-
-
-def _encoder_block() -> onnx.ModelProto:
-    """An encoder layer, MiniLM-style: embedding Gather, LayerNorm, attention with a Where/Cast mask, GELU (erf)."""
-    rng = np.random.default_rng(3)
-    d, heads, vocab = 16, 2, 50
-    f32 = TensorProto.FLOAT
-    nodes = [
-        helper.make_node("Gather", ["embeddings", "ids"], ["e"]),
-        helper.make_node("LayerNormalization", ["e", "ln_g", "ln_b"], ["h"], axis=-1, epsilon=1e-12),
-        helper.make_node("MatMul", ["h", "wq"], ["q0"]), helper.make_node("Add", ["q0", "bq"], ["q1"]),
-        helper.make_node("MatMul", ["h", "wk"], ["k0"]), helper.make_node("MatMul", ["h", "wv"], ["v0"]),
-        helper.make_node("Reshape", ["q1", "heads_shape"], ["q2"]),
-        helper.make_node("Transpose", ["q2"], ["q"], perm=[0, 2, 1, 3]),
-        helper.make_node("Reshape", ["k0", "heads_shape"], ["k2"]),
-        helper.make_node("Transpose", ["k2"], ["kt"], perm=[0, 2, 3, 1]),
-        helper.make_node("Reshape", ["v0", "heads_shape"], ["v2"]),
-        helper.make_node("Transpose", ["v2"], ["v"], perm=[0, 2, 1, 3]),
-        helper.make_node("MatMul", ["q", "kt"], ["s0"]),
-        helper.make_node("Div", ["s0", "sqrt_d"], ["s1"]),
-        helper.make_node("Cast", ["mask"], ["mask_bool"], to=TensorProto.BOOL),
-        helper.make_node("Unsqueeze", ["mask_bool", "axes12"], ["mask4"]),
-        helper.make_node("Where", ["mask4", "zero", "minus_inf"], ["bias"]),
-        helper.make_node("Add", ["s1", "bias"], ["s2"]),
-        helper.make_node("Softmax", ["s2"], ["p"], axis=-1),
-        helper.make_node("MatMul", ["p", "v"], ["c0"]),
-        helper.make_node("Transpose", ["c0"], ["c1"], perm=[0, 2, 1, 3]),
-        helper.make_node("Reshape", ["c1", "model_shape"], ["c"]),
-        helper.make_node("MatMul", ["c", "wo"], ["o"]),
-        helper.make_node("Div", ["o", "sqrt2"], ["o_scaled"]),
-        helper.make_node("Erf", ["o_scaled"], ["erf"]),
-        helper.make_node("Add", ["erf", "one"], ["erf1"]),
-        helper.make_node("Mul", ["o", "half"], ["o_half"]),
-        helper.make_node("Mul", ["o_half", "erf1"], ["gelu"]),
-        helper.make_node("ReduceMean", ["gelu"], ["pooled"], axes=[1], keepdims=0),
-    ]
-    inits = [
-        _init(rng, "embeddings", vocab, d, scale=1.0), _init(rng, "ln_g", d), _init(rng, "ln_b", d),
-        _init(rng, "wq", d, d), _init(rng, "bq", d), _init(rng, "wk", d, d), _init(rng, "wv", d, d),
-        _init(rng, "wo", d, d, scale=0.5),
-        numpy_helper.from_array(np.array([1, 6, heads, d // heads], np.int64), "heads_shape"),
-        numpy_helper.from_array(np.array([1, 6, d], np.int64), "model_shape"),
-        numpy_helper.from_array(np.array(np.sqrt(d // heads), np.float32), "sqrt_d"),
-        numpy_helper.from_array(np.array([1, 2], np.int64), "axes12"),
-        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
-        numpy_helper.from_array(np.array(-1e4, np.float32), "minus_inf"),
-        numpy_helper.from_array(np.array(np.sqrt(2.0), np.float32), "sqrt2"),
-        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-    ]
-    # the mask is 1 where a token is padding (the Where picks the large negative bias there)
-    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6]),
-              helper.make_tensor_value_info("mask", TensorProto.INT64, [1, 6])]
-    return _model(nodes, inputs, [helper.make_tensor_value_info("pooled", f32, [1, d])], inits)
-
-
 def test_encoder_block_fp32_matches_onnx_runtime(tmp_path: Path) -> None:
-    proto = _encoder_block()
+    proto = encoder_block()
     flatbuffer = lower_fp32(proto)
     ops = tflite_ops(flatbuffer)
     assert {"GATHER", "FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX", "SELECT_V2", "GELU"} <= set(ops), ops
@@ -181,9 +116,9 @@ def _conv_model(pads: list[int], strides: list[int], group: int = 1, pool: str |
                                       ceil_mode=ceil_mode))
         out = "p"
     nodes.append(helper.make_node("Relu", [out], ["y"]))
-    proto = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 15, 16])],
+    proto = onnx_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 15, 16])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12, None, None])],
-                   [_init(rng, "w", 12, 6 // group, 3, 3), _init(rng, "b", 12)])
+                   [random_init(rng, "w", 12, 6 // group, 3, 3), random_init(rng, "b", 12)])
     return proto
 
 
@@ -225,7 +160,7 @@ def test_fp16_halves_the_file_and_stays_close(tmp_path: Path) -> None:
 
 
 def test_unsupported_op_names_op_node_and_supported_ops() -> None:
-    proto = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"], name="the_det")],
+    proto = onnx_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"], name="the_det")],
                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [])
     with pytest.raises(BadInputError, match=r"no converter for Det \(node 'the_det'\).*supported ops: .*Conv"):
@@ -240,36 +175,8 @@ def test_unknown_precision_is_a_target_error() -> None:
         lower(optimized(proto), table=None, precision="int4")
 
 
-def _mobilenet_v3_block() -> onnx.ModelProto:
-    """MobileNetV3's bottleneck: Conv-HardSwish, depthwise, squeeze-and-excite (pool, Relu, HardSigmoid, Mul),
-    projection and residual, with a Sigmoid-gated head as EfficientNet's SE has."""
-    rng = np.random.default_rng(9)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("HardSwish", ["c1"], ["h1"]),
-        helper.make_node("Conv", ["h1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2], group=16),
-        helper.make_node("GlobalAveragePool", ["c2"], ["squeeze"]),
-        helper.make_node("Conv", ["squeeze", "w_se1", "b_se1"], ["se1"]),
-        helper.make_node("Relu", ["se1"], ["se1r"]),
-        helper.make_node("Conv", ["se1r", "w_se2", "b_se2"], ["se2"]),
-        helper.make_node("HardSigmoid", ["se2"], ["gate"], alpha=1 / 6, beta=0.5),
-        helper.make_node("Mul", ["c2", "gate"], ["excited"]),
-        helper.make_node("Conv", ["excited", "w3", "b3"], ["c3"]),
-        helper.make_node("Add", ["c3", "h1"], ["res"]),
-        helper.make_node("Sigmoid", ["res"], ["s"]),
-        helper.make_node("Mul", ["res", "s"], ["swish"]),
-        helper.make_node("ReduceMean", ["swish"], ["y"], axes=[2, 3], keepdims=0),
-    ]
-    inits = [_init(rng, "w1", 16, 3, 3, 3, scale=0.4), _init(rng, "b1", 16), _init(rng, "w2", 16, 1, 5, 5),
-             _init(rng, "b2", 16), _init(rng, "w_se1", 4, 16, 1, 1, scale=0.5), _init(rng, "b_se1", 4),
-             _init(rng, "w_se2", 16, 4, 1, 1, scale=0.5), _init(rng, "b_se2", 16),
-             _init(rng, "w3", 16, 16, 1, 1, scale=0.3), _init(rng, "b3", 16)]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 24, 24])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits)
-
-
 def test_mobilenet_v3_block_fp32(tmp_path: Path) -> None:
-    proto = _mobilenet_v3_block()
+    proto = mobilenet_v3_block()
     flatbuffer = lower_fp32(proto)
     ops = tflite_ops(flatbuffer)
     assert {"HARD_SWISH", "RELU_0_TO_1", "LOGISTIC", "DEPTHWISE_CONV_2D", "MEAN"} <= set(ops), ops
@@ -277,3 +184,12 @@ def test_mobilenet_v3_block_fp32(tmp_path: Path) -> None:
     feeds = {"x": np.random.default_rng(2).standard_normal((1, 3, 24, 24)).astype(np.float32)}
     np.testing.assert_allclose(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_erf_alone_lowers_within_float_precision(tmp_path: Path) -> None:
+    """An Erf that is not part of a GELU (TFLite has no Erf op) is computed from elementwise ops."""
+    proto = onnx_model([helper.make_node("Erf", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 801])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 801])], [])
+    x = np.linspace(-4, 4, 801, dtype=np.float32).reshape(1, -1)
+    got = run_tflite(lower_fp32(proto), tmp_path, {"x": x})["y"]
+    np.testing.assert_allclose(got, run_onnx(proto, {"x": x})["y"], atol=3e-7)

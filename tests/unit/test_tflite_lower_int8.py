@@ -8,6 +8,7 @@ against input scale x weight scale.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,14 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from onnx import TensorProto, helper, numpy_helper
 
+import edgec
 from edgec.backends.tflite.lower import lower
 from edgec.quant import qdq
+from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
 from edgec.quant.qparams import qparams_from_range, weight_qparams
+from edgec.quant.table import CalibrationTable
 from edgec.target import load_target
-from tflite_lowering import optimized, quantized, run_onnx, run_tflite, tflite_ops
+from tflite_lowering import encoder_block, mobilenet_v3_block, optimized, quantized, run_onnx, run_tflite, tflite_ops
 
 _RNG = np.random.default_rng(11)
 
@@ -103,6 +107,23 @@ def _op_name(model_codes: list[schema.OperatorCodeT], op: schema.OperatorT) -> s
 
 def test_activation_params_come_from_the_calibration_table(built) -> None:
     _, float_model, _, table, flatbuffer = built
+    assert _check_activations(flatbuffer, table, float_model) >= 8  # x, conv outputs, residual, pools, concat, pool
+
+
+def test_compiled_artifact_carries_its_calibration_json(tmp_path: Path) -> None:
+    """Through `edgec.compile`: the `.tflite` holds exactly the parameters of the artifact's calibration.json."""
+    proto = _cnn()
+    onnx.save_model(proto, tmp_path / "cnn.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([s["x"] for s in _samples(16)]))
+    result = edgec.compile(tmp_path / "cnn.onnx", "tflite-int8", calib=tmp_path / "calib.npz",
+                           output_dir=tmp_path / "out", verify_import=False)
+    assert result.model_path.name == "model.tflite"
+    table = CalibrationTable.from_dict(json.loads((result.output_dir / "calibration.json").read_text()))
+    assert _check_activations(result.model_path.read_bytes(), table, optimized(proto, "tflite-int8")) >= 8
+
+
+def _check_activations(flatbuffer: bytes, table: CalibrationTable, float_model: ir.Model) -> int:
+    """Assert every int8 activation's parameters come from `table` (or TFLite's per-op rules); how many were checked."""
     subgraph, buffers = _tensors(flatbuffer)
     range_of = _range_names(float_model)
     checked = 0
@@ -130,8 +151,8 @@ def test_activation_params_come_from_the_calibration_table(built) -> None:
         assert tensor.quantization.scale == pytest.approx([float(expected.scale)], rel=1e-6), name
         assert tensor.quantization.zeroPoint == [int(expected.zero_point)], name
         checked += 1
-    assert checked >= 8  # x, conv outputs, residual, pools, concat, global pool
     assert pool_kept == ["ap_nhwc_input_params"]  # AveragePool: calibrated output differs from its input's
+    return checked
 
 
 def test_weights_are_symmetric_per_channel_on_tflite_axes_and_bias_is_int32(built) -> None:
@@ -211,3 +232,63 @@ def test_integer_io_feeds_and_returns_int8(tmp_path: Path) -> None:
     float_out = run_tflite(float_io, tmp_path, feeds, "float_io")["pool"]
     np.testing.assert_allclose(y, float_out, atol=2 * y_scale)
     assert tflite_ops(integer_io)["QUANTIZE"] < tflite_ops(float_io)["QUANTIZE"]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_static_int8_encoder_keeps_attention_float(tmp_path: Path) -> None:
+    """Static int8 of a transformer block: projections become int8 FULLY_CONNECTED, the two-activation
+    attention products (no constant weight for an int8 kernel) stay float BATCH_MATMULs."""
+    proto = encoder_block()
+    rng = np.random.default_rng(4)
+    samples = [{"ids": rng.integers(0, 50, (1, 6)).astype(np.int64), "mask": np.zeros((1, 6), np.int64)}
+               for _ in range(16)]
+    model, table = quantized(proto, samples)
+    flatbuffer = lower(model, table=table, precision="int8")
+    subgraph, _ = _tensors(flatbuffer)
+    model_t = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    kinds = {}
+    for op in subgraph.operators:
+        kinds.setdefault(_op_name(model_t.operatorCodes, op), []).append(subgraph.tensors[op.inputs[0]].type)
+    assert schema.TensorType.INT8 in kinds["FULLY_CONNECTED"]
+    assert set(kinds["BATCH_MATMUL"]) == {schema.TensorType.FLOAT32}
+    for feeds in samples[:4]:
+        assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["pooled"], run_onnx(proto, feeds)["pooled"]) > 0.98
+
+
+def test_int8_mobilenet_v3_block_runs_float_islands_between_int8_kernels(tmp_path: Path) -> None:
+    """HardSwish, HardSigmoid and Sigmoid are not quantized by edgec: they run float between DEQUANTIZE and QUANTIZE."""
+    proto = mobilenet_v3_block()
+    rng = np.random.default_rng(6)
+    samples = [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(16)]
+    model, table = quantized(proto, samples)
+    flatbuffer = lower(model, table=table, precision="int8")
+    ops = tflite_ops(flatbuffer)
+    assert ops["CONV_2D"] == 4 and ops["DEPTHWISE_CONV_2D"] == 1 and ops["DEQUANTIZE"] >= 2
+    for feeds in samples[:4]:
+        assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) > 0.99
+
+
+@pytest.mark.parametrize("per_token", [False, True], ids=["per-call", "per-token"])
+def test_dynamic_range_matmuls_become_hybrid_fully_connected(per_token: bool, tmp_path: Path) -> None:
+    """edgec's dynamic int8 MatMul patterns (one scale per call, or per token) -> TFLite's hybrid
+    FULLY_CONNECTED, which quantizes each input row itself: the row arithmetic leaves the model."""
+    proto = encoder_block()
+    model = optimized(proto, "tflite-int8")
+    nodes = [node for node in model.graph if is_dynamic_candidate(node)]
+    names = {node.name or node.outputs[0].name for node in nodes}
+    quantize_dynamic(model, nodes, load_target("tflite-int8").quant.weights, per_token=names if per_token else ())
+    flatbuffer = lower(model, table=CalibrationTable("minmax", 0, "data"), precision="int8")
+    model_t = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    subgraph = model_t.subgraphs[0]
+    hybrid = [op for op in subgraph.operators if _op_name(model_t.operatorCodes, op) == "FULLY_CONNECTED"]
+    assert len(hybrid) == len(nodes) == 4
+    for op in hybrid:
+        assert subgraph.tensors[op.inputs[1]].type == schema.TensorType.INT8 and op.builtinOptions.asymmetricQuantizeInputs
+    ops = tflite_ops(flatbuffer)
+    assert "REDUCE_MIN" not in ops and "ROUND" not in ops
+    feeds = {"ids": np.array([[3, 17, 42, 8, 0, 0]], np.int64), "mask": np.array([[0, 0, 0, 0, 1, 1]], np.int64)}
+    assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["pooled"], run_onnx(proto, feeds)["pooled"]) > 0.99

@@ -151,13 +151,23 @@ class FlatModel:
             operator.builtinOptions = options
         self.operators.append(operator)
 
+    def _live_operators(self, outputs: Sequence[int]) -> list[schema.OperatorT]:
+        """The operators some graph output depends on (builtin ops have no side effects): a converter may
+        leave computations behind that a fused kernel made unnecessary."""
+        needed, live = set(outputs), []
+        for operator in reversed(self.operators):
+            if needed.intersection(operator.outputs):
+                live.append(operator)
+                needed.update(i for i in operator.inputs if i >= 0)
+        return live[::-1]
+
     def serialize(self, inputs: Sequence[tuple[str, int]], outputs: Sequence[tuple[str, int]]) -> bytes:
         """The model bytes; `inputs`/`outputs` are (signature key, tensor index) in graph order."""
         subgraph = schema.SubGraphT()
         subgraph.tensors = self.tensors
         subgraph.inputs = [index for _, index in inputs]
         subgraph.outputs = [index for _, index in outputs]
-        subgraph.operators = self.operators
+        subgraph.operators = self._live_operators(subgraph.outputs)
         subgraph.name = "main"
         signature = schema.SignatureDefT()
         signature.signatureKey = "serving_default"

@@ -193,7 +193,7 @@ class Lowering:
         """The tensor the current node reads: int8 when it runs int8, else float."""
         return self.qtensor(value) if self.plan is not None else self.tensor(value)
 
-    def requantize(self, index: int, params: QParams, name: str) -> int:
+    def requantize(self, index: int, params: QuantParams, name: str) -> int:
         """An int8 tensor with `params` holding the int8 tensor `index` (itself when they already agree)."""
         current = self.flat.quant(index)
         if current is not None and current.same_as(params):
@@ -275,7 +275,7 @@ class Lowering:
             written = self.plan.activation_node.outputs[0] if self.plan.activation_node else node.outputs[0]
             return code, written
         fused = q.activation_after(node.outputs[0])
-        if fused is None or (self.precision == "int8" and q.plan_int8(fused[1]) is not None):
+        if fused is None:
             return schema.ActivationFunctionType.NONE, node.outputs[0]
         kind, activation = fused
         self.done.add(activation)
@@ -354,7 +354,7 @@ class Lowering:
 _NEVER_FOLDED = frozenset({"Constant", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
-def _dequantize(array: np.ndarray, params: QParams) -> np.ndarray:
+def _dequantize(array: np.ndarray, params: QuantParams) -> np.ndarray:
     scale, zero_point = params.scale, params.zero_point
     if params.axis is not None:
         shape = [1] * array.ndim

@@ -17,7 +17,14 @@ Per-op constraints of TFLite's int8 kernels (its quantization spec):
 - AVERAGE_POOL_2D / MAX_POOL_2D: output scale and zero point equal the input's (the lowering
   writes the pool with its input's parameters and requantizes to the calibrated ones if they differ);
 - CONCATENATION: every input has the output's parameters (inputs that differ are requantized);
-- RESHAPE / TRANSPOSE / SQUEEZE: the quantizer already gives them their input's parameters.
+- RESHAPE / TRANSPOSE / SQUEEZE: the quantizer already gives them their input's parameters;
+- PAD (a convolution's padding TFLite's SAME cannot express) keeps its input's parameters;
+- SOFTMAX / LOGISTIC / TANH would need fixed outputs (1/256 with zero point -128; 1/128 with 0), but
+  edgec's quantizer does not quantize them: they run float between DEQUANTIZE and QUANTIZE.
+
+Weights: int8 symmetric per channel on TFLite's output-channel axis (CONV_2D's OHWI axis 0,
+DEPTHWISE_CONV_2D's 1HWO axis 3, FULLY_CONNECTED's [N, K] axis 0); biases int32 at input scale x
+weight scale, as the quantizer stored them.
 """
 
 from __future__ import annotations
@@ -76,7 +83,6 @@ def _is_constant_dq(node: ir.Node) -> bool:
     return _constant(node.inputs[0]) is not None
 
 
-#: (op type, constant bounds) of activations TFLite fuses into the op before them.
 def activation_after(value: ir.Value) -> tuple[str, ir.Node] | None:
     """("RELU" | "RELU6" | "RELU_N1_TO_1", node) when the only reader of `value` is such an activation."""
     uses = list(value.uses())
@@ -117,6 +123,8 @@ def plan_int8(node: ir.Node) -> Int8Plan | None:
             return None
     if not any(not _is_constant_dq(dq_source(v)) for v in float_inputs):
         return None  # constants only: nothing is computed at run time
+    if node.op_type in ("Gemm", "MatMul") and not _is_constant_dq(dq_source(node.inputs[1])):
+        return None  # two activations (attention scores): TFLite's int8 FULLY_CONNECTED needs constant weights
     if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
         return None
     output = node.outputs[0]
