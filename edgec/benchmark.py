@@ -23,12 +23,12 @@ from edgec.integrity import check_artifact, kept_file, vet_framework
 from edgec.limits import FROM_ENV, MAX_THREADS, bounded_steps, regular_file, utf8_path
 from edgec.report.host import host_facts, provenance
 from edgec.backends import runtime_class
+from edgec.report.types import BENCH_SCHEMA as REPORT_SCHEMA, BenchReport
 from edgec.tensors import TensorSpec
 from edgec.target import device_mismatch
 
 __all__ = ["bench", "BENCH_RUNS", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
-REPORT_SCHEMA = "edgec.bench/1"
 #: Default timed runs per model: `bench/gate_stats.py` found the regression gate's false alarms at 95%
 #: (same model, 20 benches on a shared 2-core machine) at most 1 in 20 from 400 runs and none at 600.
 BENCH_RUNS = 600
@@ -279,7 +279,7 @@ def bench(
         measured["baseline"]["model"] = reference_record
     if measured["framework_baseline"] is not None:
         measured["framework_baseline"]["model"] = framework_record
-    report = {
+    report = BenchReport.from_dict({
         "schema": REPORT_SCHEMA,
         "target": manifest["target"]["name"] if manifest else "unspecified",
         "created_utc": utc_now(),
@@ -294,9 +294,10 @@ def bench(
         "warmup": warmup,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions(), **host_facts()},
         "provenance": provenance(model.path, manifest, reference.path if reference else None),
+        "thresholds": dict(manifest["target"]["descriptor"].get("thresholds") or {}) if manifest else None,
         "warnings": warnings,
         **measured,
-    }
+    })
     if json_path is not None:
-        write_text_atomic(json_path, strict_json(report))
-    return report
+        write_text_atomic(json_path, strict_json(report.to_dict()))
+    return report.to_dict()

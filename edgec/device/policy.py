@@ -31,9 +31,9 @@ def bench_target(entry: Path, *, has_baseline: bool) -> Path:
     artifact's own `source.onnx` (or the client sent one); a plain upload runs its single `.onnx` file.
     """
     if not (entry / MANIFEST).is_file():
-        models = sorted(entry.glob("*.onnx"))
+        models = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in RUNNABLE_SUFFIXES)
         if len(models) != 1:
-            raise BadInputError("an upload without a manifest must hold exactly one .onnx file")
+            raise BadInputError(f"an upload without a manifest must hold exactly one model file ({', '.join(RUNNABLE_SUFFIXES)})")
         return models[0]
     manifest = read_manifest(entry)
     model = _inside(entry, manifest.get("artifact", {}).get("file"), "model file")
