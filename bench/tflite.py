@@ -378,8 +378,17 @@ _COLUMNS: tuple[Column, ...] = (
     ("accuracy", _cell("accuracy", ".4f")),
     ("size MB", _cell("size_bytes", ".2f", 1 / 2**20)),
     ("build s", _cell("build_s", ".1f")),
-    ("note", lambda r: r["note"]),
+    ("note", lambda r: short(r["note"])),
 )
+
+
+#: A note longer than this is cut in the table (an unsupported-op error lists every supported op); --json keeps it.
+NOTE_CHARS = 160
+
+
+def short(note: str) -> str:
+    """`note` cut to `NOTE_CHARS`, with an ellipsis where it was cut."""
+    return note if len(note) <= NOTE_CHARS else note[:NOTE_CHARS - 1] + "…"
 
 
 def host_line(host: Mapping[str, Any]) -> str:
