@@ -139,6 +139,7 @@ def test_targets_lists_the_tflite_targets_as_buildable(cli: Cli) -> None:
         assert re.search(rf"^{name}\s+tflite\s+\w+\s+builds: yes", result.out, re.MULTILINE), result.out
 
 
+@pytest.mark.slow
 def test_onnx_to_tflite_int8_then_bench(cli: Cli, tiny: Any, tmp_path: Path) -> None:
     """`compile model.onnx -t tflite-int8 --calib` writes model.tflite + manifest + calibration; `bench` runs it."""
     out = tmp_path / "out"
@@ -163,6 +164,7 @@ def test_onnx_to_tflite_int8_then_bench(cli: Cli, tiny: Any, tmp_path: Path) -> 
     assert any("aarch64" in warning for warning in report["warnings"]), report["warnings"]
 
 
+@pytest.mark.slow
 def test_keras_compiled_by_edgec_and_converted_by_tf_agree_in_litert(keras_cnn: KerasAssets) -> None:
     """The same Keras model, edgec's int8 vs the converter's int8 (same calibration samples), both in LiteRT."""
     edgec_out = litert_outputs(keras_cnn.edgec_int8, keras_cnn.eval)
@@ -173,6 +175,7 @@ def test_keras_compiled_by_edgec_and_converted_by_tf_agree_in_litert(keras_cnn: 
     assert min_cosine(edgec_out, converter_out) >= INT8_PAIR_MIN_COSINE
 
 
+@pytest.mark.slow
 def test_bench_takes_the_converters_tflite_as_baseline(cli: Cli, keras_cnn: KerasAssets, tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     result = cli("bench", keras_cnn.edgec_int8.parent, "--baseline", keras_cnn.converter_int8, "--data",
@@ -187,6 +190,7 @@ def test_bench_takes_the_converters_tflite_as_baseline(cli: Cli, keras_cnn: Kera
     assert first["cosine_min"] >= INT8_PAIR_MIN_COSINE
 
 
+@pytest.mark.slow
 def test_pt2_to_tflite_int8_then_bench(cli: Cli, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="the PyTorch frontend needs torch (install edgec[torch])")
     from torch import nn
