@@ -37,6 +37,7 @@ BUILTIN_NAMES = [
     "tensorrt-fp16",
     "tensorrt-int8",
     "tflite-fp16",
+    "tflite-fp32",
     "tflite-int8",
 ]
 

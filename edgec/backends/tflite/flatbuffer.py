@@ -126,8 +126,9 @@ class FlatModel:
     def name(self, index: int) -> str:
         return self.tensors[index].name
 
-    def dtype(self, index: int) -> int:
-        return self.tensors[index].type
+    def dtype(self, index: int) -> np.dtype:
+        """The numpy dtype of the tensor's elements."""
+        return next(dtype for dtype, code in _TENSOR_TYPES.items() if code == self.tensors[index].type)
 
     def quant(self, index: int) -> QuantParams | None:
         params = self.tensors[index].quantization

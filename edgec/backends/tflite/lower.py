@@ -331,7 +331,7 @@ class Lowering:
             return self.qtensor(value)
         if value.is_graph_input() or value.const_value is not None:
             index = self.tensor(value)  # an output that is an input or a constant still needs its own tensor
-            out = self.new_tensor(value.name, self.shape_of(value), self.flat_dtype(index))
+            out = self.new_tensor(value.name, self.shape_of(value), self.flat.dtype(index))
             self.op(Op.RESHAPE, [index, self.constant(f"{value.name}_shape", np.asarray(self.flat.shape(index)))],
                     [out])
             index = out
@@ -342,12 +342,6 @@ class Lowering:
             self.op(Op.CAST, [index], [out])
             return out
         return index
-
-    def flat_dtype(self, index: int) -> np.dtype:
-        from edgec.backends.tflite.flatbuffer import _TENSOR_TYPES
-
-        code = self.flat.dtype(index)
-        return next(dtype for dtype, c in _TENSOR_TYPES.items() if c == code)
 
 
 #: Ops never evaluated at compile time: constants already, or random.

@@ -197,7 +197,7 @@ def bias_tensor(ctx: Lowering, value: ir.Value | None, node: ir.Node, x: int, w:
 def transpose_tensor(ctx: Lowering, index: int, perm: Sequence[int], name: str) -> int:
     shape = ctx.flat.shape(index)
     quant = ctx.flat.quant(index)
-    out = ctx.new_tensor(name, [shape[p] for p in perm], np.int8 if quant is not None else ctx.flat_dtype(index),
+    out = ctx.new_tensor(name, [shape[p] for p in perm], np.int8 if quant is not None else ctx.flat.dtype(index),
                          quant)
     ctx.op(Op.TRANSPOSE, [index, int32_constant(ctx, f"{name}_perm", perm)], [out], version=2 if quant else 1)
     return out

@@ -122,7 +122,7 @@ def _expand_dims(ctx: Lowering, node: ir.Node) -> None:
         dims.insert(axis, 1)
         last = i == len(axes) - 1
         out = ctx.output(node.outputs[0]) if last else ctx.new_tensor(f"{node.outputs[0].name}_{i}", dims,
-                                                                       ctx.flat_dtype(current))
+                                                                       ctx.flat.dtype(current))
         ctx.op(Op.EXPAND_DIMS, [current, int32_constant(ctx, f"{node.name}_axis_{i}", [axis])], [out])
         current = out
 
