@@ -32,11 +32,22 @@ from edgec.frontends.specs import BATCH_DIM
 from edgec.tensors import TensorSpec
 from edgec.frontends.tensorflow_source import load_source
 
-__all__ = ["convert", "adopt_io", "check_converted"]
+__all__ = ["convert", "adopt_io", "check_converted", "tf2onnx_opset"]
+
+
+def tf2onnx_opset(wanted: int) -> int:
+    """The opset to ask tf2onnx for: the target's, capped at the newest tf2onnx can write.
+
+    Why cap instead of fail: a target may run at a newer opset than tf2onnx knows (the TFLite targets
+    use opset 20 for its one-op GELU, tf2onnx 1.17 stops at 18); the pipeline's `upgrade_opset` pass
+    lifts the imported model to the target's opset afterwards.
+    """
+    return min(wanted, max(tf2onnx.constants.OPSET_TO_IR_VERSION))
 
 
 def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
-    """Convert a SavedModel dir (`fmt="savedmodel"`) or a `.keras` file (`fmt="keras"`) to ONNX at `options.opset`.
+    """Convert a SavedModel dir (`fmt="savedmodel"`) or a `.keras` file (`fmt="keras"`) to ONNX at `options.opset`
+    (at most tf2onnx's newest).
 
     `options.inputs` override input shapes by name (e.g. to make them static); dtypes stay the model's.
     """
@@ -46,7 +57,7 @@ def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
     source = load_source(path, options.inputs, trust_source=options.trust_source)
     with quiet_native_logs():
         proto, _ = tf2onnx.convert.from_function(source.function, input_signature=source.function.input_signature,
-                                                 opset=options.opset)
+                                                 opset=tf2onnx_opset(options.opset))
     graph = proto.graph
     adopt_io(proto, list(zip((value.name for value in graph.input), source.inputs)),
              list(zip((value.name for value in graph.output), (spec.name for spec in source.outputs))))

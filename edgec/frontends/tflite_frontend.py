@@ -19,20 +19,20 @@ with quiet_native_logs():
 
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
-from edgec.frontends.tensorflow_frontend import adopt_io, check_converted
+from edgec.frontends.tensorflow_frontend import adopt_io, check_converted, tf2onnx_opset
 from edgec.backends.tflite.runtime import TfliteRuntime
 
 __all__ = ["convert"]
 
 
 def convert(path: Path, fmt: str, options: ImportOptions) -> onnx.ModelProto:
-    """Convert a `.tflite` file to ONNX at `options.opset`; its I/O shapes are the flatbuffer's."""
+    """Convert a `.tflite` file to ONNX at `options.opset` (at most tf2onnx's newest); its I/O shapes are the flatbuffer's."""
     if options.inputs:
         raise BadInputError("--input: a .tflite model's input shapes are fixed by the file; pin dynamic dims with"
                             " --fix-shape NAME:SHAPE instead")
     source = TfliteRuntime(path)
     with quiet_native_logs():  # also tf.lite.Interpreter's warning about its own deprecation
-        proto, _ = tf2onnx.convert.from_tflite(str(path), opset=options.opset)
+        proto, _ = tf2onnx.convert.from_tflite(str(path), opset=tf2onnx_opset(options.opset))
     names = source.tensor_names
     adopt_io(proto, [(names[spec.name], spec) for spec in source.inputs],
              [(names[spec.name], spec.name) for spec in source.outputs])
