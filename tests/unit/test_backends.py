@@ -181,3 +181,17 @@ def test_nothing_outside_the_backends_dispatches_on_a_runtime_name() -> None:
     offenders = {str(path.relative_to(package)): lines for path in package.rglob("*.py")
                  if "backends" not in path.relative_to(package).parts and (lines := _runtime_comparisons(path))}
     assert offenders == {}
+
+
+@pytest.mark.skipif(backends.get("tflite").build_missing() is not None
+                    or backends.get("tflite").run_missing(load_target("tflite-int8")) is not None,
+                    reason="needs LiteRT (install edgec[tflite])")
+def test_auto_precision_times_candidates_in_the_targets_own_runtime(cnn, tmp_path: Path) -> None:
+    model, calib, samples = cnn
+    result = edgec.compile(model, "tflite-int8", precision="auto", calib=calib, output_dir=tmp_path / "out",
+                           verify_import=False)
+    auto = result.manifest["quantization"]["auto"]
+    assert result.model_path.name == "model.tflite"
+    assert {"fp32", "int8"} <= set(auto["latency_ms"]) and auto["chosen"] == result.manifest["artifact"]["precision"]
+    runtime = backends.get("tflite").runtime()(result.model_path, threads=1)
+    assert runtime.infer(samples[0])["y"].shape == (1, 10)

@@ -26,7 +26,7 @@ __all__ = ["BACKEND", "TfliteBackend"]
 class TfliteBackend(Backend):
     name = "tflite"
     title = "LiteRT (TFLite)"
-    precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", "int8"})
+    precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", "int8", "auto"})
     artifact_file = "model.tflite"
     suffixes = (".tflite",)
     run_packages = ("ai_edge_litert",)
