@@ -189,7 +189,7 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
     float_ms = node_times_ms(quantizer.model, search_part[:_PROFILE_SAMPLES], threads)
     order = fallback_order(layers, schemes, float_ms)
     say(f"searching for the fewest float nodes that keep {budget.describe()} on {len(search_part)} samples")
-    per_token = quantizer.dynamic_capable if quantizer.dynamic_alternatives else ()
+    per_token = quantizer.per_token_capable if quantizer.dynamic_alternatives else ()
     found = search(quantizer, Evaluator(quantizer.model, search_part, search_labels, threads), budget, order,
                    schemes, per_token=per_token, say=say)
     record: dict[str, Any] = {

@@ -29,6 +29,7 @@ from edgec.passes.fusion import (
 from edgec.passes.layout import ConvertToNHWCPass
 from edgec.passes.manager import PassInstrument, PassRecord, StatsInstrument, run_passes
 from edgec.passes.opset import UpgradeOpsetPass
+from edgec.passes.ort_transformer import OrtTransformerFusionPass
 
 if TYPE_CHECKING:
     from edgec.target import Target
@@ -92,12 +93,24 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
         lambda target: MarkAttentionPass(),
         "group MatMul-Softmax-MatMul attention cores as one region (for runtimes with fused attention)",
     ),
+    "ort_transformer_fusions": (
+        lambda target: _onnxruntime_only("ort_transformer_fusions", target, OrtTransformerFusionPass),
+        "ONNX Runtime's transformer fusions: Attention (head count read from the graph), SkipLayerNormalization,"
+        " BiasGelu; dynamic int8 then emits QAttention",
+    ),
     "convert_to_nhwc": (
         lambda target: ConvertToNHWCPass(),
         "convert Conv/pooling/BatchNorm regions to channels-last edgec.nhwc ops, transposes only at region edges",
     ),
     "remove_unused": (lambda target: RemoveUnusedPass(), "drop nodes, initializers and opsets no output depends on"),
 }
+
+
+def _onnxruntime_only(name: str, target: Target | None, make: Callable[[], PassBase]) -> PassBase:
+    """A pass that emits `com.microsoft` ops: only ONNX Runtime runs them."""
+    if target is not None and target.runtime != "onnxruntime":
+        raise TargetError(f"pass '{name}' emits ONNX Runtime's own ops; target '{target.name}' runs on {target.runtime}")
+    return make()
 
 
 def build_pipeline(names: Sequence[str], target: Target | None = None) -> list[tuple[str, PassBase]]:
