@@ -249,7 +249,7 @@ def compile_fp32(work: Workload, workdir: Path) -> dict[str, Any]:
 
 def probe_latency_ms(path: Path, samples: Sequence[dict[str, np.ndarray]], threads: int) -> float:
     """A rough per-inference latency of `path` (one untimed run, then the faster of two), to size the run."""
-    from edgec.runtime.base import runtime_class
+    from edgec.backends import runtime_class
 
     runtime = runtime_class("onnxruntime")(path, threads=threads, options=ORT_OPTIONS)
     runtime.infer(samples[0])
@@ -333,7 +333,7 @@ def ort_optimized_ops(path: Path, dump: Path) -> collections.Counter[str]:
     import onnx
     import onnxruntime as ort
 
-    from edgec.runtime.ort import session_options
+    from edgec.backends.onnxruntime.session import session_options
 
     options = session_options(1, "extended")
     options.optimized_model_filepath = str(dump)

@@ -91,9 +91,10 @@ def package_versions(names: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape an artifact, for the manifest."""
-    return {"python": platform.python_version(), **package_versions(_VERSIONED)}
+def versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of Python and the packages that shape an artifact (edgec's own, and `extra`: the
+    target backend's), for the manifest."""
+    return {"python": platform.python_version(), **package_versions((*_VERSIONED, *extra))}
 
 
 def _finite(value: Any) -> Any:

@@ -11,17 +11,19 @@ from typing import Any
 
 import numpy as np
 
+from edgec import backends
 from edgec.artifact import MANIFEST, check_writable, read_manifest, strict_json, utc_now, versions, write_text_atomic
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import BadInputError
-from edgec.frontends import FORMATS, file_input_specs
+from edgec.frontends import FORMATS
 from edgec.frontends.specs import parse_tensor_spec
 from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
 from edgec.integrity import check_artifact, vet_baseline, vet_framework
 from edgec.limits import MAX_THREADS, utf8_path
 from edgec.report.host import host_facts, provenance
-from edgec.runtime.base import TensorSpec, runtime_class
+from edgec.backends import runtime_class
+from edgec.tensors import TensorSpec
 from edgec.target import device_mismatch
 
 __all__ = ["bench", "BENCH_RUNS", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
@@ -32,26 +34,33 @@ REPORT_SCHEMA = "edgec.bench/1"
 BENCH_RUNS = 600
 #: Random feeds used when no --data is given (latency and drift on noise; no accuracy).
 RANDOM_BENCH_SAMPLES = 16
-#: Runtime options that change how a model runs, copied from the target descriptor.
-_RUNTIME_OPTIONS = ("provider", "graph_optimization")
+
+
+def _model_file(path: Path, what: str) -> ModelRef:
+    """A plain model file, run by the backend whose runtime loads its suffix (`.onnx`, `.tflite`)."""
+    backend = backends.for_file(path)
+    if backend is None:
+        raise BadInputError(f"{what}: {path} is not a model file edgec runs (suffixes: "
+                            f"{', '.join(backends.file_suffixes())})")
+    return ModelRef(path, backend.name, {}, what)
 
 
 def resolve_artifact(path: str | os.PathLike[str]) -> tuple[ModelRef, dict[str, Any] | None]:
-    """An artifact is a `compile` output dir (with manifest) or a plain `.onnx` file."""
+    """An artifact is a `compile` output dir (with manifest) or a plain model file (`.onnx`, `.tflite`)."""
     path = Path(path)
     if path.is_dir():
         if not (path / MANIFEST).is_file():
-            raise BadInputError(f"artifact: {path} is a directory without {MANIFEST}; pass a compile output dir or an .onnx")
+            raise BadInputError(f"artifact: {path} is a directory without {MANIFEST}; pass a compile output dir"
+                                " or a model file")
         manifest = read_manifest(path)
         descriptor = manifest["target"]["descriptor"]
-        options = {k: v for k, v in descriptor.get("options", {}).items() if k in _RUNTIME_OPTIONS}
-        model = ModelRef(path / manifest["artifact"]["file"], descriptor["runtime"], options, "artifact")
+        backend = backends.get(descriptor["runtime"])
+        options = {k: v for k, v in descriptor.get("options", {}).items() if k in backend.runtime_options}
+        model = ModelRef(path / manifest["artifact"]["file"], backend.name, options, "artifact")
         return model, manifest
     if not path.is_file():
         raise BadInputError(f"artifact: no such file or directory {path}")
-    if path.suffix.lower() != ".onnx":
-        raise BadInputError(f"artifact: {path} is neither a compile output dir nor an .onnx file")
-    return ModelRef(path, "onnxruntime", {}, "artifact"), None
+    return _model_file(path, "artifact"), None
 
 
 def _model_record(ref: ModelRef, precision: str | None, what: str) -> dict[str, Any]:
@@ -64,13 +73,15 @@ def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] 
     """The float model on the artifact's own runtime: what a deployment decision compares with.
 
     An explicit file wins; else the imported float ONNX kept in the artifact (non-ONNX sources),
-    else the ONNX source named in the manifest. It runs with the artifact's runtime options.
+    else the ONNX source named in the manifest. It runs with the artifact's runtime options; a runtime
+    that cannot load ONNX (LiteRT) leaves it to the backend that can, and the record says which ran it
+    (pass an fp32 artifact of the artifact's runtime as `--baseline` to compare within one runtime).
     """
     if baseline is not None:
         path = Path(baseline)
         if not path.is_file():
             raise BadInputError(f"baseline: no such file {path}")
-        ref = ModelRef(path, "onnxruntime", {}, "baseline")
+        ref = _model_file(path, "baseline")
         return ref, _model_record(ref, None, f"{path.name} (given with --baseline)")
     if manifest is None:
         return None
@@ -83,7 +94,9 @@ def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] 
         raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
     what = "the imported float ONNX kept in the artifact" if source["onnx"] else "the float ONNX source"
     ref = ModelRef(path, runtime, options, "baseline")
-    return ref, _model_record(ref, "fp32", f"{path.name} ({what}) on {runtime}")
+    if path.suffix.lower() not in backends.get(runtime).suffixes:
+        ref = _model_file(path, "baseline")
+    return ref, _model_record(ref, "fp32", f"{path.name} ({what}) on {ref.runtime}")
 
 
 def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_from: str | None
@@ -209,7 +222,7 @@ def bench(
         vet_baseline(reference, manifest, Path(artifact))
         framework, skipped = vet_framework(framework, skipped, manifest, Path(artifact), baseline_from=baseline_from,
                                            trust_source=trust_source)
-    specs = file_input_specs(model.path)
+    specs = backends.get(model.runtime).file_input_specs(model.path)
     if shapes and data is not None:
         raise BadInputError("--shape sets the shapes of random inputs; with --data the samples carry their own")
     specs = _shaped(specs, [parse_tensor_spec(s) if isinstance(s, str) else s for s in shapes])

@@ -688,6 +688,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
+#: Libraries every build reads or evaluates the model with (module -> name): their exceptions mean the
+#: model given was refused.
+_MODEL_LIBRARIES = {"onnx": "ONNX", "onnxruntime": "ONNX Runtime"}
+
+
 def _environment_error(exc: BaseException) -> str | None:
     """The one line for failures the machine or the input's sheer size causes, not edgec; None for bugs."""
     if isinstance(exc, MemoryError):
@@ -696,9 +701,9 @@ def _environment_error(exc: BaseException) -> str | None:
         return "the input is nested too deeply to read; flatten it"
     if isinstance(exc, UnicodeError):  # edgec writes only valid text: the undecodable bytes came in with the input
         return f"the input holds text that is not valid UTF-8 ({first_line(exc)})"
-    library = type(exc).__module__.split(".")[0]
-    if library in ("onnxruntime", "onnx"):  # the libraries refuse the model the user gave
-        return f"{'ONNX Runtime' if library == 'onnxruntime' else 'ONNX'} cannot process the model: {first_line(exc)}"
+    library = _MODEL_LIBRARIES.get(type(exc).__module__.split(".")[0])
+    if library:  # the libraries that read and evaluate every model refuse the one the user gave
+        return f"{library} cannot process the model: {first_line(exc)}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EACCES,
                                                   errno.EPERM, errno.EROFS, errno.ELOOP, errno.EMFILE, errno.EIO):
         where = f": {exc.filename}" if exc.filename else ""

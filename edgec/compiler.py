@@ -16,7 +16,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass
 
-from edgec import __version__
+from edgec import __version__, backends
 from edgec.artifact import (MANIFEST_SCHEMA, check_output_dir, clean_stale, sha256_file, sha256_path, size_on_disk, utc_now,
                             versions, write_artifact)
 from edgec.data import load_labels, load_samples, random_samples
@@ -31,14 +31,13 @@ from edgec.passes.verify import VerifyInstrument
 from edgec.harness.run import exit_if_spawning
 from edgec.int8 import Int8Request, Int8Result, quantize
 from edgec.quant.fallback import Budget
-from edgec.runtime.base import Feeds, TensorSpec
+from edgec.tensors import Feeds, TensorSpec
 from edgec.target import Target, list_targets, load_target, override_target
 
-__all__ = ["compile", "builds", "CompileResult", "ARTIFACT_MODEL", "RANDOM_CALIBRATION_SAMPLES"]
+__all__ = ["compile", "builds", "CompileResult", "RANDOM_CALIBRATION_SAMPLES"]
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_MODEL = "model.onnx"
 #: The imported float model, kept for non-ONNX sources: a bench baseline where the framework is absent.
 SOURCE_ONNX = "source.onnx"
 CALIBRATION_FILE = "calibration.json"
@@ -49,8 +48,6 @@ RANDOM_CALIBRATION_SAMPLES = 16
 VERIFY_SAMPLES = 8
 #: Per-axis QuantizeLinear/DequantizeLinear need opset 13.
 _MIN_QDQ_OPSET = 13
-#: (runtime, precision) pairs this version builds.
-_BUILDS = {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "auto")}
 
 Progress = Callable[[str], None]
 
@@ -70,24 +67,29 @@ def builds(target: Target) -> tuple[bool, str]:
     Building is separate from running: whether the target's runtime and ISA are on this host is
     `Target.runnable_here`.
     """
-    if (target.runtime, target.precision) in _BUILDS:
-        return True, ""
-    if target.runtime != "onnxruntime":
+    backend = backends.find(target.runtime)
+    if backend is None:
         return False, f"edgec {__version__} builds no {target.runtime} artifacts yet"
-    return False, f"edgec {__version__} builds no {target.precision} ONNX Runtime artifacts yet"
+    if target.precision not in backend.precisions:
+        return False, f"edgec {__version__} builds no {target.precision} {backend.title} artifacts yet"
+    missing = backend.build_missing()
+    if missing:
+        return False, f"building {backend.title} artifacts {missing}"
+    return True, ""
 
 
 def _check_buildable(target: Target) -> None:
     """Say which runtime or feature is missing before any work is done."""
     buildable, why = builds(target)
     if not buildable:
-        error = RuntimeUnavailableError if target.runtime != "onnxruntime" else TargetError
+        backend = backends.find(target.runtime)
+        known_precision = backend is not None and target.precision in backend.precisions
+        error = TargetError if backend is not None and not known_precision else RuntimeUnavailableError
         others = ", ".join(t.name for t in list_targets() if builds(t)[0])
         raise error(f"target '{target.name}' cannot be built: {why} (buildable: {others})")
-    ok, reason = target.runnable_here()
-    provider = target.options.get("provider", "CPUExecutionProvider")
-    if provider != "CPUExecutionProvider" and not ok:
-        raise RuntimeUnavailableError(f"target '{target.name}': {reason}")
+    missing = backends.get(target.runtime).verify_missing(target)
+    if missing:
+        raise RuntimeUnavailableError(f"target '{target.name}': {missing}")
 
 
 def _calibration_samples(calib: str | os.PathLike[str] | None, model: ir.Model, target: Target,
@@ -167,7 +169,8 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory.
 
-    The directory holds `model.onnx` and `manifest.json`, plus `calibration.json` (int8),
+    The directory holds the backend's model file (`model.onnx` for ONNX Runtime, `model.tflite` for
+    TFLite) and `manifest.json`, plus `calibration.json` (int8),
     `source.onnx` (the imported float model, for non-ONNX sources) and `source.pt2` (an in-memory
     module's only copy); `slim` leaves out the last two.
 
@@ -248,14 +251,17 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
                                     input_map)
             quantized = quantize(graph, target, samples, calib_source, request, say)
             graph = quantized.model
-        proto = ir.serde.serialize_model(graph)
         try:
-            onnx.checker.check_model(proto)
+            onnx.checker.check_model(ir.serde.serialize_model(graph))
         except onnx.checker.ValidationError as exc:  # a bug in a pass, not user input: keep the cause
             raise TargetError(f"edgec produced an invalid model (please report): {first_line(exc)}") from exc
+        backend = backends.get(target.runtime)
+        precision = quantized.precision if quantized is not None else target.precision
 
         def fill(staging: Path) -> dict[str, Any]:
-            onnx.save_model(proto, staging / ARTIFACT_MODEL)
+            say(f"exporting for {backend.title}")
+            artifact, *_ = backend.export(graph, table=quantized.table if quantized is not None else None,
+                                          precision=precision, staging=staging, target=target)
             if quantized is not None:
                 (staging / CALIBRATION_FILE).write_text(quantized.table.to_json() + "\n", encoding="utf-8")
                 if quantized.report_json is not None:
@@ -272,7 +278,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
             }
             if not from_file and slim:
                 source["path"] = None  # the module's only saved copy was not kept
-            manifest = _manifest(target, source, staging / ARTIFACT_MODEL, records,
+            manifest = _manifest(target, source, artifact, records,
                                  (nodes_source, nodes_optimized, count_nodes(graph)), quantized, calib_source)
             manifest["slim"] = slim
             manifest["verification"] = None if verifier is None else {
@@ -282,7 +288,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
 
         say(f"writing {output_dir}")
         manifest = write_artifact(output_dir, fill, force=force, inputs=read)
-    result = CompileResult(output_dir, output_dir / ARTIFACT_MODEL, manifest,
+    result = CompileResult(output_dir, output_dir / manifest["artifact"]["file"], manifest,
                            quantized.worst_layers if quantized is not None else None)
     if quantized is not None and quantized.budget_missed:
         raise AccuracyBudgetError(f"{quantized.budget_missed}; the best attempt and its report are in {output_dir}")
@@ -411,12 +417,12 @@ def _manifest(
         "created_utc": utc_now(),
         "target": {"name": target.name, "source": target.source, "descriptor": target.to_dict()},
         "source": source,
-        "artifact": {"file": ARTIFACT_MODEL, "runtime": target.runtime, "precision": quantized.precision if quantized is not None else target.precision,
+        "artifact": {"file": artifact.name, "runtime": target.runtime, "precision": quantized.precision if quantized is not None else target.precision,
                      "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size},
         "passes": [record.to_dict() for record in records],
         "nodes": dict(zip(("source", "optimized", "artifact"), node_counts)),
         "calibration": calibration,
         "quantization": None if quantized is None else {**quantized.stats, "precision": quantized.precision,
                                                          "sensitivity": SENSITIVITY_FILE if quantized.report_json else None},
-        "versions": versions(),
+        "versions": versions(backends.get(target.runtime).distributions),
     }

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgec.errors import BadInputError
 from edgec.limits import check_npy_sizes, check_tensor_bytes, regular_file
-from edgec.runtime.base import Feeds, TensorSpec
+from edgec.tensors import Feeds, TensorSpec
 
 __all__ = ["load_samples", "parse_input_map", "save_samples", "random_samples", "load_labels", "DYNAMIC_DIM_DEFAULT"]
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
+from edgec import backends
 from edgec.harness.run import ModelRef, measure
 from edgec.quant import sensitivity
 from edgec.quant.cost import node_times_ms
@@ -37,7 +37,7 @@ from edgec.quant.fallback import Budget, Evaluation, Evaluator, FallbackResult, 
 from edgec.quant.quantizer import Quantizer, copy_model
 from edgec.quant.schemes import compare_schemes
 from edgec.quant.table import CalibrationTable
-from edgec.runtime.base import Feeds
+from edgec.tensors import Feeds
 from edgec.target import Target
 
 __all__ = ["Int8Request", "Int8Result", "quantize", "split_holdout", "AUTO_MIN_SPEEDUP", "HOLDOUT_MIN_SAMPLES",
@@ -91,7 +91,7 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     table_source = "random" if source == "random" else "data"  # the table says which kind; the manifest has the path
     auto = target.precision == "auto"
     quantizer = Quantizer(model, target.quant, samples, source=table_source, threads=threads, say=say,
-                          dynamic_alternatives=target.runtime == "onnxruntime" and (bool(request.budget) or auto))
+                          dynamic_alternatives=backends.get(target.runtime).dynamic_int8 and (bool(request.budget) or auto))
     eval_samples = list(request.eval_samples if request.eval_samples is not None else samples)
     search_part, holdout_part, search_labels, holdout_labels = split_holdout(eval_samples, request.labels)
     layers, schemes = None, None
@@ -132,7 +132,7 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
             accuracy["int8 dynamic"] = Evaluator(quantizer.model, checked, None, threads).evaluate(dynamic_model)
     precision = "int8"
     if auto or request.budget:
-        p50 = _latencies(timed, eval_samples, threads, say)
+        p50 = _latencies(timed, quantizer.table, target, eval_samples, say)
         if request.budget and layers:
             stats["fallback"]["latency_ms"] = p50
         _warn_if_slower(p50, say)
@@ -253,16 +253,22 @@ def _drop_text(drop: float | None) -> str:
     return "" if drop is None else f" and an accuracy drop of {drop:.2f} pp"
 
 
-def _latencies(models: dict[str, ir.Model], samples: Sequence[Feeds], threads: int, say: Say) -> dict[str, float]:
-    """Median latency (ms) of each model, measured side by side in fresh workers."""
-    say(f"timing {', '.join(models)} side by side ({_TIMING_RUNS} interleaved runs each, "
+def _latencies(models: dict[str, ir.Model], table: CalibrationTable, target: Target, samples: Sequence[Feeds],
+               say: Say) -> dict[str, float]:
+    """Median latency (ms) of each model as the target's runtime runs it, side by side in fresh workers."""
+    threads = int(target.options.get("threads", 0))
+    backend = backends.get(target.runtime)
+    say(f"timing {', '.join(models)} side by side on {backend.title} ({_TIMING_RUNS} interleaved runs each, "
         f"{threads or 'default'} thread(s))")
+    options = {key: target.options[key] for key in backend.runtime_options if key in target.options}
     with tempfile.TemporaryDirectory(prefix="edgec-timing-") as workdir:
         refs = []
         for index, (label, model) in enumerate(models.items()):
-            path = Path(workdir) / f"model{index}.onnx"
-            onnx.save_model(ir.serde.serialize_model(model), path)
-            refs.append(ModelRef(path, label=label))
+            staging = Path(workdir) / f"model{index}"
+            staging.mkdir()
+            precision = "fp32" if label == "fp32" else "int8"
+            path, *_ = backend.export(model, table=table, precision=precision, staging=staging, target=target)
+            refs.append(ModelRef(path, backend.name, options, label))
         sections = measure(refs, samples, threads=threads, runs=_TIMING_RUNS)
     return {label: round(section["latency_ms"]["p50"], 4) for label, section in sections.items()}
 

@@ -20,7 +20,7 @@ from edgec.artifact import MANIFEST, read_manifest, size_on_disk
 from edgec.frontends import ImportOptions, import_model, input_specs, model_files, value_shape
 from edgec.frontends.specs import parse_tensor_spec
 from edgec.integrity import inside_artifact
-from edgec.runtime.base import TensorSpec
+from edgec.tensors import TensorSpec
 
 __all__ = ["inspect_model", "format_info"]
 

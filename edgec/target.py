@@ -29,11 +29,13 @@ import os
 import platform
 import tomllib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edgec import backends
 from edgec.errors import TargetError
 from edgec.limits import MAX_THREADS, max_dim
 
@@ -59,7 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Pass list a descriptor gets when it names none: the graph clean-ups every target benefits from.
+#: The graph clean-ups every target benefits from: what a backend's default pipeline starts from, and
+#: the pipeline of a runtime without a backend yet.
 DEFAULT_PASSES: tuple[str, ...] = (
     "upgrade_opset", "freeze_initializers", "infer_shapes", "fold_constants", "eliminate_identity", "fold_pad", "fold_batchnorm",
     "fold_affine", "matmul_add_to_gemm", "deduplicate", "fuse_gelu", "fuse_layernorm", "fuse_activations",
@@ -77,8 +80,6 @@ MAX_INHERITANCE = 16
 HIDDEN = "<not shown: unknown key>"
 _DEFAULT_VERIFY = {"rtol": 1e-3, "atol": 1e-4}
 
-#: Runtime name -> the Python package it needs, probed with find_spec (never imported here).
-_RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "ai_edge_litert"}
 #: /proc/cpuinfo spells Arm features differently from the names descriptors use.
 _ISA_ALIASES = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16"}
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
@@ -215,24 +216,24 @@ class Target:
         """Say whether this host can run artifacts for this target, and if not, why.
 
         Tests and `edgec targets` use this to skip or label targets instead of failing late. It
-        probes packages with `find_spec` and only imports onnxruntime to list its providers.
+        probes packages with `find_spec`; the backend imports its runtime only to list what it
+        offers (e.g. ONNX Runtime's providers).
 
         Returns:
             (ok, reason): reason is "ok" or a short phrase such as "needs tensorrt (not installed)".
         """
-        package = _RUNTIME_PACKAGES[self.runtime]
-        if importlib.util.find_spec(package) is None:
-            return False, f"needs {package} (not installed)"
+        backend = backends.find(self.runtime)
+        if backend is None:
+            package = backends.PLANNED[self.runtime]
+            if importlib.util.find_spec(package) is None:
+                return False, f"needs {package} (not installed)"
+            return False, f"edgec has no {self.runtime} backend yet"
+        missing = backend.run_missing(self)
+        if missing:
+            return False, missing
         mismatch = device_mismatch(self.device)
         if mismatch:
             return False, mismatch
-        provider = self.options.get("provider")
-        if self.runtime == "onnxruntime" and provider:
-            import onnxruntime  # deferred: only this check needs it
-
-            available = onnxruntime.get_available_providers()
-            if provider not in available:
-                return False, f"needs {provider} (ONNX Runtime here has {', '.join(available)})"
         return True, "ok"
 
 
@@ -437,9 +438,11 @@ _SCHEMA = _Table(
         "name": _STR,
         "description": _STR,
         "inherits": _STR,
-        "runtime": _enum(*_RUNTIME_PACKAGES),
+        "runtime": _enum(*backends.runtime_names()),
         "precision": _enum("fp32", "fp16", "int8", "auto"),
         "passes": _STR_LIST,
+        "add_passes": _STR_LIST,
+        "remove_passes": _STR_LIST,
         "quant": _Table(
             {
                 "weights": _TENSOR_QUANT,
@@ -458,11 +461,8 @@ _SCHEMA = _Table(
         ),
         "options": _Table(
             {
-                "provider": _STR,
                 "threads": _THREADS,
-                "graph_optimization": _enum("disable", "basic", "extended", "all"),
                 "opset": _POSITIVE_INT,
-                "delegate": _STR,
                 "fix_dims": _Field("a table of dim names to integers >= 1, e.g. {batch = 1}",
                                    lambda v: isinstance(v, dict) and all(_is_int(d) and 1 <= d <= max_dim() for d in v.values())),
             },
@@ -477,6 +477,33 @@ _SCHEMA = _Table(
     },
     required=("runtime", "precision"),
 )
+
+
+@functools.cache
+def _schema_for(runtime: Any) -> _Table:
+    """The descriptor schema with the `[options]` the runtime's backend reads (validated once merged,
+    when the runtime is known); an unknown runtime gets the common schema, which rejects it."""
+    backend = backends.find(runtime) if isinstance(runtime, str) and runtime in backends.FAMILIES else None
+    if backend is None:
+        return _SCHEMA
+    options = _SCHEMA.fields["options"]
+    fields = {**options.fields, **{key: _Field(*field) for key, field in backend.options.items()}}
+    return _SCHEMA._replace(fields={**_SCHEMA.fields, "options": options._replace(fields=fields)})
+
+
+def _passes(merged: Mapping[str, Any]) -> tuple[str, ...]:
+    """The pass pipeline: `passes` replaces the backend's default phases; `remove_passes` drops names
+    from it and `add_passes` inserts names before the final clean-up (`remove_unused`)."""
+    backend = backends.find(merged["runtime"])
+    if "passes" in merged:
+        passes = list(merged["passes"])
+    else:
+        passes = list(backend.default_passes(merged["precision"]) if backend else DEFAULT_PASSES)
+    removed = set(merged.get("remove_passes", ()))
+    passes = [name for name in passes if name not in removed]
+    added = [name for name in merged.get("add_passes", ()) if name not in passes]
+    tail = passes[-1:] if passes[-1:] == ["remove_unused"] else []
+    return (*passes[: len(passes) - len(tail)], *added, *tail)
 
 
 def _check(data: Mapping[str, Any], table: _Table, label: str, prefix: str, complete: bool) -> None:
@@ -522,7 +549,8 @@ def shown(target: Target) -> dict[str, Any]:
                 result[key] = value
         return result
 
-    return {**hide({k: v for k, v in target.to_dict().items() if k != "source"}, _SCHEMA), "source": target.source}
+    plain = {k: v for k, v in target.to_dict().items() if k != "source"}
+    return {**hide(plain, _schema_for(target.runtime)), "source": target.source}
 
 
 def check_descriptor(data: Any, label: str) -> None:
@@ -533,7 +561,8 @@ def check_descriptor(data: Any, label: str) -> None:
 
     if not isinstance(data, Mapping):
         raise TargetError(f"{label}: the target descriptor must be a table")
-    _check({k: v for k, v in present(data).items() if k != "source"}, _SCHEMA, label, prefix="", complete=True)
+    _check({k: v for k, v in present(data).items() if k != "source"}, _schema_for(data.get("runtime")), label,
+           prefix="", complete=True)
 
 
 def merge_overrides(overrides: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -573,6 +602,7 @@ def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:
             f"{label}: precision '{merged['precision']}' needs a [quant] table with weights and activations; add one"
         )
     _check(merged, _SCHEMA, label, prefix="", complete=True)
+    _check(merged, _schema_for(merged["runtime"]), label, prefix="", complete=True)
     quant = None
     if merged["precision"] in _QUANTIZED_PRECISIONS:
         quant = QuantScheme(
@@ -596,7 +626,7 @@ def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:
         runtime=merged["runtime"],
         precision=merged["precision"],
         quant=quant,
-        passes=tuple(merged.get("passes", DEFAULT_PASSES)),
+        passes=_passes(merged),
         options=_freeze(merged.get("options", {})),
         device=_freeze(merged.get("device", {})),
         thresholds=_FrozenMap({k: float(v) for k, v in merged.get("thresholds", {}).items()}),

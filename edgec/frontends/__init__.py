@@ -24,11 +24,11 @@ from google.protobuf.message import DecodeError
 from edgec.errors import BadInputError, cause_line
 from edgec.frontends import onnx_frontend
 from edgec.limits import regular_file, utf8_path
-from edgec.runtime.base import TensorSpec
+from edgec.tensors import TensorSpec
 from edgec.trust import require_trust
 
 __all__ = ["FORMATS", "Format", "ImportOptions", "Imported", "detect_format", "import_model", "load_model",
-           "input_specs", "value_shape", "file_input_specs", "model_files"]
+           "input_specs", "value_shape", "file_input_specs", "model_files", "SOURCE_RUNNERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ FORMATS: dict[str, Format] = {
         Format("keras", "edgec.frontends.tensorflow_frontend", "tensorflow", "tensorflow", "Keras 3 .keras file"),
         Format("tflite", "edgec.frontends.tflite_frontend", "tflite", "tflite", "TFLite flatbuffer (.tflite)"),
     )
+}
+
+
+#: Source framework -> the module whose `RUNTIME` runs a source model in it (import verification and
+#: the bench's framework comparison). A `.tflite` source runs in the TFLite backend's own runtime.
+SOURCE_RUNNERS: dict[str, str] = {
+    "torch": "edgec.frontends.torch_source",
+    "tensorflow": "edgec.frontends.tensorflow_source",
 }
 
 

@@ -17,7 +17,8 @@ from edgec.errors import VerificationError
 from edgec.frontends import Format
 from edgec.harness.accuracy import output_drift
 from edgec.passes.verify import compare_outputs, run_model
-from edgec.runtime.base import Feeds, runtime_class
+from edgec.backends import runtime_class
+from edgec.tensors import Feeds
 
 __all__ = ["verify_import"]
 

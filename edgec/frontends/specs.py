@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from edgec.errors import BadInputError
 from edgec.limits import check_dims
-from edgec.runtime.base import TensorSpec
+from edgec.tensors import TensorSpec
 
 __all__ = ["parse_tensor_spec", "fix_shapes", "BATCH_DIM"]
 

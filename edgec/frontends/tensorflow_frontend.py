@@ -1,6 +1,6 @@
 """TensorFlow frontend: SavedModel directories and Keras 3 `.keras` files to ONNX, through tf2onnx.
 
-The model is loaded exactly as `edgec.runtime.tensorflow_source` runs it (one `tf.function` over the
+The model is loaded exactly as `edgec.frontends.tensorflow_source` runs it (one `tf.function` over the
 serving signature or the Keras model, see `load_source`), tf2onnx converts that function, and the ONNX
 inputs and outputs are then renamed and ordered after the runtime's. So import verification and the
 bench baseline compare the same tensors under the same names, and no `:0` suffix reaches the ONNX.
@@ -29,8 +29,8 @@ with quiet_native_logs():
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
 from edgec.frontends.specs import BATCH_DIM
-from edgec.runtime.base import TensorSpec
-from edgec.runtime.tensorflow_source import load_source
+from edgec.tensors import TensorSpec
+from edgec.frontends.tensorflow_source import load_source
 
 __all__ = ["convert", "adopt_io", "check_converted"]
 

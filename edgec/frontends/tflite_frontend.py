@@ -1,6 +1,6 @@
 """TFLite frontend: `.tflite` flatbuffers to ONNX, through `tf2onnx.convert.from_tflite`.
 
-The file is first opened with `edgec.runtime.tflite.TfliteRuntime`, which is what runs the source for
+The file is first opened with `edgec.backends.tflite.runtime.TfliteRuntime`, which is what runs the source for
 import verification: LiteRT verifies the flatbuffer (tf2onnx parses it unchecked, so a corrupt file
 would fail deep inside it), and the runtime's clean tensor names (signature keys) are then given to the
 ONNX inputs and outputs, in the runtime's order.
@@ -20,7 +20,7 @@ with quiet_native_logs():
 from edgec.errors import BadInputError
 from edgec.frontends import FORMATS, ImportOptions
 from edgec.frontends.tensorflow_frontend import adopt_io, check_converted
-from edgec.runtime.tflite import TfliteRuntime
+from edgec.backends.tflite.runtime import TfliteRuntime
 
 __all__ = ["convert"]
 

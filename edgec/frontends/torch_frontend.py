@@ -8,7 +8,7 @@
   `--input` is required; the TorchScript exporter (`dynamo=False`) runs on seeded sample tensors of
   those shapes, and dims given by name or `?` stay dynamic (`dynamic_axes`).
 
-The ONNX inputs and outputs get the names `edgec.runtime.torch_source` gives the source model, in
+The ONNX inputs and outputs get the names `edgec.frontends.torch_source` gives the source model, in
 its order, so import verification and the bench baseline feed both models the same dict.
 
 Opset: the dynamo exporter writes opset 18 at the lowest. Asked for less, it tries the ONNX version
@@ -33,8 +33,8 @@ from edgec.data import random_samples
 from edgec.errors import BadInputError
 from edgec.frontends import ImportOptions
 from edgec.frontends.specs import BATCH_DIM
-from edgec.runtime.base import TensorSpec
-from edgec.runtime.torch_source import TorchSource, load_source, require_torch, torch_error_line
+from edgec.tensors import TensorSpec
+from edgec.frontends.torch_source import TorchSource, load_source, require_torch, torch_error_line
 
 __all__ = ["convert", "save_module", "quiet_exporter", "DYNAMO_MIN_OPSET"]
 

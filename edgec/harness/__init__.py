@@ -1,6 +1,6 @@
 """Benchmark harness: latency, memory, size and output drift of models measured side by side.
 
-It knows only the `edgec.runtime.base.Runtime` contract, so every runtime is measured by the same
+It knows only the `edgec.backends.base.Runtime` contract, so every runtime is measured by the same
 code and the numbers are comparable across targets.
 """
 

@@ -25,7 +25,7 @@ Measurement design, and why:
   message so a worker never holds all outputs at once (which would inflate its peak RSS).
 
 The harness knows only the `Runtime` contract: a runtime is named by `ModelRef.runtime` and
-resolved by `edgec.runtime.base.runtime_class` inside the worker.
+resolved by `edgec.backends.runtime_class` inside the worker.
 
 Because workers are spawned, a script calling `measure` or `benchmark` must guard its entry point
 with `if __name__ == "__main__":` (the spawned interpreter re-imports the main module).
@@ -56,7 +56,7 @@ from edgec.harness.latency import summarize
 from edgec.harness.memory import current_rss_mb, peak_rss_mb
 from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
-from edgec.runtime.base import runtime_class
+from edgec.backends import runtime_class
 
 __all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "latency_samples_ms", "shape_key", "ROUND_RUNS"]
 
@@ -92,13 +92,13 @@ class ModelRef:
 
     Attributes:
         path: The model file (or artifact directory) the runtime loads.
-        runtime: A runtime name known to `edgec.runtime.base.runtime_class` (e.g. "onnxruntime").
+        runtime: A backend's runtime name or a source framework, resolved by `edgec.backends.runtime_class`.
         options: Passed to the `Runtime` constructor as `options=` (e.g. ORT's `provider`).
         label: A human name for progress messages and errors (e.g. "int8", "fp32 source").
     """
 
     path: Path
-    runtime: str = "onnxruntime"
+    runtime: str
     options: Mapping[str, Any] = field(default_factory=dict)
     label: str = "artifact"
 

@@ -30,6 +30,8 @@ from onnx_ir.passes import InPlacePass, PassResult
 from onnxscript.rewriter import MatchResult, RewriteRuleSet, pattern
 from onnxscript.rewriter.rules.common import fuse_hardswish_rules
 
+from edgec import backends
+
 if TYPE_CHECKING:
     from edgec.target import Target
 
@@ -148,21 +150,13 @@ def _sole_reader(value: ir.Value) -> ir.Node | None:
 def fusable_activations(target: Target | None) -> frozenset[str]:
     """The activations `target`'s runtime runs inside the preceding Conv/Gemm/MatMul kernel in int8.
 
-    - TensorRT fuses a convolution or GEMM with the pointwise ops after it, and wants the Q/DQ pair
-      after the activation (its explicit-quantization placement rules): every kind.
-    - TFLite has a fused activation slot (RELU, RELU6, RELU_N1_TO_1) and its quantized kernels clamp
-      to the output range; Sigmoid, LeakyRelu and HardSwish are separate ops with their own scales.
-    - ONNX Runtime's QDQ fusion wants DequantizeLinear -> Conv -> QuantizeLinear; it removes a Relu or
-      Clip(0, x) in between only when the zero point is qmin (asymmetric activations, which
-      `edgec.quant.qdq` folds the same way). With symmetric activations a group would leave the
-      Conv in float, so none is formed.
-    - No target (unit tests, graph inspection): every kind.
+    Each backend says which (ONNX Runtime, TFLite: Relu and Clip; see `Backend.fusable_activations`).
+    A runtime without a backend yet (TensorRT, which fuses a convolution or GEMM with every pointwise
+    op after it and wants the Q/DQ pair after the activation) and no target at all (unit tests,
+    graph inspection) get every kind.
     """
-    if target is None or target.runtime == "tensorrt":
-        return FUSABLE_ACTIVATIONS
-    if target.runtime == "onnxruntime" and target.quant is not None and target.quant.activations.symmetric:
-        return frozenset()
-    return frozenset({"Relu", "Clip"})
+    backend = backends.find(target.runtime) if target is not None else None
+    return FUSABLE_ACTIVATIONS if backend is None else backend.fusable_activations(target)
 
 
 def _constant_bounds(clip: ir.Node) -> bool:
@@ -281,24 +275,24 @@ class _GeluRule(pattern.RewriteRuleClassBase):
 class FuseGeluPass(InPlacePass):
     """Decomposed GELU (erf or tanh form) -> one node, if the model can say GELU in one node.
 
-    ONNX `Gelu` (approximate="tanh" for the tanh form) when the model's opset is >= 20; else, for
-    ONNX Runtime, its contrib `com.microsoft.Gelu` / `com.microsoft.FastGelu` (both compute the
-    same formulas); else the decomposition stays, and runtimes that pattern-match it (TensorRT)
-    still can.
+    ONNX `Gelu` (approximate="tanh" for the tanh form) when the model's opset is >= 20; else, when
+    the runtime runs ONNX Runtime's contrib ops (`contrib`), `com.microsoft.Gelu` /
+    `com.microsoft.FastGelu` (both compute the same formulas); else the decomposition stays, and
+    runtimes that pattern-match it (TensorRT) still can.
 
     onnxscript's own GELU rules (`ort_fusions.gelu`, `ort_fusions.erfgelu`) emit only the contrib
     ops and match three of the four orders in use (not `x * 0.5 * (1 + erf)`, PyTorch's export of
     Hugging Face's GELU), hence these rules.
     """
 
-    def __init__(self, runtime: str | None = None) -> None:
+    def __init__(self, contrib_ops: bool = False) -> None:
         super().__init__()
-        self.runtime = runtime
+        self.contrib_ops = contrib_ops
 
     def call(self, model: ir.Model) -> PassResult:
         if _onnx_opset(model) >= 20:
             contrib = False
-        elif self.runtime == "onnxruntime":
+        elif self.contrib_ops:
             contrib = True
         else:
             return PassResult(model, False)

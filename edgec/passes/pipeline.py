@@ -9,6 +9,7 @@ import onnx_ir as ir
 from onnx_ir.passes import PassBase
 from onnx_ir.passes.common import TopologicalSortPass
 
+from edgec import backends
 from edgec.errors import TargetError
 from edgec.passes.cleanup import (
     DeduplicatePass,
@@ -78,7 +79,7 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
         "Add(MatMul(A[M,K], constant B), constant C) -> Gemm",
     ),
     "fuse_gelu": (
-        lambda target: FuseGeluPass(target.runtime if target else None),
+        lambda target: FuseGeluPass(_contrib_ops(target)),
         "decomposed GELU (erf or tanh form) -> Gelu (opset >= 20) or ONNX Runtime's Gelu/FastGelu",
     ),
     "fuse_layernorm": (
@@ -94,7 +95,7 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
         "group MatMul-Softmax-MatMul attention cores as one region (for runtimes with fused attention)",
     ),
     "ort_transformer_fusions": (
-        lambda target: _onnxruntime_only("ort_transformer_fusions", target, OrtTransformerFusionPass),
+        lambda target: _contrib_only("ort_transformer_fusions", target, OrtTransformerFusionPass),
         "ONNX Runtime's transformer fusions: Attention (head count read from the graph), SkipLayerNormalization,"
         " BiasGelu; dynamic int8 then emits QAttention",
     ),
@@ -106,10 +107,17 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
 }
 
 
-def _onnxruntime_only(name: str, target: Target | None, make: Callable[[], PassBase]) -> PassBase:
-    """A pass that emits `com.microsoft` ops: only ONNX Runtime runs them."""
-    if target is not None and target.runtime != "onnxruntime":
-        raise TargetError(f"pass '{name}' emits ONNX Runtime's own ops; target '{target.name}' runs on {target.runtime}")
+def _contrib_ops(target: Target | None) -> bool:
+    """Whether the target's runtime runs ONNX Runtime's contrib ops (its backend says)."""
+    backend = backends.find(target.runtime) if target is not None else None
+    return backend is not None and backend.contrib_ops
+
+
+def _contrib_only(name: str, target: Target | None, make: Callable[[], PassBase]) -> PassBase:
+    """A pass that emits only ONNX Runtime's contrib (`com.microsoft`) ops: refused for runtimes without them."""
+    if target is not None and not _contrib_ops(target):
+        raise TargetError(f"pass '{name}' emits ONNX Runtime's contrib ops, which target '{target.name}' "
+                          f"({target.runtime}) does not run")
     return make()
 
 

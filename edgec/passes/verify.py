@@ -20,8 +20,8 @@ from onnx_ir.passes import PassResult
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedError_
 
 from edgec.errors import VerificationError, first_line
-from edgec.runtime.base import Feeds
-from edgec.runtime.ort import cpu_session
+from edgec.tensors import Feeds
+from edgec.backends.onnxruntime.session import cpu_session
 
 __all__ = ["VerifyInstrument", "run_model", "compare_outputs"]
 

@@ -16,8 +16,8 @@ import onnxruntime as ort
 
 from edgec.quant.observers import Observer, make_observer
 from edgec.quant.table import CalibrationTable
-from edgec.runtime.base import Feeds
-from edgec.runtime.ort import cpu_session
+from edgec.tensors import Feeds
+from edgec.backends.onnxruntime.session import cpu_session
 
 __all__ = ["calibrate", "observe", "observing_session", "run_exposing", "Progress"]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import onnx_ir as ir
 import onnxruntime as ort
 
-from edgec.runtime.base import Feeds
-from edgec.runtime.ort import session_options
+from edgec.tensors import Feeds
+from edgec.backends.onnxruntime.session import session_options
 
 __all__ = ["node_times_ms"]
 

@@ -22,7 +22,7 @@ from edgec.harness.accuracy import drift
 from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
 from edgec.quant.sensitivity import LayerSensitivity
-from edgec.runtime.base import Feeds
+from edgec.tensors import Feeds
 
 __all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "choose_schemes", "fallback_order", "search",
            "TIE_DB"]

@@ -26,7 +26,7 @@ from edgec.quant.embedding import is_embedding_lookup, quantize_embeddings
 from edgec.quant.observers import ChannelStatsObserver
 from edgec.quant.smooth import smooth
 from edgec.quant.table import CalibrationTable
-from edgec.runtime.base import Feeds
+from edgec.tensors import Feeds
 from edgec.target import QuantScheme
 
 __all__ = ["Quantizer", "copy_model"]

@@ -17,7 +17,7 @@ from edgec.quant.calibrator import run_exposing
 from edgec.quant.dynamic import weight_kn
 from edgec.quant.qparams import dequantize, qparams_from_range, quantize, weight_qparams
 from edgec.quant.quantizer import Quantizer
-from edgec.runtime.base import Feeds
+from edgec.tensors import Feeds
 
 __all__ = ["compare_schemes"]
 

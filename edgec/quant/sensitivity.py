@@ -23,7 +23,7 @@ import numpy as np
 from edgec.harness.accuracy import output_drift
 from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
-from edgec.runtime.base import Feeds
+from edgec.tensors import Feeds
 
 __all__ = ["LayerSensitivity", "analyse", "ranking", "worst_table", "report_json", "SCHEMA"]
 

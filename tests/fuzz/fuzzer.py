@@ -20,7 +20,6 @@ import math
 import random
 import shutil
 import signal
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

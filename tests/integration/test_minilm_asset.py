@@ -14,7 +14,7 @@ import pytest
 
 from edgec.data import load_samples
 from edgec.frontends import file_input_specs
-from edgec.runtime.ort import OrtRuntime
+from edgec.backends.onnxruntime.runtime import OrtRuntime
 
 #: Float rounding between torch and ONNX Runtime stays far below this; a wrong mask or pooling does not.
 MIN_COSINE = 0.9999

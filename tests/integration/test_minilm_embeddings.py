@@ -12,7 +12,7 @@ import onnx
 
 import edgec
 from edgec.data import load_samples
-from edgec.runtime.ort import OrtRuntime
+from edgec.backends.onnxruntime.runtime import OrtRuntime
 from edgec.target import host_target
 
 #: Measured 0.99986 on the 99 eval sentences; per-row int8 rows are within half a step of float.

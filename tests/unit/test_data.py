@@ -9,7 +9,7 @@ import pytest
 
 from edgec.data import DYNAMIC_DIM_DEFAULT, load_labels, load_samples, parse_input_map, random_samples, save_samples
 from edgec.errors import BadInputError
-from edgec.runtime.base import TensorSpec
+from edgec.tensors import TensorSpec
 
 F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)

@@ -27,7 +27,8 @@ pytest.importorskip("ai_edge_litert", reason="the TFLite runtime needs edgec[tfl
 import edgec  # noqa: E402
 from edgec.errors import BadInputError, RuntimeUnavailableError  # noqa: E402
 from edgec.frontends import FORMATS, ImportOptions, import_model  # noqa: E402
-from edgec.runtime.base import TensorSpec, runtime_class  # noqa: E402
+from edgec.backends import runtime_class  # noqa: E402
+from edgec.tensors import TensorSpec  # noqa: E402
 from edgec.target import host_target  # noqa: E402
 
 #: fp32 artifact vs source framework: same float math, different kernels.

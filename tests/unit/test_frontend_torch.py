@@ -31,7 +31,7 @@ from edgec.errors import BadInputError  # noqa: E402
 from edgec.frontends import ImportOptions, detect_format, import_model  # noqa: E402
 from edgec.frontends.specs import parse_tensor_spec  # noqa: E402
 from edgec.harness.accuracy import output_drift  # noqa: E402
-from edgec.runtime.base import runtime_class  # noqa: E402
+from edgec.backends import runtime_class  # noqa: E402
 from edgec.target import host_target  # noqa: E402
 
 #: fp32 artifact vs PyTorch: only float reassociation (folded batch norm, fused LayerNorm/GELU) differs.
@@ -408,7 +408,7 @@ def test_torch_is_imported_by_preload_not_by_the_module() -> None:
     `.pt2` deserializer must be imported by then, and asking `is_available` must not import them."""
     script = (
         "import sys\n"
-        "from edgec.runtime.base import runtime_class\n"
+        "from edgec.backends import runtime_class\n"
         "runtime = runtime_class('torch')\n"
         "assert runtime.is_available() and 'torch' not in sys.modules\n"
         "runtime.preload()\n"

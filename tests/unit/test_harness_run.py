@@ -6,6 +6,8 @@ counts, sizes, and drift against a NumPy oracle are.
 
 from __future__ import annotations
 
+import functools
+
 import multiprocessing
 import subprocess
 import sys
@@ -20,6 +22,9 @@ from onnx import numpy_helper
 
 from edgec.errors import BadInputError, EdgecError, RuntimeUnavailableError
 from edgec.harness.run import ModelRef, _round_order, benchmark, measure, model_size_bytes
+
+#: The test models are ONNX files run by ONNX Runtime.
+_onnx = functools.partial(ModelRef, runtime="onnxruntime")
 
 IN, OUT, SAMPLES = 8, 4, 6
 SECTION_KEYS = {"latency_ms", "latency_by_shape_ms", "throughput_per_s", "load_ms", "peak_rss_mb", "rss_before_load_mb",
@@ -60,8 +65,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def perturbed_report(models: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     messages: list[str] = []
     report = benchmark(
-        ModelRef(models["paths"]["perturbed"], label="int8"),
-        ModelRef(models["paths"]["fp32"], label="fp32"),
+        _onnx(models["paths"]["perturbed"], label="int8"),
+        _onnx(models["paths"]["fp32"], label="fp32"),
         models["samples"],
         threads=1,
         warmup=2,
@@ -117,8 +122,8 @@ def test_progress_messages(perturbed_report: tuple[dict[str, Any], list[str]]) -
 
 def test_identical_models_do_not_drift(models: dict[str, Any]) -> None:
     report = benchmark(
-        ModelRef(models["paths"]["copy"]),
-        ModelRef(models["paths"]["fp32"]),
+        _onnx(models["paths"]["copy"]),
+        _onnx(models["paths"]["fp32"]),
         models["samples"],
         threads=1,
         warmup=1,
@@ -132,8 +137,8 @@ def test_identical_models_do_not_drift(models: dict[str, Any]) -> None:
 
 
 def test_framework_reference_is_timed_in_the_same_rounds_and_never_used_for_drift(models: dict[str, Any]) -> None:
-    report = benchmark(ModelRef(models["paths"]["copy"]), ModelRef(models["paths"]["fp32"]), models["samples"],
-                       threads=1, warmup=0, runs=15, framework=ModelRef(models["paths"]["perturbed"]))
+    report = benchmark(_onnx(models["paths"]["copy"]), _onnx(models["paths"]["fp32"]), models["samples"],
+                       threads=1, warmup=0, runs=15, framework=_onnx(models["paths"]["perturbed"]))
     framework = report["framework_baseline"]
     assert framework["latency_ms"]["runs"] == report["latency_ms"]["runs"] == 15
     assert framework["speedup_p50"] == pytest.approx(framework["latency_ms"]["p50"] / report["latency_ms"]["p50"])
@@ -146,7 +151,7 @@ def test_without_baseline(models: dict[str, Any]) -> None:
     # Ballast in the parent: a spawned worker must not report the parent's memory as its own
     # peak (ru_maxrss does after fork+exec on Linux; the harness reads VmHWM there).
     ballast = np.ones(384 * 2**20 // 8)
-    report = benchmark(ModelRef(models["paths"]["fp32"]), None, models["samples"], threads=1, warmup=0, runs=3)
+    report = benchmark(_onnx(models["paths"]["fp32"]), None, models["samples"], threads=1, warmup=0, runs=3)
     assert report["baseline"] is None and report["drift"] is None and report["speedup_p50"] is None
     assert report["latency_ms"]["runs"] == 3
     if Path("/proc/self/status").exists():
@@ -158,17 +163,17 @@ def test_corrupt_model_raises_bad_input(tmp_path: Path, models: dict[str, Any]) 
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"this is not a protobuf \x00\xff" * 10)
     with pytest.raises(BadInputError, match="cannot load"):
-        benchmark(ModelRef(corrupt), ModelRef(models["paths"]["fp32"]), models["samples"], threads=1, runs=2)
+        benchmark(_onnx(corrupt), _onnx(models["paths"]["fp32"]), models["samples"], threads=1, runs=2)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("edgec-harness")]
 
 
 def test_worker_error_keeps_its_class(models: dict[str, Any]) -> None:
-    ref = ModelRef(models["paths"]["fp32"], options={"provider": "NoSuchExecutionProvider"})
+    ref = _onnx(models["paths"]["fp32"], options={"provider": "NoSuchExecutionProvider"})
     with pytest.raises(RuntimeUnavailableError, match="NoSuchExecutionProvider"):
         benchmark(ref, None, models["samples"], threads=1, runs=2)
     wrong_dtype = [{"x": s["x"].astype(np.float64)} for s in models["samples"]]
     with pytest.raises(BadInputError, match="dtype float64"):
-        benchmark(ModelRef(models["paths"]["fp32"]), None, wrong_dtype, threads=1, warmup=1, runs=2)
+        benchmark(_onnx(models["paths"]["fp32"]), None, wrong_dtype, threads=1, warmup=1, runs=2)
 
 
 def test_dead_worker_surfaces_as_error(models: dict[str, Any]) -> None:
@@ -181,15 +186,15 @@ def test_dead_worker_surfaces_as_error(models: dict[str, Any]) -> None:
 
     with pytest.raises(EdgecError, match="exited unexpectedly"):
         benchmark(
-            ModelRef(models["paths"]["fp32"]), None, models["samples"], threads=1, warmup=0, runs=30,
+            _onnx(models["paths"]["fp32"]), None, models["samples"], threads=1, warmup=0, runs=30,
             progress=kill_artifact_worker,
         )
 
 
 def test_bad_arguments_fail_before_spawning(tmp_path: Path, models: dict[str, Any]) -> None:
-    ref = ModelRef(models["paths"]["fp32"])
+    ref = _onnx(models["paths"]["fp32"])
     with pytest.raises(BadInputError, match="not found"):
-        benchmark(ModelRef(tmp_path / "missing.onnx"), None, models["samples"], threads=1)
+        benchmark(_onnx(tmp_path / "missing.onnx"), None, models["samples"], threads=1)
     with pytest.raises(BadInputError, match="no samples"):
         benchmark(ref, None, [], threads=1)
     with pytest.raises(BadInputError, match="runs"):
@@ -217,8 +222,8 @@ def test_size_counts_external_data_and_directories(tmp_path: Path) -> None:
 
 def test_measure_three_models_side_by_side(models: dict[str, Any]) -> None:
     paths = models["paths"]
-    refs = [ModelRef(paths["fp32"], label="fp32"), ModelRef(paths["copy"], label="copy"),
-            ModelRef(paths["perturbed"], label="perturbed")]
+    refs = [_onnx(paths["fp32"], label="fp32"), _onnx(paths["copy"], label="copy"),
+            _onnx(paths["perturbed"], label="perturbed")]
     messages: list[str] = []
     sections = measure(refs, models["samples"], threads=1, warmup=1, runs=25, collect_outputs=True,
                        progress=messages.append)
@@ -242,13 +247,13 @@ def test_measure_three_models_side_by_side(models: dict[str, Any]) -> None:
 
 
 def test_measure_without_outputs_and_bad_refs(models: dict[str, Any]) -> None:
-    ref = ModelRef(models["paths"]["fp32"], label="a")
+    ref = _onnx(models["paths"]["fp32"], label="a")
     sections = measure([ref], models["samples"], threads=1, warmup=0, runs=2)
     assert set(sections["a"]) == SECTION_KEYS
     with pytest.raises(BadInputError, match="no models"):
         measure([], models["samples"], threads=1)
     with pytest.raises(BadInputError, match="unique"):
-        measure([ref, ModelRef(models["paths"]["copy"], label="a")], models["samples"], threads=1)
+        measure([ref, _onnx(models["paths"]["copy"], label="a")], models["samples"], threads=1)
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
@@ -286,9 +291,9 @@ def test_samples_of_different_shapes_get_latency_per_shape(tmp_path: Path) -> No
     path = tmp_path / "sum.onnx"
     onnx.save_model(model, path)
     samples = [{"x": np.ones((1, n), np.float32)} for n in (4, 64, 4)]
-    section = measure([ModelRef(path)], samples, threads=1, warmup=1, runs=12)["artifact"]
+    section = measure([_onnx(path)], samples, threads=1, warmup=1, runs=12)["artifact"]
     by_shape = section["latency_by_shape_ms"]
     assert list(by_shape) == ["x=1x64", "x=1x4"]  # timing starts after one warm-up run: sample 1 first
     assert [summary["runs"] for summary in by_shape.values()] == [4, 8]
-    uniform = measure([ModelRef(path)], samples[:1], threads=1, warmup=0, runs=3)["artifact"]
+    uniform = measure([_onnx(path)], samples[:1], threads=1, warmup=0, runs=3)["artifact"]
     assert uniform["latency_by_shape_ms"] is None

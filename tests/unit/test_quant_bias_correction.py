@@ -21,7 +21,7 @@ from edgec.quant import qdq
 from edgec.quant.bias_correction import correct_biases, input_mean_axes
 from edgec.quant.calibrator import calibrate, observe
 from edgec.quant.observers import ChannelStatsObserver
-from edgec.runtime.ort import cpu_session
+from edgec.backends.onnxruntime.session import cpu_session
 from edgec.target import QuantScheme, TensorQuant
 
 OPSET = 21

@@ -11,7 +11,6 @@ layer float restores the model; no other layer matters nearly as much.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,8 +23,8 @@ from edgec import int8
 from edgec.quant import sensitivity
 from edgec.quant.fallback import Budget, Evaluation, Evaluator, search
 from edgec.quant.quantizer import Quantizer
-from edgec.runtime.base import Feeds
-from edgec.runtime.ort import cpu_session
+from edgec.tensors import Feeds
+from edgec.backends.onnxruntime.session import cpu_session
 from edgec.target import QuantScheme, TensorQuant, load_target, override_target
 
 #: the quantizable nodes, in graph order, and the one whose weights carry the outlier

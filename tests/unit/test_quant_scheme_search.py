@@ -27,7 +27,7 @@ from edgec.quant.fallback import Budget, Evaluation, choose_schemes, fallback_or
 from edgec.quant.quantizer import Quantizer
 from edgec.quant.schemes import compare_schemes
 from edgec.quant.sensitivity import LayerSensitivity
-from edgec.runtime.base import Feeds
+from edgec.tensors import Feeds
 from edgec.target import load_target, override_target
 
 WIDTH = 32

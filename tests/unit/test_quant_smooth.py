@@ -21,7 +21,7 @@ from edgec.quant import qdq
 from edgec.quant.calibrator import calibrate, observe
 from edgec.quant.observers import ChannelStatsObserver
 from edgec.quant.smooth import smooth
-from edgec.runtime.ort import cpu_session
+from edgec.backends.onnxruntime.session import cpu_session
 from edgec.target import QuantScheme, TensorQuant
 
 OPSET = 21

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: runs `.onnx` artifacts (fp32, fp16 or Q/DQ int8) on an execution provider."""
+"""ONNX Runtime: runs `.onnx` artifacts (fp32, fp16 or Q/DQ int8) on an execution provider."""
 
 from __future__ import annotations
 
@@ -11,16 +11,11 @@ import onnx
 import onnxruntime as ort
 
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
-from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
+from edgec.backends.base import Runtime
+from edgec.backends.onnxruntime.session import session_options
+from edgec.tensors import Feeds, Outputs, TensorSpec
 
-__all__ = ["OrtRuntime", "RUNTIME", "session_options", "cpu_session"]
-
-_OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+__all__ = ["OrtRuntime", "RUNTIME"]
 
 
 def _ort_dtype(type_str: str) -> np.dtype:
@@ -30,28 +25,6 @@ def _ort_dtype(type_str: str) -> np.dtype:
     if onnx_type is None:
         onnx_type = onnx.TensorProto.DataType.Value(elem.upper())
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_type))
-
-
-def session_options(threads: int, optimization: str = "all") -> ort.SessionOptions:
-    """Session options used for every ORT model edgec runs: sequential, `threads` intra-op threads.
-
-    `threads=0` lets ONNX Runtime pick (one per physical core).
-    """
-    if optimization not in _OPT_LEVELS:
-        raise BadInputError(f"unknown graph optimization level '{optimization}'; use one of {sorted(_OPT_LEVELS)}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = _OPT_LEVELS[optimization]
-    so.log_severity_level = 3
-    return so
-
-
-def cpu_session(model: onnx.ModelProto, threads: int, optimization: str = "all") -> ort.InferenceSession:
-    """A CPU session over an in-memory model (calibration, verification), with edgec's session options."""
-    return ort.InferenceSession(model.SerializeToString(), session_options(threads, optimization),
-                                providers=["CPUExecutionProvider"])
 
 
 class OrtRuntime(Runtime):

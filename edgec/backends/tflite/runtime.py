@@ -23,7 +23,8 @@ import numpy as np
 
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.native_logs import quiet_native_logs
-from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
+from edgec.backends.base import Runtime
+from edgec.tensors import Feeds, Outputs, TensorSpec
 
 __all__ = ["TfliteRuntime", "RUNTIME"]
 
@@ -43,7 +44,8 @@ def _spec(name: str, detail: Mapping[str, Any]) -> TensorSpec:
 
 
 class TfliteRuntime(Runtime):
-    """Options: none. `threads > 0` sets the interpreter's thread count; 0 keeps LiteRT's default."""
+    """Options: `delegate` ("xnnpack", LiteRT's default CPU delegate, or "none": the builtin kernels
+    alone). `threads > 0` sets the interpreter's thread count; 0 keeps LiteRT's default."""
 
     name = "tflite"
 
@@ -55,7 +57,8 @@ class TfliteRuntime(Runtime):
         try:
             with quiet_native_logs():
                 self._interpreter = interpreter_class(model_path=str(self.path),
-                                                      num_threads=threads if threads > 0 else None)
+                                                      num_threads=threads if threads > 0 else None,
+                                                      experimental_op_resolver_type=self._op_resolver())
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BadInputError(
@@ -79,6 +82,14 @@ class TfliteRuntime(Runtime):
         self._input_shape = {name: tuple(detail["shape"]) for name, detail in inputs}
         #: Clean name -> the flatbuffer's tensor name (what converters such as tf2onnx call the tensor).
         self.tensor_names = {name: detail["name"] for name, detail in (*inputs, *outputs)}
+
+    def _op_resolver(self) -> Any:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        delegate = self.options.get("delegate", "xnnpack")
+        if delegate not in ("xnnpack", "none"):
+            raise BadInputError(f"tflite option delegate: '{delegate}' is not one of xnnpack, none")
+        return OpResolverType.AUTO if delegate == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
     def _signature_keys(self, inputs: set[int], outputs: set[int]) -> tuple[dict[str, int], dict[str, int]] | None:
         """The only signature's {key: tensor index} for inputs and outputs, or None when signatures

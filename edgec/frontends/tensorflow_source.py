@@ -34,7 +34,8 @@ import numpy as np
 
 from edgec.errors import BadInputError, RuntimeUnavailableError, first_line
 from edgec.native_logs import quiet_native_logs
-from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
+from edgec.backends.base import Runtime
+from edgec.tensors import Feeds, Outputs, TensorSpec
 from edgec.trust import require_trust
 
 __all__ = ["SourceFunction", "TensorflowRuntime", "RUNTIME", "load_source", "SERVING_SIGNATURE"]

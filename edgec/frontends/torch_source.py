@@ -33,7 +33,8 @@ import numpy as np
 from edgec import errors
 from edgec.errors import BadInputError
 from edgec.frontends import detect_format
-from edgec.runtime.base import Feeds, Outputs, Runtime, TensorSpec
+from edgec.backends.base import Runtime
+from edgec.tensors import Feeds, Outputs, TensorSpec
 from edgec.trust import pt2_code_risk, refuse_untrusted, require_trust
 
 __all__ = ["TorchRuntime", "RUNTIME", "TorchSource", "load_source", "require_torch", "torch_error_line", "TORCH_FORMATS"]

@@ -1,1 +1,0 @@
-"""Runtimes that load and run compiled artifacts; one module per backend, imported lazily."""
