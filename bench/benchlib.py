@@ -3,12 +3,10 @@
 Why one module: `cpu_int8.py` and `fp32_passes.py` both benchmark the same MobileNetV2-shaped network
 and print the same kind of markdown table; one copy keeps their models (and so their numbers)
 comparable and their output consistent. The suites import it as a sibling (`import benchlib`):
-running `python bench/<suite>.py` puts `bench/` on `sys.path`, and the harness's spawned workers
-inherit that path when they re-import the suite.
+running `python bench/<suite>.py` puts `bench/` on `sys.path`.
 
-torch, ONNX Runtime and edgec are imported inside the functions that need them, because every
-harness worker re-imports the suite (and with it this module): a worker must not be charged, in
-time or memory, for libraries it never uses.
+torch, ONNX Runtime and edgec are imported inside the functions that need them, so a suite pays (in
+start-up time and memory) only for the libraries it uses.
 """
 
 from __future__ import annotations

@@ -9,9 +9,8 @@ four fresh worker processes, so every ratio in the table was measured under the 
   weights, MinMax, after `quant_pre_process` (ORT's recommended, and fastest, configuration);
 - `ort-rr`: the same with `reduce_range=True` (7-bit weights), what a CPU without VNNI needs.
 
-See bench/README.md for what the numbers mean and how to run it. Run as a script: the harness spawns
-worker processes, which re-import this module; that is why torch, ONNX Runtime and edgec are imported
-inside the functions that need them, so no worker's memory is charged for libraries it never uses.
+See bench/README.md for what the numbers mean and how to run it. torch, ONNX Runtime and edgec are
+imported inside the functions that need them.
 """
 
 from __future__ import annotations

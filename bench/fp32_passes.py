@@ -17,8 +17,8 @@ With `--explain`, it also dumps ONNX Runtime's own optimized graph of both model
 `ORT_ENABLE_EXTENDED`, the last portable level) and prints the operator counts that differ: which
 fusions ORT applied to one but not the other is usually why the two run at different speeds.
 
-See bench/README.md for how to run it and read it. The harness spawns worker processes, which
-re-import this module: torch, ONNX Runtime and edgec are imported inside the functions that need them.
+See bench/README.md for how to run it and read it. torch, ONNX Runtime and edgec are imported inside
+the functions that need them.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@
 Runs rounds of cases (every kind, interleaved) until the time is up, then prints the cases per kind,
 the exit codes and every finding (a traceback, exit 3 or another code, exit 2 without one error
 line, a case past its time limit); exits 1 when there is a finding. The same seed and number of
-rounds give the same cases. The fuzzer is imported inside `main`: the bench harness's workers
-re-import this script and must not pay for it.
+rounds give the same cases.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ both with `--max-latency-regression --allowed` at 95% confidence (a pair fails w
     python bench/gate_stats.py                       # 20 pairs, runs 50,100,200,400, allowed 5%
     python bench/gate_stats.py --absolute            # the same without a baseline: absolute latencies
     python bench/gate_stats.py --pairs 20 --runs 100,200 --json gate_stats.json
+    python bench/gate_stats.py --save runs/ ...      # also keep every bench report (reports.json) ...
+    python bench/gate_stats.py --load runs/ ...      # ... and judge them again without re-measuring
 """
 
 from __future__ import annotations
@@ -62,8 +64,40 @@ def _truncated(report: dict[str, Any], runs: int) -> dict[str, Any]:
 
 def _fails(new: dict[str, Any], old: dict[str, Any], allowed: float) -> bool:
     from edgec.report.regression import RegressionThresholds, compare_reports
+    from edgec.report.types import BenchReport
 
-    return not all(check.passed for check in compare_reports(new, old, RegressionThresholds(max_latency_regression=allowed)))
+    checks = compare_reports(BenchReport.from_dict(new), BenchReport.from_dict(old), RegressionThresholds(max_latency_regression=allowed))
+    return not all(check.passed for check in checks)
+
+
+def _bench_all(args: argparse.Namespace, runs: int, slow_layers: int) -> dict[str, list[dict[str, Any]]]:
+    """Bench `base` `pairs + 1` times and `slow` `pairs` times, alternating, each a separate `bench` call."""
+    from edgec.benchmark import bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = chain_model(Path(tmp) / "base.onnx", args.layers)
+        slow = chain_model(Path(tmp) / "slow.onnx", slow_layers)
+        yardstick = chain_model(Path(tmp) / "yardstick.onnx", args.layers)
+        reports: dict[str, list[dict[str, Any]]] = {"base": [], "slow": []}
+        order = [("base", base)] + [pair for i in range(args.pairs)
+                                    for pair in ([("slow", slow), ("base", base)] if i % 2 == 0 else [("base", base), ("slow", slow)])]
+        for k, (name, path) in enumerate(order):
+            print(f"bench {k + 1}/{len(order)}: {name}", file=sys.stderr, flush=True)
+            reports[name].append(bench(path, runs=runs, warmup=20, threads=args.threads,
+                                       baseline=None if args.absolute else yardstick))
+    return reports
+
+
+def _rates(reports: dict[str, list[dict[str, Any]]], run_counts: list[int], pairs: int, allowed: float) -> list[dict[str, Any]]:
+    """False alarms and catches at each run count (the first R runs of each bench)."""
+    rows = []
+    for runs in run_counts:
+        base_reports = [_truncated(r, runs) for r in reports["base"]]
+        slow_reports = [_truncated(r, runs) for r in reports["slow"]]
+        false_alarms = [_fails(base_reports[i + 1], base_reports[i], allowed) for i in range(pairs)]
+        caught = [_fails(slow_reports[i], base_reports[i], allowed) for i in range(pairs)]
+        rows.append({"runs": runs, "false_alarms": sum(false_alarms), "caught": sum(caught), "pairs": pairs})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,32 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--absolute", action="store_true",
                         help="bench without the yardstick baseline, so the gate compares absolute latencies")
     parser.add_argument("--json", type=Path, help="write the rates and every pair's verdicts here")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="also write every bench report to DIR/reports.json")
+    parser.add_argument("--load", type=Path, metavar="DIR", help="judge the reports an earlier --save kept instead of benching")
     args = parser.parse_args(argv)
     run_counts = sorted(int(r) for r in args.runs.split(","))
     slow_layers = round(args.layers * 1.1)
 
-    from edgec.benchmark import bench
     from edgec.report.host import cpu_model
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = chain_model(Path(tmp) / "base.onnx", args.layers)
-        slow = chain_model(Path(tmp) / "slow.onnx", slow_layers)
-        yardstick = chain_model(Path(tmp) / "yardstick.onnx", args.layers)
-        reports: dict[str, list[dict[str, Any]]] = {"base": [], "slow": []}
-        order = [("base", base)] + [pair for i in range(args.pairs)
-                                    for pair in ([("slow", slow), ("base", base)] if i % 2 == 0 else [("base", base), ("slow", slow)])]
-        for k, (name, path) in enumerate(order):
-            print(f"bench {k + 1}/{len(order)}: {name}", file=sys.stderr, flush=True)
-            reports[name].append(bench(path, runs=run_counts[-1], warmup=20, threads=args.threads,
-                                       baseline=None if args.absolute else yardstick))
-    rows = []
-    for runs in run_counts:
-        base_reports = [_truncated(r, runs) for r in reports["base"]]
-        slow_reports = [_truncated(r, runs) for r in reports["slow"]]
-        false_alarms = [_fails(base_reports[i + 1], base_reports[i], args.allowed) for i in range(args.pairs)]
-        caught = [_fails(slow_reports[i], base_reports[i], args.allowed) for i in range(args.pairs)]
-        rows.append({"runs": runs, "false_alarms": sum(false_alarms), "caught": sum(caught), "pairs": args.pairs})
+    if args.load:
+        reports = json.loads((args.load / "reports.json").read_text())
+    else:
+        reports = _bench_all(args, run_counts[-1], slow_layers)
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        (args.save / "reports.json").write_text(json.dumps(reports) + "\n")
+    rows = _rates(reports, run_counts, args.pairs, args.allowed)
     import numpy as np
 
     p50 = {name: float(np.median([r["latency_ms"]["p50"] for r in rs])) for name, rs in reports.items()}

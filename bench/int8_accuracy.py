@@ -23,8 +23,7 @@ table was measured under the same noise:
 - digits only: `edgec-auto` (`precision="auto"`) and `edgec-drop<PP>` (an accuracy budget).
 
 A build that fails becomes a row saying why, not the end of the suite. See bench/README.md for how
-to run it and read it. Run as a script: the harness's workers re-import this module, so the heavy
-libraries are imported inside the functions that need them.
+to run it and read it. The heavy libraries are imported inside the functions that need them.
 """
 
 from __future__ import annotations

@@ -7,21 +7,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgec.gating import GateResult, evaluate, load_policy, load_report
+from edgec.report.types import BenchReport
 
 __all__ = ["gate"]
 
 
 def gate(
-    report: Mapping[str, Any] | str | os.PathLike[str],
+    report: BenchReport | Mapping[str, Any] | str | os.PathLike[str],
     *,
     policy: str | os.PathLike[str] | None = None,
     **thresholds: float,
 ) -> GateResult:
-    """Check a bench report (dict or JSON path) against a policy file and/or keyword thresholds.
+    """Check a bench report (typed, dict or JSON path) against a policy file and/or keyword thresholds.
 
     Keyword thresholds (e.g. `max_accuracy_drop_pp=0.5`) override the policy's. The result is truthy
     when every check passes; a metric missing from the report fails its check.
     """
-    data = report if isinstance(report, Mapping) else load_report(report)
+    data = report if isinstance(report, (BenchReport, Mapping)) else load_report(report)
     merged = {**(load_policy(policy) if policy is not None else {}), **thresholds}
     return evaluate(data, merged)

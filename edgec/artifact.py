@@ -6,13 +6,17 @@ rename never replaces what appeared meanwhile (renameat2 RENAME_NOREPLACE), and 
 earlier artifact out in one atomic exchange (RENAME_EXCHANGE) where the system has it. Only a
 directory with a valid edgec manifest, holding none of the run's inputs, is ever replaced; the
 debris of killed runs is recognised by the process id in its name and cleaned on the next run.
+One run at a time writes an output directory (`output_lock`): a second run for the same `-o`
+fails at once naming the first, instead of both exiting 0 with one artifact gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import glob
 import hashlib
 import json
@@ -22,18 +26,18 @@ import platform
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgec.errors import BadInputError, EdgecError, first_line
-from edgec.limits import utf8_path
+from edgec.limits import undo_if_ended, utf8_path
 
 __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "package_versions", "sha256_file", "sha256_path", "size_on_disk", "versions", "write_artifact", "read_manifest", "utc_now",
            "write_text_atomic", "check_writable", "check_output_dir", "clean_stale", "strict_json", "strict_loads",
-           "DuplicateKeyError"]
+           "DuplicateKeyError", "output_lock"]
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgec.manifest/1"
@@ -268,6 +272,72 @@ def clean_stale(directory: Path, prefix: str, *, restore_to: Path | None = None)
         if restore_to is not None and ".old-" in prefix and _is_edgec_artifact(kept) and not restore_to.exists():
             os.rename(kept, restore_to)
         shutil.rmtree(entry, ignore_errors=True)
+
+
+_LOCK_MARK = "edgec output lock\n"
+
+
+def _lock_path(output_dir: Path) -> Path:
+    return output_dir.resolve().parent / f".{output_dir.name}.edgec-lock"
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: str | Path) -> Iterator[None]:
+    """Hold `output_dir` for this run: a second run writing it meanwhile fails with one line naming this one.
+
+    The lock is an `flock` on `.<name>.edgec-lock` beside the output, which the kernel releases when
+    its process ends however it ends, so a killed run never blocks the next; the file is removed
+    when the run is done. A file of that name that is not edgec's is left alone and refused.
+    """
+    path = _lock_path(Path(output_dir))
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise BadInputError(f"cannot lock {output_dir}: {path}: {exc.strerror or exc}") from exc
+        try:
+            holder = _take_lock(fd, path, Path(output_dir))
+        except BaseException:
+            os.close(fd)
+            raise
+        if holder:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and our lock: take the new one
+
+    def remove() -> None:
+        with contextlib.suppress(OSError):
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+
+    try:
+        with undo_if_ended(remove):
+            yield
+    finally:
+        remove()
+        os.close(fd)
+
+
+def _take_lock(fd: int, path: Path, output_dir: Path) -> bool:
+    """Lock the open lock file and write who holds it; False when the file was replaced meanwhile."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise BadInputError(f"cannot lock {output_dir}: {path} is not a regular file; remove it")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").removeprefix(_LOCK_MARK).strip() or "another run"
+        raise BadInputError(f"output directory {output_dir} is being written by another edgec run ({holder});"
+                            " wait for it to finish or choose another -o") from None
+    try:
+        if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            return False
+    except FileNotFoundError:
+        return False
+    text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+    if text and not text.startswith(_LOCK_MARK):
+        raise BadInputError(f"cannot lock {output_dir}: {path} exists and is not edgec's; remove or rename it")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{_LOCK_MARK}pid {os.getpid()} on {platform.node()}, since {utc_now()}\n".encode(), 0)
+    return True
 
 
 def write_artifact(

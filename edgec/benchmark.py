@@ -19,16 +19,16 @@ from edgec.frontends import FORMATS
 from edgec.frontends.specs import parse_tensor_spec
 from edgec.gating import MIN_LATENCY_RUNS
 from edgec.harness.run import ModelRef, benchmark, exit_if_spawning, shape_key
-from edgec.integrity import check_artifact, vet_baseline, vet_framework
-from edgec.limits import MAX_THREADS, utf8_path
+from edgec.integrity import check_artifact, kept_file, vet_framework
+from edgec.limits import FROM_ENV, MAX_THREADS, bounded_steps, regular_file, utf8_path
 from edgec.report.host import host_facts, provenance
 from edgec.backends import runtime_class
+from edgec.report.types import BENCH_SCHEMA as REPORT_SCHEMA, BenchReport
 from edgec.tensors import TensorSpec
 from edgec.target import device_mismatch
 
 __all__ = ["bench", "BENCH_RUNS", "REPORT_SCHEMA", "RANDOM_BENCH_SAMPLES", "resolve_artifact"]
 
-REPORT_SCHEMA = "edgec.bench/1"
 #: Default timed runs per model: `bench/gate_stats.py` found the regression gate's false alarms at 95%
 #: (same model, 20 benches on a shared 2-core machine) at most 1 in 20 from 400 runs and none at 600.
 BENCH_RUNS = 600
@@ -72,10 +72,12 @@ def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] 
               options: dict[str, Any]) -> tuple[ModelRef, dict[str, Any]] | None:
     """The float model on the artifact's own runtime: what a deployment decision compares with.
 
-    An explicit file wins; else the imported float ONNX kept in the artifact (non-ONNX sources),
-    else the ONNX source named in the manifest. It runs with the artifact's runtime options; a runtime
-    that cannot load ONNX (LiteRT) leaves it to the backend that can, and the record says which ran it
-    (pass an fp32 artifact of the artifact's runtime as `--baseline` to compare within one runtime).
+    An explicit file wins; else the float ONNX of the source kept in the artifact (`source.onnx`).
+    Nothing outside the artifact is loaded unless the user names it: an artifact of an older edgec,
+    whose manifest points at an ONNX source elsewhere, needs `--baseline`. It runs with the
+    artifact's runtime options; a runtime that cannot load ONNX (LiteRT) leaves it to the backend that
+    can, and the record says which ran it (pass an fp32 artifact of the artifact's runtime as
+    `--baseline` to compare within one runtime).
     """
     if baseline is not None:
         path = Path(baseline)
@@ -87,44 +89,58 @@ def _baseline(baseline: str | os.PathLike[str] | None, manifest: dict[str, Any] 
         return None
     source = manifest["source"]
     runtime = manifest["target"]["descriptor"]["runtime"]
-    if not source["onnx"] and FORMATS[source.get("format", "onnx")].runtime is not None:
-        return None  # a slim artifact keeps no float ONNX of its non-ONNX source
-    path = artifact_dir / (source["onnx"] or source["path"])  # an absolute path stays as it is
-    if not path.exists():
-        raise BadInputError(f"baseline: the source model {path} named in the manifest is gone; pass --baseline MODEL.onnx")
-    what = "the imported float ONNX kept in the artifact" if source["onnx"] else "the float ONNX source"
+    if not source["onnx"]:
+        if manifest.get("slim") is True or FORMATS[source["format"]].runtime is not None:
+            return None  # a slim artifact keeps no float ONNX of its source
+        raise BadInputError(f"baseline: {artifact_dir} keeps no float ONNX of its source (an older edgec compiled it);"
+                            f" bench loads no file outside the artifact unless you name it: pass --baseline"
+                            f" {source['path'] or 'MODEL.onnx'}")
+    path = kept_file(artifact_dir, manifest, source["onnx"], "the float ONNX source")
     ref = ModelRef(path, runtime, options, "baseline")
     if path.suffix.lower() not in backends.get(runtime).suffixes:
         ref = _model_file(path, "baseline")
-    return ref, _model_record(ref, "fp32", f"{path.name} ({what}) on {ref.runtime}")
+    return ref, _model_record(ref, "fp32", f"{path.name} (the float ONNX of the source, kept in the artifact) on"
+                                           f" {ref.runtime}")
 
 
-def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_from: str | None
-               ) -> tuple[ModelRef | None, dict[str, Any] | None, str | None]:
+def _framework(manifest: dict[str, Any] | None, artifact_dir: Path, baseline_from: str | None,
+               named: str | os.PathLike[str] | None) -> tuple[ModelRef | None, dict[str, Any] | None, str | None]:
     """The source in its own framework (PyTorch eager, TensorFlow, LiteRT): an extra comparison.
 
     Returns (reference, its record, a warning when the comparison was wanted but cannot run).
-    `baseline_from="onnx"` skips it; "source" makes it required.
+    `baseline_from="onnx"` skips it; "source" makes it required. The source runs from the copy the
+    artifact keeps (a compiled Python object's), else only from the file the user `named`.
     """
     if manifest is None or baseline_from == "onnx":
+        if named is not None:
+            raise BadInputError("--source names the source for the comparison in its own framework; it needs a"
+                                " compile output dir, without --baseline-from onnx")
         return None, None, None
     source = manifest["source"]
-    fmt = FORMATS[source.get("format", "onnx")]
+    fmt = FORMATS[source["format"]]
     if fmt.runtime is None:
-        if baseline_from == "source":
-            raise BadInputError("--baseline-from source: the source is ONNX; the float baseline already is the source")
+        if baseline_from == "source" or named is not None:
+            raise BadInputError(f"{'--source' if named is not None else '--baseline-from source'}: the source is ONNX;"
+                                " its float ONNX kept in the artifact already is the baseline")
         return None, None, None
-    path = artifact_dir / source["path"] if source["path"] else None  # absolute stays absolute; a kept copy is relative
-    problem = None
-    if path is None:
+    recorded = source["path"]
+    path, problem = None, None
+    if named is not None:
+        path = Path(named)
+        if not path.is_dir():  # a SavedModel is a directory
+            regular_file(path, "--source")
+    elif recorded and not Path(recorded).is_absolute():  # a copy kept in the artifact, by relative name
+        path = kept_file(artifact_dir, manifest, recorded, "the saved source")
+    elif recorded is None:
         problem = "the artifact was compiled --slim from a Python object, whose saved copy it does not keep"
-    elif not path.exists():
-        problem = f"the source model {path} named in the manifest is gone"
-    elif not runtime_class(fmt.runtime).is_available():
+    else:
+        problem = (f"the source model {recorded} lies outside the artifact, and bench loads it only when you name it:"
+                   f" pass --source {recorded}")
+    if path is not None and not runtime_class(fmt.runtime).is_available():
         problem = f"{fmt.runtime} is not installed here"
     if problem:
-        if baseline_from == "source":
-            raise BadInputError(f"--baseline-from source: {problem}")
+        if baseline_from == "source" or named is not None:
+            raise BadInputError(f"{'--source' if named is not None else '--baseline-from source'}: {problem}")
         return None, None, f"no comparison with the {fmt.description} in its own framework: {problem}"
     ref = ModelRef(path, fmt.runtime, {}, "framework")
     return ref, _model_record(ref, "fp32", f"{path.name} ({fmt.description}) in {fmt.runtime}"), None
@@ -164,6 +180,7 @@ def _default_threads(manifest: dict[str, Any] | None) -> int:
     return int(configured) or (os.cpu_count() or 1)
 
 
+@bounded_steps
 def bench(
     artifact: str | os.PathLike[str],
     *,
@@ -171,6 +188,7 @@ def bench(
     labels: str | os.PathLike[str] | None = None,
     baseline: str | os.PathLike[str] | None = None,
     baseline_from: str | None = None,
+    source: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     warmup: int = 10,
     runs: int = BENCH_RUNS,
@@ -178,19 +196,25 @@ def bench(
     input_map: Mapping[str, str] | None = None,
     shapes: Sequence[str | TensorSpec] = (),
     trust_source: bool = False,
+    step_timeout_s: float | str | None = FROM_ENV,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark `artifact` side by side with its float baseline; returns (and optionally writes) the report.
 
     Args:
-        artifact: a `compile` output directory or a plain `.onnx` file.
+        artifact: a `compile` output directory or a plain model file (`.onnx`, `.tflite`).
         data: `.npz` samples keyed by input name (default: seeded random feeds, no accuracy).
         labels: `.npy` integer class per sample; needs `data`.
-        baseline: float model to compare with (default: the float ONNX of the source, run on the
-            artifact's runtime: `speedup_p50` is the gain of deploying the artifact instead).
+        baseline: model file to compare with, `.onnx` or `.tflite` (default: the float ONNX of the source
+            the artifact keeps, run on the artifact's runtime where it loads ONNX, else on the backend that
+            does: `speedup_p50` is the gain of deploying the artifact instead). Nothing outside the
+            artifact is loaded unless named here or in `source`.
         baseline_from: for non-ONNX sources, whether the source also runs in its own framework as an
             extra comparison (`framework_baseline`): "source" requires it, "onnx" skips it; default:
-            when the source is still there and its framework is installed (else a report warning).
+            when the source is at hand (kept in the artifact, or named by `source`) and its framework
+            is installed (else a report warning).
+        source: the source model file for that comparison, when the artifact does not keep it; it must
+            be the file that was compiled (its sha256 is checked against the manifest).
         threads: intra-op threads for both models (default: the target's, else all cores).
         warmup, runs: untimed and timed inferences per model (batch 1).
         json_path: where to write the report (atomically).
@@ -199,6 +223,9 @@ def bench(
             e.g. a batch of 8 or a sequence length of 128.
         trust_source: run a source that runs code when loaded (TorchScript, SavedModel) in its framework,
             if the artifact was compiled with trust too (`edgec.trust`).
+        step_timeout_s: seconds each step (loading, each measuring round, drift) may take, as in the CLI
+            (default: `EDGEC_STEP_TIMEOUT_S`, else 1800; None: no limit); past it `StepTimeoutError`.
+        progress: receives one-line status messages.
     """
     exit_if_spawning()
     if runs < 1 or warmup < 0:
@@ -216,12 +243,12 @@ def bench(
     warnings = []
     found = _baseline(baseline, manifest, Path(artifact), dict(model.options))
     reference, reference_record = found if found else (None, None)
+    if baseline is not None and source is not None:
+        raise BadInputError("give --baseline or --source, not both: --baseline replaces the comparison with the source")
     framework, framework_record, skipped = (None, None, None) if baseline is not None else \
-        _framework(manifest, Path(artifact), baseline_from)
-    if baseline is None:
-        vet_baseline(reference, manifest, Path(artifact))
-        framework, skipped = vet_framework(framework, skipped, manifest, Path(artifact), baseline_from=baseline_from,
-                                           trust_source=trust_source)
+        _framework(manifest, Path(artifact), baseline_from, source)
+    framework, skipped = vet_framework(framework, skipped, manifest, named=source is not None,
+                                       baseline_from=baseline_from, trust_source=trust_source)
     specs = backends.get(model.runtime).file_input_specs(model.path)
     if shapes and data is not None:
         raise BadInputError("--shape sets the shapes of random inputs; with --data the samples carry their own")
@@ -252,7 +279,7 @@ def bench(
         measured["baseline"]["model"] = reference_record
     if measured["framework_baseline"] is not None:
         measured["framework_baseline"]["model"] = framework_record
-    report = {
+    report = BenchReport.from_dict({
         "schema": REPORT_SCHEMA,
         "target": manifest["target"]["name"] if manifest else "unspecified",
         "created_utc": utc_now(),
@@ -267,9 +294,10 @@ def bench(
         "warmup": warmup,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions(), **host_facts()},
         "provenance": provenance(model.path, manifest, reference.path if reference else None),
+        "thresholds": dict(manifest["target"]["descriptor"].get("thresholds") or {}) if manifest else None,
         "warnings": warnings,
         **measured,
-    }
+    })
     if json_path is not None:
-        write_text_atomic(json_path, strict_json(report))
-    return report
+        write_text_atomic(json_path, strict_json(report.to_dict()))
+    return report.to_dict()

@@ -18,10 +18,13 @@ import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgec import __version__
 from edgec.errors import AccuracyBudgetError, EdgecError, first_line
+
+if TYPE_CHECKING:
+    from edgec.report.types import BenchReport, ModelRecord
 
 __all__ = ["main", "build_parser"]
 
@@ -41,13 +44,6 @@ _REGRESSION_OPTIONS = ("max_latency_regression", "max_accuracy_regression_pp", "
                        "allow_different_device")
 #: Input shapes whose latency the bench table lists (the report has all of them).
 _SHAPES_SHOWN = 8
-
-
-def _say(message: str) -> None:
-    from edgec.limits import step
-
-    step(message)
-    print(message, file=sys.stderr, flush=True)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -76,28 +72,30 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                            calibrator=args.calibrator, overrides=_overrides(args.set), keep_float=_names(args.keep_float) or (),
                            report=args.report, max_accuracy_drop=args.max_accuracy_drop, min_cosine=args.min_cosine,
                            labels=args.labels, eval_data=args.eval, input_map=_input_map(args.input_map),
-                           slim=args.slim, trust_source=args.trust_source, progress=_say)
+                           slim=args.slim, trust_source=args.trust_source, progress=args.say)
     _print_compile(args, result)
     return EXIT_OK
 
 
 def _print_compile(args: argparse.Namespace, result: Any) -> None:
-    manifest = result.manifest
-    nodes = manifest["nodes"]
-    print(f"compiled {args.model} for {manifest['target']['name']} -> {result.output_dir}")
-    print(f"  nodes: source {nodes['source']}, optimized {nodes['optimized']}, artifact {nodes['artifact']}")
-    print(f"  size: {manifest['source']['size_bytes']:,} -> {manifest['artifact']['size_bytes']:,} bytes")
-    imported = manifest["source"].get("import_verification")
+    from edgec.report.types import Manifest
+
+    manifest = Manifest.from_dict(result.manifest)
+    nodes, source = manifest.nodes, manifest.source
+    print(f"compiled {args.model} for {manifest.target.name} -> {result.output_dir}")
+    print(f"  nodes: source {nodes.source}, optimized {nodes.optimized}, artifact {nodes.artifact}")
+    print(f"  size: {source['size_bytes']:,} -> {manifest.artifact.size_bytes:,} bytes")
+    imported = source.get("import_verification")
     if imported:
-        print(f"  imported from {manifest['source']['format']} in {manifest['source']['import_seconds']:.2f} s;"
+        print(f"  imported from {source['format']} in {source['import_seconds']:.2f} s;"
               f" ONNX vs source max |diff| {imported['max_abs']:.3g}, cosine min {imported['cosine_min']:.6f}")
-    if manifest["verification"]:
-        worst = max(manifest["verification"]["max_abs_diff"].values(), default=0.0)
-        print(f"  verified every pass on {manifest['verification']['samples']} samples (largest change {worst:.3g})")
-    if manifest["quantization"] and "quantized_nodes" in manifest["quantization"]:
-        quantized = ", ".join(f"{op} x{n}" for op, n in manifest["quantization"]["quantized_nodes"].items())
-        calibration = manifest["calibration"]
-        quant = manifest["quantization"]
+    if manifest.verification:
+        worst = max(manifest.verification["max_abs_diff"].values(), default=0.0)
+        print(f"  verified every pass on {manifest.verification['samples']} samples (largest change {worst:.3g})")
+    quant = manifest.quantization
+    if quant and "quantized_nodes" in quant:
+        quantized = ", ".join(f"{op} x{n}" for op, n in quant["quantized_nodes"].items())
+        calibration = manifest.calibration
         dynamic = ", ".join(f"{op} x{n}" for op, n in quant.get("dynamic", {}).get("dynamic_nodes", {}).items())
         tables = quant.get("embeddings")
         lookups = f"; int8 tables: {tables['tables']} ({tables['bytes_saved'] / 2**20:.1f} MiB saved)" if tables else ""
@@ -119,8 +117,8 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
             print("  latency p50 (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in fallback["latency_ms"].items()))
             if fallback["kept_float"]:
                 print(f"  kept float: {', '.join(fallback['kept_float'])}")
-    if manifest["quantization"] and manifest["quantization"].get("auto"):
-        auto = manifest["quantization"]["auto"]
+    if quant and quant.get("auto"):
+        auto = quant["auto"]
         print(f"  precision auto: int8 {auto['speedup']:.2f}x fp32 -> {auto['chosen']}")
         for label, option in auto.get("options", {}).items():
             if "lost" in option:
@@ -130,79 +128,93 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
         print("    " + result.worst_layers.replace("\n", "\n    "))
 
 
-def _format_bench(report: dict[str, Any]) -> str:
+def _format_bench(report: BenchReport) -> str:
     """A readable side-by-side table of a bench report."""
-    base = report.get("baseline") or {}
+    base = report.baseline
     rows = [("", "artifact", "baseline" if base else "")]
 
     def row(label: str, value: Any, other: Any, fmt: str) -> None:
         rows.append((label, format(value, fmt) if value is not None else "-", format(other, fmt) if other is not None else ""))
 
-    lat, base_lat = report["latency_ms"], base.get("latency_ms", {})
+    lat, base_lat = report.latency_ms, base.latency_ms if base else None
     for key in ("p50", "p90", "p99", "mean"):
-        row(f"latency {key} (ms)", lat[key], base_lat.get(key), ".3f")
-    row("throughput (/s)", report["throughput_per_s"], base.get("throughput_per_s"), ".1f")
-    row("load (ms)", report["load_ms"], base.get("load_ms"), ".1f")
-    row("peak RSS (MiB)", report["peak_rss_mb"], base.get("peak_rss_mb"), ".1f")
-    row("size (MiB)", report["size_bytes"] / 2**20, base.get("size_bytes", 0) / 2**20 if base else None, ".3f")
+        row(f"latency {key} (ms)", getattr(lat, key), getattr(base_lat, key) if base_lat else None, ".3f")
+    row("throughput (/s)", report.throughput_per_s, base.throughput_per_s if base else None, ".1f")
+    row("load (ms)", report.load_ms, base.load_ms if base else None, ".1f")
+    row("peak RSS (MiB)", report.peak_rss_mb, base.peak_rss_mb if base else None, ".1f")
+    row("size (MiB)", report.size_bytes / 2**20, (base.size_bytes or 0) / 2**20 if base else None, ".3f")
     width = max(len(r[0]) for r in rows)
     lines = [f"{a:<{width}}  {b:>10}  {c:>10}".rstrip() for a, b, c in rows]
-    shapes = report.get("input_shapes") or []
-    lines.append(f"target {report['target']}, {report['threads']} thread(s), {lat['runs']} runs,"
-                 f" {report['samples']} samples ({report['data']})"
+    shapes = report.input_shapes or []
+    lines.append(f"target {report.target}, {report.threads} thread(s), {lat.runs} runs,"
+                 f" {report.samples} samples ({report.data})"
                  + (f", inputs {shapes[0]}" if len(shapes) == 1 else f", {len(shapes)} input shapes" if shapes else ""))
-    by_shape = report.get("latency_by_shape_ms")
+    by_shape = report.latency_by_shape_ms
     if by_shape:
         shown = list(by_shape.items())[:_SHAPES_SHOWN]
         more = f" (first {_SHAPES_SHOWN} of {len(by_shape)}; all in the JSON report)" if len(by_shape) > _SHAPES_SHOWN else ""
         lines.append(f"artifact latency p50 by input shape{more}:")
-        lines.extend(f"  {shape}: {summary['p50']:.3f} ms ({summary['runs']} runs)" for shape, summary in shown)
-    if base.get("model"):
-        lines.append(f"artifact: {_describe_model(report.get('artifact_model'))}")
-        lines.append(f"baseline: {_describe_model(base['model'])}")
-    if report.get("speedup_p50") is not None:
-        lines.append(f"speedup (baseline p50 / artifact p50): {report['speedup_p50']:.2f}x")
-    framework = report.get("framework_baseline")
-    if framework and framework.get("speedup_p50") is not None:
-        lines.append(f"also vs the source in its framework: {_describe_model(framework.get('model'))}:"
-                     f" p50 {framework['latency_ms']['p50']:.3f} ms, speedup {framework['speedup_p50']:.2f}x")
-    for warning in report.get("warnings", []):
+        lines.extend(f"  {shape}: {summary.p50:.3f} ms ({summary.runs} runs)" for shape, summary in shown)
+    if base and base.model:
+        lines.append(f"artifact: {_describe_model(report.artifact_model)}")
+        lines.append(f"baseline: {_describe_model(base.model)}")
+    if report.speedup_p50 is not None:
+        lines.append(f"speedup (baseline p50 / artifact p50): {report.speedup_p50:.2f}x")
+    framework = report.framework_baseline
+    if framework and framework.speedup_p50 is not None and framework.latency_ms:
+        lines.append(f"also vs the source in its framework: {_describe_model(framework.model)}:"
+                     f" p50 {framework.latency_ms.p50:.3f} ms, speedup {framework.speedup_p50:.2f}x")
+    for warning in report.warnings or []:
         lines.append(f"warning: {warning}")
-    drift = report.get("drift")
+    drift = report.drift
     if drift:
-        for name, d in drift["outputs"].items():
-            lines.append(f"drift {name}: cosine min {d['cosine_min']:.5f} mean {d['cosine_mean']:.5f},"
-                         f" max |diff| {d['max_abs']:.4g}, SQNR {d['sqnr_db']:.1f} dB")
-        for name, why in (drift.get("degenerate") or {}).items():
+        for name, d in (drift.outputs or {}).items():
+            lines.append(f"drift {name}: cosine min {d.cosine_min:.5f} mean {d.cosine_mean:.5f},"
+                         f" max |diff| {d.max_abs:.4g}, SQNR {d.sqnr_db:.1f} dB")
+        for name, why in (drift.degenerate or {}).items():
             lines.append(f"warning: output '{name}' is degenerate ({why}): its drift figures measure nothing")
-        if drift.get("top1_agreement") is not None:
-            lines.append(f"top-1 agreement with baseline: {drift['top1_agreement']:.4f}")
-        if drift.get("accuracy") is not None:
-            lines.append(f"accuracy: {drift['accuracy']:.4f} (baseline {drift['baseline_accuracy']:.4f},"
-                         f" drop {drift['accuracy_drop_pp']:.2f} pp)")
+        if drift.top1_agreement is not None:
+            lines.append(f"top-1 agreement with baseline: {drift.top1_agreement:.4f}")
+        if drift.accuracy is not None:
+            lines.append(f"accuracy: {drift.accuracy:.4f} (baseline {drift.baseline_accuracy:.4f},"
+                         f" drop {drift.accuracy_drop_pp:.2f} pp)")
     return "\n".join(lines)
 
 
-def _describe_model(record: dict[str, Any] | None) -> str:
+def _describe_model(record: ModelRecord | None) -> str:
     """'<precision> <description>' of a report's model record (reports from before records: '?')."""
     if not record:
         return "?"
-    return " ".join(filter(None, (record.get("precision"), record.get("description"))))
+    return " ".join(filter(None, (record.precision, record.description)))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from edgec.artifact import check_writable, strict_json
     from edgec.benchmark import bench
+    from edgec.report.types import BenchReport
 
+    if args.html:
+        if args.device:
+            raise EdgecError("--html writes a local bench's page; with --device, run `edgec report` on the --json files")
+        check_writable(args.html, "--html")
     if args.device:
         return _bench_on_devices(args)
 
+    to_stdout = args.json == "-"
     report = bench(args.artifact, data=args.data, labels=args.labels, baseline=args.baseline,
-                   baseline_from=args.baseline_from, threads=args.threads,
-                   warmup=args.warmup, runs=args.runs, json_path=args.json, input_map=_input_map(args.input_map),
-                   shapes=args.shape, trust_source=args.trust_source, progress=_say)
-    print(_format_bench(report))
-    if args.json:
+                   baseline_from=args.baseline_from, source=args.source, threads=args.threads, warmup=args.warmup,
+                   runs=args.runs, json_path=None if to_stdout else args.json, input_map=_input_map(args.input_map),
+                   shapes=args.shape, trust_source=args.trust_source, progress=args.say)
+    typed = BenchReport.from_dict(report)
+    if to_stdout:
+        print(strict_json(report))
+    else:
+        print(_format_bench(typed))
+    if args.json and not to_stdout:
         print(f"report written to {args.json}")
+    if args.html:
+        _write_html(args.html, [(Path(args.json).name if args.json else typed.model_name, typed)])
+        print(f"HTML report written to {args.html}", file=sys.stderr if to_stdout else sys.stdout)
     return EXIT_OK
 
 
@@ -219,17 +231,24 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     from edgec.artifact import write_text_atomic
     from edgec.device.client import RemoteBench, bench_on_devices
     from edgec.device.inventory import resolve_device
+    from edgec.limits import FROM_ENV, step_limit
+    from edgec.report.types import BenchReport
 
-    if args.baseline or args.baseline_from == "source":
-        raise EdgecError("--device: the agent's baseline is the artifact's float ONNX; --baseline and --baseline-from source run only locally")
-    devices = [resolve_device(name, args.token_file) for name in args.device]
-    spec = RemoteBench(Path(args.artifact), data=Path(args.data) if args.data else None,
+    if args.json == "-":
+        raise EdgecError("--device writes one report per device: give --json a file name, not '-'")
+    if args.source or args.baseline_from == "source":
+        raise EdgecError("--device: the agent runs no framework code; --source and --baseline-from source run only"
+                         " locally")
+    devices = [resolve_device(name, args.token_file, args.ca_file) for name in args.device]
+    spec = RemoteBench(Path(args.artifact), baseline=Path(args.baseline) if args.baseline else None,
+                       data=Path(args.data) if args.data else None,
                        labels=Path(args.labels) if args.labels else None, runs=args.runs, warmup=args.warmup,
                        threads=args.threads, input_map=args.input_map, shapes=args.shape, job=args.job)
-    reports = bench_on_devices(devices, spec, progress=_say)
+    with step_limit(FROM_ENV, args.say) as say:
+        reports = bench_on_devices(devices, spec, progress=say)
     for device, report in zip(devices, reports):
         facts = report["device"]
-        print(_format_bench(report))
+        print(_format_bench(BenchReport.from_dict(report)))
         print(f"device {device.name} ({device.url}): {facts['hostname']}, {facts['cpu_model']}, {facts['cores']} cores,"
               f" {facts['os']} {facts['arch']}")
         if args.json:
@@ -258,7 +277,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                          queue_size=args.queue, job_timeout_s=args.job_timeout,
                          tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                          tls_key=Path(args.tls_key) if args.tls_key else None)
-    serve(config, ready=lambda url: _say(f"edgec agent listening on {url} (artifacts in {workdir})"))
+    serve(config, ready=lambda url: args.say(f"edgec agent listening on {url} (artifacts in {workdir})"))
     return EXIT_OK
 
 
@@ -299,14 +318,22 @@ def _cmd_device(args: argparse.Namespace) -> int:
 def _cmd_gate(args: argparse.Namespace) -> int:
     from edgec.api import gate
     from edgec.artifact import check_writable, write_text_atomic
-    from edgec.gating import THRESHOLD_NAMES, format_table, to_junit, to_markdown
+    from edgec.gating import THRESHOLD_NAMES, default_thresholds, format_table, to_junit, to_markdown
+    from edgec.report.types import read_bench_report
 
     for option, path in (("--junit", args.junit), ("--markdown", args.markdown)):
         if path:
             check_writable(path, option)
+    report = read_bench_report(args.report)
     thresholds = {name: getattr(args, name) for name in THRESHOLD_NAMES if getattr(args, name) is not None}
-    against = _against_report(args)
-    result = _regression_gate(args, against, thresholds) if against else gate(args.report, policy=args.policy, **thresholds)
+    against = _against_report(args, report)
+    if against:
+        result = _regression_gate(args, report, against, thresholds)
+    else:
+        if not thresholds and args.policy is None:
+            thresholds, source = default_thresholds(report)
+            print(f"no thresholds given: using {source}")
+        result = gate(report, policy=args.policy, **thresholds)
     print(format_table(result))
     if args.junit:
         write_text_atomic(args.junit, to_junit(result))
@@ -315,17 +342,17 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
 
 
-def _against_report(args: argparse.Namespace) -> dict[str, Any] | None:
+def _against_report(args: argparse.Namespace, report: Any) -> Any:
     """The earlier report `gate` compares with: --against's file, or history's pick, else None (absolute thresholds only)."""
     from edgec.errors import BadInputError
-    from edgec.report.regression import read_report
+    from edgec.report.types import read_bench_report
 
     if args.against and args.against_history:
         raise BadInputError("give --against OLD.json or --against-history, not both")
     if args.against_history:
         from edgec.report.history import History
 
-        entry, old = History(args.db).baseline_for(read_report(args.report), tag=args.tag)
+        entry, old = History(args.db).baseline_for(report, tag=args.tag)
         print(f"history #{entry.id}" + (f" ({entry.tag})" if entry.tag else "") + f" from {entry.created_utc}")
         return old
     if args.tag or args.db:
@@ -335,21 +362,20 @@ def _against_report(args: argparse.Namespace) -> dict[str, Any] | None:
         if given:
             raise BadInputError(f"{', '.join(given)} compare with an earlier report: add --against OLD.json or --against-history")
         return None
-    return read_report(args.against)
+    return read_bench_report(args.against)
 
 
-def _regression_gate(args: argparse.Namespace, old: dict[str, Any], thresholds: dict[str, float]) -> Any:
+def _regression_gate(args: argparse.Namespace, new: Any, old: Any, thresholds: dict[str, float]) -> Any:
     """The regression checks of the report against `old`, after any absolute thresholds the command also gave."""
     from edgec.api import gate
     from edgec.gating import GateResult
-    from edgec.report.regression import RegressionThresholds, compare_reports, read_report
+    from edgec.report.regression import RegressionThresholds, compare_reports
 
-    new = read_report(args.report)
     limits = RegressionThresholds(args.max_latency_regression, args.max_accuracy_regression_pp, args.max_size_growth,
                                   args.min_cosine_vs_old, args.confidence)
     absolute = gate(new, policy=args.policy, **thresholds).checks if args.policy or thresholds else ()
     regression = compare_reports(new, old, limits, allow_different_device=args.allow_different_device)
-    print(f"against {old.get('provenance', {}).get('git_describe') or old.get('created_utc', 'the old report')}:")
+    print(f"against {(old.provenance.git_describe if old.provenance else None) or old.created_utc or 'the old report'}:")
     for check in regression:
         print(f"  {check.message}")
     print()
@@ -358,9 +384,9 @@ def _regression_gate(args: argparse.Namespace, old: dict[str, Any], thresholds: 
 
 def _cmd_history_add(args: argparse.Namespace) -> int:
     from edgec.report.history import History
-    from edgec.report.regression import read_report
+    from edgec.report.types import read_bench_report
 
-    entry = History(args.db).add(read_report(args.report), tag=args.tag, model=args.model)
+    entry = History(args.db).add(read_bench_report(args.report), tag=args.tag, model=args.model)
     print(f"added #{entry.id}: {entry.model} for {entry.target} on {entry.device}" + (f", tagged {entry.tag}" if entry.tag else ""))
     return EXIT_OK
 
@@ -384,7 +410,7 @@ def _cmd_history_show(args: argparse.Namespace) -> int:
 
     entry, report = History(args.db).get(args.id)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK
     print(f"#{entry.id} {entry.model} for {entry.target} on {entry.device}" + (f", tagged {entry.tag}" if entry.tag else "")
           + f"; created {entry.created_utc}, added {entry.added_utc}")
@@ -395,15 +421,59 @@ def _cmd_history_show(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from edgec.errors import BadInputError
     from edgec.report.compare import comparison_rows, format_markdown, format_text
-    from edgec.report.regression import read_report
+    from edgec.report.types import read_bench_report
 
     if len(args.reports) < 2:
         raise BadInputError("compare needs two or more reports")
-    reports = [read_report(path) for path in args.reports]
+    reports = [read_bench_report(path) for path in args.reports]
     names = [Path(path).name for path in args.reports]
     rows = comparison_rows(reports, names if len(set(names)) == len(names) else list(args.reports))
     print(format_markdown(rows) if args.markdown else format_text(rows), end="\n" if not args.markdown else "")
     return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from edgec.artifact import check_writable
+    from edgec.report.types import read_bench_report
+
+    check_writable(args.output, "--output")
+    paths = ([args.against] if args.against else []) + list(args.reports)
+    reports = [read_bench_report(path) for path in paths]
+    names = [Path(path).name for path in paths]
+    names = names if len(set(names)) == len(names) else [str(path) for path in paths]
+    if args.against:
+        names[0] = f"old: {names[0]}"
+    gates = _report_gates(args, names, reports)
+    _write_html(args.output, list(zip(names, reports)), gates)
+    print(f"report written to {args.output}")
+    return EXIT_OK
+
+
+def _report_gates(args: argparse.Namespace, names: list[str], reports: list[Any]) -> list[tuple[str, Any]]:
+    """The verdicts `edgec report` shows: each report against its target's thresholds (--gate), and against --against."""
+    from edgec.api import gate
+    from edgec.gating import GateResult, default_thresholds
+    from edgec.report.regression import RegressionThresholds, compare_reports
+
+    gates = []
+    new = list(zip(names, reports))[1 if args.against else 0:]
+    if args.gate:
+        for name, report in new:
+            thresholds, source = default_thresholds(report)
+            gates.append((f"{name} against {source}", gate(report, **thresholds)))
+    if args.against:
+        limits = RegressionThresholds(max_latency_regression=args.max_latency_regression)
+        for name, report in new:
+            gates.append((f"{name} against {names[0]} (latency growth at most {args.max_latency_regression:g}%)",
+                          GateResult(tuple(compare_reports(report, reports[0], limits)))))
+    return gates
+
+
+def _write_html(path: str, named_reports: list[tuple[str, Any]], gates: Sequence[tuple[str, Any]] = ()) -> None:
+    from edgec.artifact import write_text_atomic
+    from edgec.report.html import render_html
+
+    write_text_atomic(path, render_html(named_reports, gates=gates))
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -456,9 +526,10 @@ def _cmd_passes(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edgec.demo import run_demo
     from edgec.gating import format_table
+    from edgec.report.types import BenchReport
 
-    result = run_demo(Path(args.output) if args.output else None, runs=args.runs, threads=args.threads, progress=_say)
-    print(_format_bench(result.report))
+    result = run_demo(Path(args.output) if args.output else None, runs=args.runs, threads=args.threads, progress=args.say)
+    print(_format_bench(BenchReport.from_dict(result.report)))
     print(result.precision)
     print()
     print(format_table(result.gate))
@@ -543,11 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="log details and show tracebacks on errors")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress output (a terminal shows bars with ETA; a pipe gets one line per step)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from edgec.frontends import FORMATS
 
-    p = commands.add_parser("compile", parents=[verbose], help="compile a model for a target into an artifact directory")
+    p = commands.add_parser("compile", parents=[verbose, quiet], help="compile a model for a target into an artifact directory")
     p.add_argument("model", help="source model: .onnx, .pt2, TorchScript .pt, SavedModel dir, .keras or .tflite")
     p.add_argument("-t", "--target", required=True, help="target name (see `edgec targets`) or path to a .toml descriptor")
     p.add_argument("--calib", metavar="DATA.npz|random", help="calibration data for int8 targets, also the samples --verify and import checks run on;"
@@ -587,28 +661,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval", metavar="DATA.npz", help="samples the budget and --report are measured on (default: --calib)")
     p.set_defaults(func=_cmd_compile)
 
-    p = commands.add_parser("bench", parents=[verbose], help="measure an artifact against its float baseline")
-    p.add_argument("artifact", help="compile output directory or .onnx file")
+    p = commands.add_parser("bench", parents=[verbose, quiet], help="measure an artifact against its float baseline")
+    p.add_argument("artifact", help="compile output directory, or a model file (.onnx, .tflite)")
     p.add_argument("--data", metavar="DATA.npz", help="samples keyed by input name (default: random feeds)")
     p.add_argument("--labels", metavar="L.npy", help="integer class per sample, for accuracy")
     _add_input_map(p)
-    p.add_argument("--baseline", metavar="MODEL.onnx",
-                   help="float model to compare with (default: the source's float ONNX on the artifact's runtime)")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="model to compare with, .onnx or .tflite, e.g. another toolchain's build (default: the"
+                        " source's float ONNX kept in the artifact, on the artifact's runtime, or on ONNX Runtime"
+                        " where that cannot load it); bench loads no file outside the artifact unless you name it")
     p.add_argument("--baseline-from", choices=["source", "onnx"],
                    help="for non-ONNX sources, the extra comparison with the source run in its own framework:"
-                        " 'source' requires it, 'onnx' skips it (default: when its framework is installed)")
+                        " 'source' requires it, 'onnx' skips it (default: when the source is at hand and its"
+                        " framework is installed)")
+    p.add_argument("--source", metavar="MODEL",
+                   help="the source model file for that comparison when the artifact does not keep it (it must be"
+                        " the file that was compiled: its sha256 is checked)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME:SHAPE",
                    help="shape of an input's random feeds (without --data), e.g. input_ids:8x128 (repeatable)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: the target's, else all cores)")
     p.add_argument("--warmup", type=int, default=10, help="untimed inferences per model (default 10)")
     p.add_argument("--runs", type=int, default=BENCH_RUNS,
                    help=f"timed inferences per model (default {BENCH_RUNS}: with fewer, `gate --against` raised false alarms on a shared machine)")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': print it to stdout instead of the table,"
+                                                  " without progress)")
+    p.add_argument("--html", metavar="FILE", help="also write the report as a self-contained HTML page with plots (as `edgec report`)")
     _trust_flag(p, "run the source in its framework even if it", " (only if compile had --trust-source too)")
     p.add_argument("--device", action="append", default=[], metavar="URL|NAME",
                    help="bench on an `edgec agent` (a URL or a name in devices.toml); repeatable: devices run"
                         " concurrently, one report each (--json gets a .NAME suffix)")
     p.add_argument("--token-file", metavar="FILE", help="the agent's bearer token (with --device URL)")
+    p.add_argument("--ca-file", metavar="PEM", help="with --device https://...: trust the agent's certificate if this CA"
+                                                   " (or the self-signed certificate itself) signed it")
     p.add_argument("--job", metavar="ID", help="with --device: fetch the result of an earlier job instead of submitting one")
     p.set_defaults(func=_cmd_bench)
 
@@ -635,7 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("gate", parents=[verbose], help="check a bench report against release thresholds (exit 1 on failure)")
     p.add_argument("report", help="report JSON written by `edgec bench --json`")
-    p.add_argument("--policy", metavar="gate.toml", help="thresholds file; command-line thresholds override it")
+    p.add_argument("--policy", metavar="gate.toml",
+                   help="thresholds file; command-line thresholds override it (with neither, and no --against: the"
+                        " [thresholds] of the report's target)")
     for name in THRESHOLD_NAMES:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X", help=_THRESHOLD_HELP[name])
     _add_regression_options(p)
@@ -649,6 +735,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by `edgec bench --json`")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table instead of aligned text")
     p.set_defaults(func=_cmd_compare)
+
+    p = commands.add_parser("report", parents=[verbose],
+                            help="write bench reports as one self-contained HTML page with latency and drift plots")
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="reports written by `edgec bench --json`")
+    p.add_argument("-o", "--output", required=True, metavar="report.html", help="the HTML file to write")
+    p.add_argument("--gate", action="store_true", help="also show each report's verdicts against its target's [thresholds]")
+    p.add_argument("--against", metavar="OLD.json",
+                   help="an earlier report (e.g. the last release's): drawn alongside, with each report's latency regression verdict")
+    p.add_argument("--max-latency-regression", type=float, default=5.0, metavar="PCT",
+                   help="with --against: the p50/p90 growth allowed beyond noise (default 5)")
+    p.set_defaults(func=_cmd_report)
 
     p = commands.add_parser("targets", parents=[verbose], help="list the built-in targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -671,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("passes", parents=[verbose], help="list the available graph passes")
     p.set_defaults(func=_cmd_passes)
 
-    p = commands.add_parser("demo", parents=[verbose], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
+    p = commands.add_parser("demo", parents=[verbose, quiet], help="train a digits CNN, compile it to int8, benchmark and gate it (no files needed)")
     p.add_argument("-o", "--output", help="working directory for the demo's files (default: edgec's folder in the"
                                           " user cache dir, printed at the end)")
     p.add_argument("--runs", type=int, default=200, help="timed inferences per model (default 200)")
@@ -726,12 +823,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose
-        if args.command in ("compile", "bench"):
-            from edgec.limits import watch_steps
-
-            watch_steps()
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        code = args.func(args)
+        from edgec.progress import Progress
+
+        with Progress(quiet=getattr(args, "quiet", False) or getattr(args, "json", None) == "-") as args.say:
+            code = args.func(args)
         sys.stdout.flush()
         return code
     except AccuracyBudgetError as exc:  # the artifact was written; like a failed gate, not bad usage

@@ -17,8 +17,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass
 
 from edgec import __version__, backends
-from edgec.artifact import (MANIFEST_SCHEMA, check_output_dir, clean_stale, sha256_file, sha256_path, size_on_disk, utc_now,
-                            versions, write_artifact)
+from edgec.artifact import (MANIFEST_SCHEMA, check_output_dir, clean_stale, output_lock, sha256_file, sha256_path,
+                            size_on_disk, utc_now, versions, write_artifact)
 from edgec.data import load_labels, load_samples, random_samples
 from edgec.errors import AccuracyBudgetError, BadInputError, RuntimeUnavailableError, TargetError, first_line
 from edgec.frontends import ImportOptions, Imported, import_model, input_specs, model_files
@@ -30,6 +30,7 @@ from edgec.passes.pipeline import optimize
 from edgec.passes.verify import VerifyInstrument
 from edgec.harness.run import exit_if_spawning
 from edgec.int8 import Int8Request, Int8Result, quantize
+from edgec.limits import FROM_ENV, bounded_steps
 from edgec.quant.fallback import Budget
 from edgec.tensors import Feeds, TensorSpec
 from edgec.target import Target, list_targets, load_target, override_target
@@ -38,7 +39,8 @@ __all__ = ["compile", "builds", "CompileResult", "RANDOM_CALIBRATION_SAMPLES"]
 
 logger = logging.getLogger(__name__)
 
-#: The imported float model, kept for non-ONNX sources: a bench baseline where the framework is absent.
+#: The imported float model, kept for every source format: `bench`'s float baseline, inside the artifact
+#: (bench loads nothing outside it unless the user names the file).
 SOURCE_ONNX = "source.onnx"
 CALIBRATION_FILE = "calibration.json"
 SENSITIVITY_FILE = "sensitivity.json"
@@ -138,6 +140,7 @@ def _import_source(
     return path, import_model(path, fmt="torch-export", options=options)
 
 
+@bounded_steps
 def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     model: str | os.PathLike[str] | Any,
     target: str | os.PathLike[str] | Target,
@@ -165,13 +168,14 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     input_map: Mapping[str, str] | None = None,
     slim: bool = False,
     trust_source: bool = False,
+    step_timeout_s: float | str | None = FROM_ENV,
     progress: Progress | None = None,
 ) -> CompileResult:
     """Compile `model` for `target` into an artifact directory.
 
     The directory holds the backend's model file (`model.onnx` for ONNX Runtime, `model.tflite` for
     TFLite) and `manifest.json`, plus `calibration.json` (int8),
-    `source.onnx` (the imported float model, for non-ONNX sources) and `source.pt2` (an in-memory
+    `source.onnx` (the imported float model: bench's baseline) and `source.pt2` (an in-memory
     module's only copy); `slim` leaves out the last two.
 
     Args:
@@ -207,10 +211,13 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
             or saved module copy; `bench` then needs `--baseline` for a float comparison.
         trust_source: load a source that runs code when loaded (TorchScript, SavedModel, a `.pt2`
             holding pickles; see `edgec.trust`); recorded in the manifest.
+        step_timeout_s: seconds each step (loading, verifying, optimizing, calibrating, writing) may take, as
+            in the CLI (default: `EDGEC_STEP_TIMEOUT_S`, else 1800; None: no limit); see `edgec.limits`.
         progress: receives one-line status messages.
 
     Raises:
         AccuracyBudgetError: no int8 model met the budget; the best attempt was still written.
+        StepTimeoutError: a step ran past `step_timeout_s` (nothing is left at `output_dir`).
     """
     exit_if_spawning()
     say = progress or (lambda message: logger.info(message))
@@ -227,7 +234,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
     check_output_dir(output_dir, force=force, inputs=read)
     clean_stale(Path(tempfile.gettempdir()), "edgec-")
     options = ImportOptions(tuple(_spec(s) for s in inputs), int(target.options.get("opset", 17)), trust_source)
-    with tempfile.TemporaryDirectory(prefix=f"edgec-{os.getpid()}-") as workdir:
+    with output_lock(output_dir), tempfile.TemporaryDirectory(prefix=f"edgec-{os.getpid()}-") as workdir:
         say(f"loading {model if from_file else type(model).__name__}")
         source_path, imported = _import_source(model, example_inputs, source_format, options, Path(workdir))
         graph = imported.model
@@ -240,7 +247,7 @@ def compile(  # noqa: A001 - the public verb of the API, mirrors `edgec compile`
             say(f"note: target '{target.name}' is {target.precision}; --calib is used only with --verify")
         check = (_check_import(source_path, imported, graph, target, samples, calib_source, say, trust_source)
                  if verify_import else None)
-        source_onnx = ir.serde.serialize_model(graph) if imported.format.runtime and not slim else None
+        source_onnx = ir.serde.serialize_model(graph) if not slim else None
         nodes_source = count_nodes(graph)
         graph, records, verifier = _optimize(graph, target, passes, skip_passes, verify, samples, calib_source, say)
         nodes_optimized = count_nodes(graph)

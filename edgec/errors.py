@@ -13,6 +13,7 @@ __all__ = [
     "RuntimeUnavailableError",
     "VerificationError",
     "AccuracyBudgetError",
+    "StepTimeoutError",
 ]
 
 
@@ -42,6 +43,10 @@ class VerificationError(EdgecError):
 
 class AccuracyBudgetError(EdgecError):
     """No int8 model met the accuracy budget; the best attempt and its report were still written."""
+
+
+class StepTimeoutError(EdgecError):
+    """A step of `compile` or `bench` ran past its time limit (`step_timeout_s`, `EDGEC_STEP_TIMEOUT_S`)."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Release gate: thresholds in, verdicts out, as pure functions over an ``edgec.bench/1`` report.
+"""Release gate: thresholds in, verdicts out, as pure functions over an ``edgec.bench/*`` report.
 
 The gate never runs a model. ``edgec bench --json`` measures once; the gate can then be re-run
 against any policy (locally, in CI, per target) without re-measuring, and its verdict depends
@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from edgec.artifact import DuplicateKeyError, strict_loads
-from edgec.errors import BadInputError, first_line
+from edgec.errors import BadInputError, EdgecError, first_line
 from edgec.limits import regular_file
+from edgec.report.types import BenchReport
 
 __all__ = [
     "THRESHOLD_NAMES",
@@ -51,6 +52,7 @@ __all__ = [
     "REPORT_SCHEMA_PREFIX",
     "CheckResult",
     "GateResult",
+    "default_thresholds",
     "load_report",
     "load_policy",
     "evaluate",
@@ -405,11 +407,14 @@ def _check_envelope(report: Mapping[str, Any]) -> None:
             continue  # a missing metric fails its own check, if asked for
 
 
-def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) -> GateResult:
+def evaluate(report: BenchReport | Mapping[str, Any], thresholds: Mapping[str, float | None]) -> GateResult:
     """Check a bench report against thresholds.
 
+    The checks read the report's JSON form (a typed report's `to_dict()`): a metric's reader must tell
+    a key that is absent from one that is null or holds no number, to say in its failure how to get it.
+
     Args:
-        report: A report dict as returned by `load_report` (schema ``edgec.bench/1``).
+        report: A typed report, or a report dict as returned by `load_report` (schema ``edgec.bench/*``).
         thresholds: Threshold name -> limit. A value of None means "not given", so the CLI can
             pass every option straight through whether or not the user set it.
 
@@ -422,6 +427,8 @@ def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) 
             metric; no threshold is given, a name is unknown, or a limit is not a finite number a
             measurement could meet.
     """
+    if isinstance(report, BenchReport):
+        report = report.to_dict()
     if not isinstance(report, Mapping):
         raise BadInputError(
             f"report must be a JSON object, got {type(report).__name__}: "
@@ -439,6 +446,34 @@ def evaluate(report: Mapping[str, Any], thresholds: Mapping[str, float | None]) 
     return GateResult(
         tuple(_check(name, report, given[name]) for name in THRESHOLD_NAMES if name in given)
     )
+
+
+def default_thresholds(report: BenchReport) -> tuple[dict[str, float], str]:
+    """The policy `edgec gate` applies when given none: the `[thresholds]` of the report's target, and where they came from.
+
+    A report of `edgec.bench/2` carries its target's thresholds as the artifact was built with them; an
+    older one names only the target, whose built-in descriptor's thresholds are then read.
+
+    Raises:
+        BadInputError: The report names no target (a plain .onnx was benched) or its target has no thresholds.
+    """
+    how = "pass --policy gate.toml or --max-/--min- options"
+    if report.thresholds is not None:
+        thresholds, source = dict(report.thresholds), f"the [thresholds] of target '{report.target}' (recorded in the report)"
+    elif report.target and report.target != "unspecified":
+        from edgec.target import load_target  # deferred: a gate with explicit thresholds never needs descriptors
+
+        try:
+            thresholds = dict(load_target(report.target).thresholds)
+        except EdgecError as exc:
+            raise BadInputError(f"no thresholds given, and the report's target cannot be read ({exc}): {how}") from None
+        source = f"the [thresholds] of the built-in target '{report.target}' (an edgec.bench/1 report does not record them)"
+    else:
+        raise BadInputError(f"no thresholds given, and the report names no target (a plain .onnx was benched): {how}")
+    if not thresholds:
+        raise BadInputError(f"no thresholds given, and target '{report.target}' sets no [thresholds]: {how}")
+    shown = ", ".join(f"{name} {thresholds[name]:g}" for name in THRESHOLD_NAMES if name in thresholds)
+    return {name: thresholds[name] for name in THRESHOLD_NAMES if name in thresholds}, f"{source}: {shown}"
 
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:

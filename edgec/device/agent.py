@@ -33,12 +33,16 @@ from edgec.device.archive import UnsafeArchiveError
 from edgec.device.cache import ArtifactCache, is_sha256
 from edgec.device.facts import device_facts
 from edgec.device.policy import bench_target
+from edgec.device.sessions import MAX_RECEIVE_S, Session, check_worker_message, model_location, npz_arrays, npz_bytes
+from edgec.harness.transport import WorkerExited
 from edgec.errors import BadInputError, first_line
 
 __all__ = ["AgentConfig", "make_app", "serve", "is_loopback"]
 
 #: Upload bytes read per chunk.
 _CHUNK = 1 << 16
+#: Longest a status request may wait for its job to end.
+_MAX_STATUS_WAIT_S = 30.0
 #: Job request fields that become `edgec bench` options, with their types.
 _BENCH_INTS = ("runs", "warmup", "threads")
 
@@ -73,6 +77,10 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     process: asyncio.subprocess.Process | None = None
+    #: Set once the job is done, failed or cancelled: what a waiting status request wakes on.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A measurement session (a remote harness driving workers here) instead of a bench run.
+    session: Session | None = None
 
     def status(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "progress": self.progress[-20:],
@@ -114,7 +122,7 @@ class Agent:
             job = await self.queue.get()
             try:
                 if job.state == "queued":
-                    await self._run(job)
+                    await (self._hold(job) if job.session is not None else self._run(job))
             finally:
                 for sha in job.pins:
                     self.cache.unpin(sha)
@@ -132,6 +140,8 @@ class Agent:
         job.process = await asyncio.create_subprocess_exec(
             *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, preexec_fn=_die_with_parent)
+        if job.state == "cancelled":  # cancelled while its process was starting
+            _kill(job.process)
         try:
             await asyncio.wait_for(self._follow(job), timeout=self.config.job_timeout_s)
         except asyncio.TimeoutError:
@@ -155,6 +165,22 @@ class Agent:
             why = errors[-1].removeprefix("edgec: error: ") if errors else f"the bench process exited with code {code}"
             self._finish(job, "failed", why)
 
+    async def _hold(self, job: Job) -> None:
+        """Give the device to a session until its client ends it, goes quiet, or the job timeout passes."""
+        assert job.session is not None
+        job.state, job.started_at = "running", time.time()
+        job.session.last_seen = time.monotonic()
+        deadline = time.monotonic() + self.config.job_timeout_s
+        while not job.ended.is_set():
+            if job.session.expired() or time.monotonic() > deadline:
+                why = "its client went quiet" if job.session.expired() else f"timed out after {self.config.job_timeout_s:g} s"
+                self._finish(job, "failed", why)
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.ended.wait(), timeout=1.0)
+        await job.session.close()
+        job.ended_at = job.ended_at or time.time()
+
     async def _follow(self, job: Job) -> None:
         assert job.process is not None and job.process.stderr is not None
         async for line in job.process.stderr:
@@ -165,6 +191,7 @@ class Agent:
 
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         job.state, job.error, job.process = state, error, None
+        job.ended.set()
         self.stats["completed" if state == "done" else "failed"] += 1
 
     def _command(self, job: Job, out: Path) -> list[str]:
@@ -254,10 +281,7 @@ class Agent:
         return web.json_response({"sha256": sha, "stored_bytes": received}, status=201)
 
     async def submit(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "request body is not valid JSON")
+        body = await _json_body(request)
         problem = _check_request(body)
         if problem:
             return _error(400, problem)
@@ -265,19 +289,130 @@ class Agent:
         missing = [sha for sha in shas if self.cache.path(sha) is None]
         if missing:
             return _error(409, f"upload {missing[0]} first: the device does not have it")
+        return self._enqueue(Job(uuid.uuid4().hex, body, shas))
+
+    def _enqueue(self, job: Job) -> web.Response:
+        """Queue a job (429 with Retry-After when the queue is full), pinning the uploads it uses."""
         self.prune()
-        job = Job(uuid.uuid4().hex, body, shas)
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.stats["rejected"] += 1
             return _error(429, f"the queue is full ({self.config.queue_size} jobs)", **{"Retry-After": "5"})
-        for sha in shas:
+        for sha in job.pins:
             self.cache.pin(sha)
         self.jobs[job.id] = job
         self.stats["submitted"] += 1
         self.stats["max_queue_depth"] = max(self.stats["max_queue_depth"], self.queue.qsize())
         return web.json_response({"id": job.id, "state": job.state}, status=202)
+
+    # --- sessions: a remote harness drives workers here ------------------------------------------
+    async def open_session(self, request: web.Request) -> web.Response:
+        job = Job(uuid.uuid4().hex, {}, [], session=Session())
+        return self._enqueue(job)
+
+    def _session(self, request: web.Request) -> tuple[Job, Session]:
+        job = self._job(request)
+        if job.session is None or job.state != "running":
+            raise web.HTTPConflict(text=json.dumps({"error": f"job {job.id} is not a running session ({job.state})"}),
+                                   content_type="application/json")
+        job.session.last_seen = time.monotonic()
+        return job, job.session
+
+    def _channel(self, request: web.Request) -> tuple[Session, Any]:
+        _, session = self._session(request)
+        channel = session.channels.get(request.match_info["worker"])
+        if channel is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": "no such worker in this session"}),
+                                   content_type="application/json")
+        return session, channel
+
+    async def session_model(self, request: web.Request) -> web.Response:
+        """Where a worker finds a model of an upload; only such paths may be loaded in this session."""
+        job, session = self._session(request)
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not is_sha256(str(body.get("sha256"))) or not isinstance(body.get("name"), str):
+            return _error(400, "give the upload's 'sha256' and the model file's 'name'")
+        entry = self.cache.path(body["sha256"])
+        if entry is None:
+            return _error(409, f"upload {body['sha256']} first: the device does not have it")
+        path = str(model_location(entry, body["name"]))
+        if body["sha256"] not in job.pins:
+            self.cache.pin(body["sha256"])
+            job.pins.append(body["sha256"])
+        session.models.add(path)
+        return web.json_response({"location": path})
+
+    async def open_worker(self, request: web.Request) -> web.Response:
+        _, session = self._session(request)
+        body = await _json_body(request)
+        who = body.get("who") if isinstance(body, dict) else None
+        return web.json_response({"worker": await session.open(str(who or "model"))}, status=201)
+
+    async def worker_send(self, request: web.Request) -> web.Response:
+        session, channel = self._channel(request)
+        message = await _json_body(request)
+        problem = check_worker_message(message, session)
+        if problem:
+            return _error(403, problem)
+        try:
+            await asyncio.to_thread(channel.send, message)
+        except WorkerExited:
+            return _error(410, "the worker exited")
+        return web.json_response({"sent": True})
+
+    async def worker_receive(self, request: web.Request) -> web.Response:
+        session, channel = self._channel(request)
+        try:
+            timeout = min(float(request.query.get("timeout", 0)), MAX_RECEIVE_S)
+        except ValueError:
+            return _error(400, "'timeout' must be a number of seconds")
+        session.busy += 1
+        try:
+            reply = await asyncio.to_thread(channel.receive, timeout)
+        except WorkerExited:
+            return _error(410, "the worker exited")
+        finally:
+            session.busy -= 1
+            session.last_seen = time.monotonic()
+        return web.json_response({"reply": reply})
+
+    async def worker_put(self, request: web.Request) -> web.Response:
+        _, channel = self._channel(request)
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > self.config.max_upload_bytes:
+                return _error(413, f"file is over the agent's {self.config.max_upload_bytes}-byte cap")
+            chunks.append(chunk)
+        blob = b"".join(chunks)
+        try:
+            arrays = npz_arrays(blob)
+        except (ValueError, OSError) as exc:
+            return _error(400, f"not an .npz of plain arrays: {first_line(exc)}")
+        try:
+            await asyncio.to_thread(channel.put_arrays, _plain_name(request), arrays)
+        except BadInputError as exc:
+            return _error(400, str(exc))
+        return web.json_response({"stored": True}, status=201)
+
+    async def worker_take(self, request: web.Request) -> web.Response:
+        _, channel = self._channel(request)
+        try:
+            arrays = await asyncio.to_thread(channel.take_arrays, _plain_name(request))
+        except FileNotFoundError:
+            return _error(404, "the worker wrote no such file")
+        return web.Response(body=npz_bytes(arrays), content_type="application/octet-stream")
+
+    async def worker_exit_code(self, request: web.Request) -> web.Response:
+        _, channel = self._channel(request)
+        return web.json_response({"exit_code": await asyncio.to_thread(channel.exit_code)})
+
+    async def close_worker(self, request: web.Request) -> web.Response:
+        session, channel = self._channel(request)
+        del session.channels[request.match_info["worker"]]
+        await asyncio.to_thread(channel.close)
+        return web.json_response({"closed": True})
 
     def _job(self, request: web.Request) -> Job:
         job = self.jobs.get(request.match_info["id"])
@@ -287,7 +422,20 @@ class Agent:
         return job
 
     async def job_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._job(request).status())
+        """The job's status; with `?wait=S` (at most 30) answered when the job ends or S seconds pass.
+
+        Waiting instead of polling keeps the agent (and a client on the same machine) quiet while a
+        measurement runs: one request every S seconds rather than several a second.
+        """
+        job = self._job(request)
+        try:
+            wait = min(float(request.query.get("wait", 0)), _MAX_STATUS_WAIT_S)
+        except ValueError:
+            return _error(400, "'wait' must be a number of seconds")
+        if wait > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.ended.wait(), timeout=wait)
+        return web.json_response(job.status())
 
     async def job_result(self, request: web.Request) -> web.Response:
         job = self._job(request)
@@ -296,12 +444,34 @@ class Agent:
         return web.json_response(job.report)
 
     async def cancel(self, request: web.Request) -> web.Response:
+        """Cancel a queued or running job; a running session is ended (its client is done with the device)."""
         job = self._job(request)
-        if job.state in ("queued", "running"):
+        if job.session is not None and job.state == "running":
+            job.ended_at = time.time()
+            self._finish(job, "done", None)
+        elif job.state in ("queued", "running"):
             if job.process is not None:
                 _kill(job.process)
             job.state, job.error, job.ended_at = "cancelled", "cancelled by a client", time.time()
+            job.ended.set()
         return web.json_response(job.status())
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The request's JSON body; a body that is not JSON is answered with 400."""
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "request body is not valid JSON"}),
+                                 content_type="application/json") from None
+
+
+def _plain_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if Path(name).name != name or not name.endswith(".npz"):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "exchange files are plain .npz file names"}),
+                                 content_type="application/json")
+    return name
 
 
 def _check_request(body: Any) -> str | None:
@@ -355,6 +525,15 @@ def make_app(config: AgentConfig) -> web.Application:
         web.get(f"{API_PREFIX}/jobs/{{id}}", agent.job_status),
         web.get(f"{API_PREFIX}/jobs/{{id}}/result", agent.job_result),
         web.delete(f"{API_PREFIX}/jobs/{{id}}", agent.cancel),
+        web.post(f"{API_PREFIX}/sessions", agent.open_session),
+        web.post(f"{API_PREFIX}/jobs/{{id}}/models", agent.session_model),
+        web.post(f"{API_PREFIX}/jobs/{{id}}/workers", agent.open_worker),
+        web.post(f"{API_PREFIX}/jobs/{{id}}/workers/{{worker}}/send", agent.worker_send),
+        web.get(f"{API_PREFIX}/jobs/{{id}}/workers/{{worker}}/receive", agent.worker_receive),
+        web.put(f"{API_PREFIX}/jobs/{{id}}/workers/{{worker}}/files/{{name}}", agent.worker_put),
+        web.get(f"{API_PREFIX}/jobs/{{id}}/workers/{{worker}}/files/{{name}}", agent.worker_take),
+        web.get(f"{API_PREFIX}/jobs/{{id}}/workers/{{worker}}/exit", agent.worker_exit_code),
+        web.delete(f"{API_PREFIX}/jobs/{{id}}/workers/{{worker}}", agent.close_worker),
     ])
 
     async def runner(app: web.Application) -> Any:

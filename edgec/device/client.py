@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,15 @@ from edgec.artifact import MANIFEST, read_manifest
 from edgec.device import API_PREFIX
 from edgec.device.archive import pack
 from edgec.device.inventory import Device
+from edgec.device.policy import RUNNABLE_SUFFIXES
 from edgec.errors import BadInputError, first_line
+from edgec.integrity import check_artifact
 
 __all__ = ["RemoteBench", "bench_on_devices", "device_facts_of", "is_reachable"]
 
-#: Seconds between job status polls.
-_POLL_S = 0.25
+#: Seconds one status request waits on the agent for the job to end: progress arrives at this pace, and the
+#: device answers one request per this many seconds while it measures, instead of several a second.
+_STATUS_WAIT_S = 2.0
 #: Seconds a client keeps retrying an agent that stopped answering before it gives up.
 RECONNECT_S = 20.0
 #: Upper bound of one job's wait on the client (the agent's own per-job timeout is shorter).
@@ -41,6 +45,7 @@ class RemoteBench:
     """What to bench: the local `edgec bench` options that travel to the device."""
 
     artifact: Path
+    baseline: Path | None = None
     data: Path | None = None
     labels: Path | None = None
     runs: int | None = None
@@ -56,28 +61,37 @@ class _AgentError(BadInputError):
 
 
 def _blobs(spec: RemoteBench) -> dict[str, bytes]:
-    """The tars to upload, by role: the artifact, and a float baseline, data and labels when needed."""
+    """The tars to upload, by role: the artifact (checked against its manifest first), and the float baseline,
+    data and labels the user named. Nothing outside the artifact goes unless named."""
     artifact = spec.artifact
     if artifact.is_dir():
         if not (artifact / MANIFEST).is_file():
             raise BadInputError(f"artifact: {artifact} is a directory without {MANIFEST}")
+        check_artifact(artifact, read_manifest(artifact))
         blobs = {"artifact": pack({p.name: p for p in artifact.iterdir() if not p.name.startswith(".")})}
-        source = read_manifest(artifact)["source"]
-        external = Path(source.get("path") or "")
-        if not source.get("onnx") and source.get("format", "onnx") == "onnx" and external.is_absolute():
-            if not external.is_file():
-                raise BadInputError(f"baseline: the source model {external} named in the manifest is gone")
-            blobs["baseline"] = pack({external.name: external})
-    elif artifact.is_file() and artifact.suffix.lower() == ".onnx":
+    elif artifact.is_file() and artifact.suffix.lower() in RUNNABLE_SUFFIXES:
         blobs = {"artifact": pack({artifact.name: artifact})}
     else:
-        raise BadInputError(f"artifact: {artifact} is neither a compile output dir nor an .onnx file")
-    for role, path, suffix in (("data", spec.data, ".npz"), ("labels", spec.labels, ".npy")):
+        raise BadInputError(f"artifact: {artifact} is neither a compile output dir nor a model file the agent runs"
+                            f" ({', '.join(RUNNABLE_SUFFIXES)})")
+    for role, path, suffix in (("baseline", spec.baseline, ".onnx"), ("data", spec.data, ".npz"),
+                               ("labels", spec.labels, ".npy")):
         if path is not None:
             if not path.is_file() or path.suffix.lower() != suffix:
                 raise BadInputError(f"--{role}: {path} is not a {suffix} file")
             blobs[role] = pack({f"{role}{suffix}": path})
     return blobs
+
+
+def _http(device: Device) -> aiohttp.ClientSession:
+    """An HTTP session for `device`: HTTPS verified against the system's CAs, or only against its `ca_file`."""
+    if device.ca_file is None:
+        return aiohttp.ClientSession()
+    try:
+        context = ssl.create_default_context(cafile=str(Path(device.ca_file).expanduser()))
+    except (OSError, ssl.SSLError) as exc:
+        raise BadInputError(f"device {device.name}: cannot read the CA file {device.ca_file}: {first_line(exc)}") from exc
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
 
 class _Session:
@@ -156,12 +170,12 @@ async def _submit(session: _Session, request: dict[str, Any], say: Callable[[str
 
 
 async def _follow(session: _Session, job: str, say: Callable[[str], None], reconnect_s: float) -> dict[str, Any]:
-    """Poll the job until it ends, resuming by id across dropped connections; returns its report."""
+    """Follow the job until it ends, resuming by id across dropped connections; returns its report."""
     shown, lost_since = 0, None
     deadline = time.monotonic() + _MAX_WAIT_S
     while time.monotonic() < deadline:
         try:
-            _, status = await session.call("GET", f"/jobs/{job}", ok=(200, 404))
+            _, status = await session.call("GET", f"/jobs/{job}", ok=(200, 404), params={"wait": f"{_STATUS_WAIT_S:g}"})
         except _Unreachable as exc:
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > reconnect_s:
@@ -181,7 +195,6 @@ async def _follow(session: _Session, job: str, say: Callable[[str], None], recon
             return report
         if status["state"] in ("failed", "cancelled"):
             raise session._fail(f"job {job} {status['state']}: {status['error']}")
-        await asyncio.sleep(_POLL_S)
     raise session._fail(f"job {job} did not finish within {_MAX_WAIT_S:g} s")
 
 
@@ -190,7 +203,7 @@ async def _bench_one(device: Device, spec: RemoteBench, blobs: Mapping[str, byte
     def say(line: str) -> None:
         progress(f"[{device.name}] {line}")
 
-    async with aiohttp.ClientSession() as http:
+    async with _http(device) as http:
         session = _Session(device, http)
         try:
             _, facts = await session.call("GET", "/facts")
@@ -238,7 +251,7 @@ def device_facts_of(device: Device) -> dict[str, Any]:
     """The agent's device facts (raises one clear line when it cannot be asked)."""
 
     async def ask() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http:
+        async with _http(device) as http:
             try:
                 return (await _Session(device, http).call("GET", "/facts"))[1]
             except _Unreachable as exc:

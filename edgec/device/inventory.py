@@ -17,12 +17,14 @@ __all__ = ["Device", "inventory_path", "load_inventory", "read_token", "resolve_
 
 @dataclass(frozen=True)
 class Device:
-    """An agent to bench on: a name for reports and file suffixes, its URL and bearer token."""
+    """An agent to bench on: a name for reports and file suffixes, its URL and bearer token, and the CA
+    file that vouches for its TLS certificate when that is not one the system trusts (a self-signed one)."""
 
     name: str
     url: str
     token: str | None = None
     tags: tuple[str, ...] = field(default=())
+    ca_file: str | None = None
 
 
 def inventory_path() -> Path:
@@ -68,19 +70,22 @@ def load_inventory() -> dict[str, Device]:
             if token is None:
                 raise BadInputError(f"{path}: [devices.{name}] reads its token from ${entry['token_env']}, which is not set")
         devices[name] = Device(name, _check_url(entry["url"], f"{path} [devices.{name}]"), token,
-                               tuple(entry.get("tags", ())))
+                               tuple(entry.get("tags", ())), entry.get("ca_file"))
     return devices
 
 
-def resolve_device(name_or_url: str, token_file: str | None = None) -> Device:
-    """A `--device` value: an http(s) URL (token from `token_file`) or a name in `devices.toml`."""
+def resolve_device(name_or_url: str, token_file: str | None = None, ca_file: str | None = None) -> Device:
+    """A `--device` value: an http(s) URL (token from `token_file`) or a name in `devices.toml`;
+    `token_file` and `ca_file`, when given, override what `devices.toml` says."""
     if "://" in name_or_url:
         url = _check_url(name_or_url, "--device")
         parts = urlsplit(url)
-        return Device(f"{parts.hostname}-{parts.port or parts.scheme}", url, read_token(token_file) if token_file else None)
+        return Device(f"{parts.hostname}-{parts.port or parts.scheme}", url, read_token(token_file) if token_file else None,
+                      ca_file=ca_file)
     devices = load_inventory()
     if name_or_url not in devices:
         raise BadInputError(f"--device {name_or_url}: no such device in {inventory_path()}"
                             f" (known: {', '.join(sorted(devices)) or 'none'})")
     device = devices[name_or_url]
-    return Device(device.name, device.url, read_token(token_file), device.tags) if token_file else device
+    token = read_token(token_file) if token_file else device.token
+    return Device(device.name, device.url, token, device.tags, ca_file or device.ca_file)

@@ -27,24 +27,23 @@ def _inside(root: Path, name: str | None, what: str) -> Path:
 def bench_target(entry: Path, *, has_baseline: bool) -> Path:
     """The path to pass to `edgec bench` for an unpacked upload, after refusing what the agent does not load.
 
-    A compile output dir runs when its model is ONNX or `.tflite` and its float baseline is an ONNX
-    file inside the upload (or the client sent one); a plain upload runs its single `.onnx` file.
+    A compile output dir runs when its model is ONNX or `.tflite` and its float baseline is the
+    artifact's own `source.onnx` (or the client sent one); a plain upload runs its single `.onnx` file.
     """
     if not (entry / MANIFEST).is_file():
-        models = sorted(entry.glob("*.onnx"))
+        models = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in RUNNABLE_SUFFIXES)
         if len(models) != 1:
-            raise BadInputError("an upload without a manifest must hold exactly one .onnx file")
+            raise BadInputError(f"an upload without a manifest must hold exactly one model file ({', '.join(RUNNABLE_SUFFIXES)})")
         return models[0]
     manifest = read_manifest(entry)
     model = _inside(entry, manifest.get("artifact", {}).get("file"), "model file")
     if model.suffix.lower() not in RUNNABLE_SUFFIXES:
         raise BadInputError(f"the agent loads only {', '.join(RUNNABLE_SUFFIXES)} models, not {model.name}")
     if not has_baseline:
-        source = manifest.get("source", {})
-        name = source.get("onnx") or (source.get("path") if source.get("format", "onnx") == "onnx" else None)
+        name = manifest.get("source", {}).get("onnx")
         if not name:
-            raise BadInputError(f"the artifact's source is {source.get('format')} and it keeps no source.onnx;"
-                                " the agent runs no framework code: send a float ONNX baseline")
+            raise BadInputError("the artifact keeps no source.onnx (compiled --slim, or by an older edgec) and the"
+                                " agent loads nothing outside it: send a float ONNX baseline (--baseline MODEL.onnx)")
         baseline = _inside(entry, name, "float ONNX source")
         if not baseline.is_file():
             raise BadInputError(f"the artifact's float ONNX source {name!r} is not in the upload")

@@ -5,9 +5,9 @@ view of it that `edgec bench` reports (speedup and drift against the baseline).
 
 Measurement design, and why:
 
-- **One fresh worker process per model** ("spawn" start method, never "fork"): a process's peak
-  RSS only grows, allocators keep freed memory, and imported libraries stay resident, so a model
-  measured in a process that touched another model would be charged for both. A spawned worker
+- **One fresh worker process per model** (`python -m edgec.harness.worker`, never a fork): a
+  process's peak RSS only grows, allocators keep freed memory, and imported libraries stay resident,
+  so a model measured in a process that touched another model would be charged for both. A worker
   starts from a bare interpreter; it imports the runtime's library, reads its RSS
   (`rss_before_load_mb`), loads the model (`load_ms`: constructor wall time), and reports its own
   peak RSS at the very end (`peak_rss_mb`), so `peak_rss_mb - rss_before_load_mb` approximates
@@ -24,26 +24,22 @@ Measurement design, and why:
 - Outputs for drift (on request) are computed afterwards on every sample, untimed, one sample per
   message so a worker never holds all outputs at once (which would inflate its peak RSS).
 
+- **Where is apart from what**: the parent drives each worker with JSON messages and `.npz` files
+  through a `Channel` that a `Transport` opens (`edgec.harness.transport`); the default starts a
+  local subprocess. No message is pickled, so a worker never runs code it was sent, wherever it runs.
+
 The harness knows only the `Runtime` contract: a runtime is named by `ModelRef.runtime` and
 resolved by `edgec.backends.runtime_class` inside the worker.
-
-Because workers are spawned, a script calling `measure` or `benchmark` must guard its entry point
-with `if __name__ == "__main__":` (the spawned interpreter re-imports the main module).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import multiprocessing
-import signal
 import sys
-import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +49,10 @@ from edgec import errors
 from edgec.errors import BadInputError, EdgecError
 from edgec.harness.accuracy import drift
 from edgec.harness.latency import summarize
-from edgec.harness.memory import current_rss_mb, peak_rss_mb
+from edgec.harness.transport import LocalTransport, Transport, WorkerExited
+from edgec.harness.worker import flatten_samples
 from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
-from edgec.backends import runtime_class
 
 __all__ = ["ModelRef", "benchmark", "measure", "model_size_bytes", "exit_if_spawning", "latency_samples_ms", "shape_key", "ROUND_RUNS"]
 
@@ -68,19 +64,19 @@ ROUND_RUNS = 10
 _START_TIMEOUT_S = 120.0
 #: Seconds a worker may take for one command (load, one round, one sample's outputs, close).
 _COMMAND_TIMEOUT_S = 600.0
-#: Seconds to wait for a worker to exit by itself before terminating it.
-_JOIN_TIMEOUT_S = 5.0
+#: Exchange-file names: the samples a worker loads, and one sample's outputs it writes.
+_SAMPLES_FILE = "samples.npz"
+_OUTPUTS_FILE = "outputs.npz"
 #: Exit code of a worker that found itself re-running the caller's unguarded script (see `exit_if_spawning`).
 _UNGUARDED_MAIN_EXIT = 86
 
 
 def exit_if_spawning() -> None:
-    """End this process quietly if it is a worker still starting up (re-importing the caller's main module).
+    """End this process quietly if it is a multiprocessing child still starting up (re-importing the main module).
 
-    A spawned worker re-runs the top level of the script that started it. When that script calls
-    edgec without an `if __name__ == "__main__":` guard, the worker would compile or benchmark all
-    over again (or fail inside multiprocessing); instead it exits with `_UNGUARDED_MAIN_EXIT`, which
-    the parent turns into an error that says how to fix the script.
+    The harness's own workers are plain subprocesses that never re-import the caller's script, but a
+    caller that runs edgec inside its own "spawn" multiprocessing pool without an
+    `if __name__ == "__main__":` guard would otherwise compile or benchmark again in every child.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         sys.exit(_UNGUARDED_MAIN_EXIT)
@@ -106,101 +102,6 @@ class ModelRef:
         object.__setattr__(self, "path", Path(self.path))
 
 
-# --------------------------------------------------------------------------------------------
-# Worker side: runs in the spawned process. Everything it sends is plain tuples of picklable data.
-# --------------------------------------------------------------------------------------------
-
-
-def _error_reply(exc: BaseException) -> tuple[str, str, str, str]:
-    """Describe an exception for the parent: class name, one-line message, full traceback."""
-    message = str(exc) if isinstance(exc, EdgecError) else (str(exc).strip().splitlines() or [""])[0]
-    return ("error", type(exc).__name__, message, traceback.format_exc())
-
-
-def _timed_runs(runtime: Any, samples: list[dict[str, np.ndarray]], start: int, count: int) -> list[int]:
-    """Time `count` inferences cycling through `samples` from index `start`; nanoseconds each."""
-    clock = time.perf_counter_ns
-    latencies: list[int] = []
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for k in range(count):
-            feeds = samples[(start + k) % len(samples)]
-            t0 = clock()
-            out = runtime.infer(feeds)
-            runtime.synchronize()
-            t1 = clock()
-            del out  # free the outputs outside the timed span
-            latencies.append(t1 - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return latencies
-
-
-def _worker_main(conn: Connection, path: str, runtime_name: str, options: dict[str, Any], threads: int) -> None:
-    """Serve one model to the parent until told to close; exit after the first error.
-
-    Commands (tuples): ("load", samples) -> load stats; ("warmup", n) -> None; ("time", n) ->
-    list of ns; ("output", i) -> outputs of sample i; ("close",) -> {"peak_rss_mb"} and exit.
-    Every reply is ("ok", payload) or ("error", class name, message, traceback).
-    """
-    # The parent owns the worker's lifetime: on Ctrl-C it terminates us in its `finally`.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    runtime: Any = None
-    samples: list[dict[str, np.ndarray]] = []
-    cursor = 0
-    try:
-        conn.send(("ok", "ready"))
-        while True:
-            command, *args = conn.recv()
-            try:
-                if command == "load":
-                    samples = args[0]
-                    cls = runtime_class(runtime_name)
-                    cls.preload()  # library import is not the model's cost
-                    gc.collect()
-                    rss_before = current_rss_mb()
-                    t0 = time.perf_counter_ns()
-                    runtime = cls(path, threads=threads, options=options)
-                    load_ns = time.perf_counter_ns() - t0
-                    reply: Any = {
-                        "load_ms": load_ns / 1e6,
-                        "rss_before_load_mb": rss_before,
-                        "rss_after_load_mb": current_rss_mb(),
-                    }
-                elif command == "warmup":
-                    _timed_runs(runtime, samples, cursor, args[0])
-                    cursor += args[0]
-                    reply = None
-                elif command == "time":
-                    reply = _timed_runs(runtime, samples, cursor, args[0])
-                    cursor += args[0]
-                elif command == "output":
-                    outputs = runtime.infer(samples[args[0]])
-                    runtime.synchronize()
-                    reply = {name: np.asarray(value) for name, value in outputs.items()}
-                elif command == "close":
-                    conn.send(("ok", {"peak_rss_mb": peak_rss_mb()}))
-                    return
-                else:
-                    raise ValueError(f"unknown worker command {command!r}")
-            except Exception as exc:  # reported to the parent, which raises it there
-                conn.send(_error_reply(exc))
-                return
-            conn.send(("ok", reply))
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        return  # the parent went away; nothing left to serve
-    finally:
-        conn.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Parent side.
-# --------------------------------------------------------------------------------------------
-
-
 def _rebuild_error(who: str, class_name: str, message: str) -> EdgecError:
     """Re-create a worker's EdgecError with its original class; wrap anything else in EdgecError."""
     cls = getattr(errors, class_name, None)
@@ -210,80 +111,45 @@ def _rebuild_error(who: str, class_name: str, message: str) -> EdgecError:
 
 
 class _Worker:
-    """Parent-side handle of one model's worker process: start, request/reply, always stop."""
+    """Request/reply with one model's worker over a `Channel`: errors re-raised here, a dead or hung worker noticed."""
 
-    def __init__(self, ctx: Any, who: str, ref: ModelRef, threads: int):
+    def __init__(self, transport: Transport, who: str):
         self.who = who
-        self.conn, child_conn = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(
-            target=_worker_main,
-            args=(child_conn, str(ref.path), ref.runtime, dict(ref.options), threads),
-            name=f"edgec-harness-{who}",
-            daemon=True,
-        )
-        self.process.start()
-        # Drop our copy of the child's end so a dead worker reads as EOF instead of silence.
-        child_conn.close()
+        self.channel = transport.open(who)
 
-    def call(self, message: tuple[Any, ...], timeout: float = _COMMAND_TIMEOUT_S) -> Any:
+    def call(self, message: dict[str, Any], timeout: float = _COMMAND_TIMEOUT_S) -> Any:
         """Send one command and return the worker's payload, raising its error here."""
         try:
-            self.conn.send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
+            self.channel.send(message)
+        except WorkerExited as exc:
             raise self._died() from exc
         return self.receive(timeout)
 
     def receive(self, timeout: float) -> Any:
         """Wait for one reply, noticing a dead worker at once and a hung one after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise EdgecError(
-                    f"{self.who}: the worker did not answer within {timeout:.0f} s; "
-                    "the model may be too slow for this benchmark or the runtime hung"
-                )
-            if self.conn.poll(min(0.2, remaining)):
-                try:
-                    reply = self.conn.recv()
-                except (EOFError, ConnectionResetError, OSError) as exc:
-                    raise self._died() from exc
-                break
-            if not self.process.is_alive() and not self.conn.poll(0):
-                raise self._died()
-        if reply[0] == "error":
-            _, class_name, message, trace = reply
-            logger.debug("%s worker traceback:\n%s", self.who, trace)
-            raise _rebuild_error(self.who, class_name, message)
-        return reply[1]
+        try:
+            reply = self.channel.receive(timeout)
+        except WorkerExited as exc:
+            raise self._died() from exc
+        if reply is None:
+            raise EdgecError(
+                f"{self.who}: the worker did not answer within {timeout:.0f} s; "
+                "the model may be too slow for this benchmark or the runtime hung"
+            )
+        if "error" in reply:
+            logger.debug("%s worker traceback:\n%s", self.who, reply.get("trace", ""))
+            raise _rebuild_error(self.who, reply["error"], reply.get("message", ""))
+        return reply["ok"]
 
     def _died(self) -> EdgecError:
-        self.process.join(timeout=1.0)
-        if self.process.exitcode == _UNGUARDED_MAIN_EXIT:
-            return BadInputError(
-                "the benchmark worker re-ran your script's top level, which calls edgec again: put that code under"
-                " `if __name__ == \"__main__\":` (workers are spawned, and spawning re-imports the main module)")
         return EdgecError(
-            f"{self.who}: the worker process exited unexpectedly (exit code {self.process.exitcode}); "
+            f"{self.who}: the worker process exited unexpectedly (exit code {self.channel.exit_code()}); "
             "the runtime may have crashed on this model, or run out of memory; see its stderr above"
         )
 
     def stop(self) -> None:
-        """Close the pipe and make sure the process is gone: join, then terminate, then kill."""
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        self.process.join(timeout=_JOIN_TIMEOUT_S)
-        if self.process.is_alive():
-            logger.warning("%s worker did not exit; terminating it", self.who)
-            self.process.terminate()
-            self.process.join(timeout=_JOIN_TIMEOUT_S)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=_JOIN_TIMEOUT_S)
-        if not self.process.is_alive():
-            self.process.close()
+        """End the worker and release its channel, whatever state it is in."""
+        self.channel.close()
 
 
 def model_size_bytes(path: str | Path) -> int:
@@ -334,6 +200,7 @@ def measure(
     runs: int = 100,
     collect_outputs: bool = False,
     progress: Callable[[str], None] | None = None,
+    transport: Transport | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Measure N models side by side, each in its own fresh worker process, in interleaved rounds.
 
@@ -351,6 +218,7 @@ def measure(
         collect_outputs: Also run every sample once more, untimed, and return each model's outputs
             (for drift); off by default because it costs one extra inference per sample per model.
         progress: Called with short human messages ("loading int8", "round 3/10").
+        transport: Where the workers run; a fresh local process each (`LocalTransport`) by default.
 
     Returns:
         `{label: section}` in the order of `refs`, each section
@@ -388,37 +256,42 @@ def measure(
             progress(message)
 
     feeds = [{name: np.asarray(value) for name, value in sample.items()} for sample in samples]
-    ctx = multiprocessing.get_context("spawn")
+    index, arrays = flatten_samples(feeds)
+    transport = transport or LocalTransport()
     workers: list[_Worker] = []
     latencies: list[list[int]] = [[] for _ in refs]
     outputs: list[list[dict[str, np.ndarray]]] = [[] for _ in refs]
     try:
         say("starting workers")
         for ref in refs:
-            workers.append(_Worker(ctx, ref.label, ref, threads))
+            workers.append(_Worker(transport, ref.label))
         for worker in workers:  # interpreters start in parallel; models then load one at a time
             worker.receive(_START_TIMEOUT_S)
         loads = []
-        for worker in workers:
+        for ref, worker in zip(refs, workers):
             say(f"loading {worker.who}")
-            loads.append(worker.call(("load", feeds)))
+            worker.channel.put_arrays(_SAMPLES_FILE, arrays)
+            loads.append(worker.call({
+                "command": "load", "model": worker.channel.model_location(ref.path), "runtime": ref.runtime,
+                "options": dict(ref.options), "threads": threads, "samples": index, "arrays": _SAMPLES_FILE,
+            }))
             logger.debug("%s loaded: %s", worker.who, loads[-1])
         if warmup:
             say("warming up")
             for worker in workers:
-                worker.call(("warmup", warmup))
+                worker.call({"command": "warmup", "count": warmup})
         rounds = math.ceil(runs / ROUND_RUNS)
         for index in range(rounds):
             count = min(ROUND_RUNS, runs - index * ROUND_RUNS)
             say(f"round {index + 1}/{rounds}")
             for k in _round_order(len(workers), index):
-                latencies[k].extend(workers[k].call(("time", count)))
+                latencies[k].extend(workers[k].call({"command": "time", "count": count}))
         if collect_outputs:
             say("collecting outputs")
             for k, worker in enumerate(workers):
-                outputs[k] = [worker.call(("output", i)) for i in range(len(feeds))]
+                outputs[k] = [_sample_outputs(worker, i) for i in range(len(feeds))]
         say("measuring memory")
-        peaks = [worker.call(("close",))["peak_rss_mb"] for worker in workers]
+        peaks = [worker.call({"command": "close"})["peak_rss_mb"] for worker in workers]
     finally:
         for worker in workers:
             worker.stop()
@@ -439,6 +312,13 @@ def measure(
             section["outputs"] = outputs[k]
         sections[ref.label] = section
     return sections
+
+
+def _sample_outputs(worker: _Worker, index: int) -> dict[str, np.ndarray]:
+    """One sample's outputs, untimed: one file per sample so a worker never holds all outputs at once."""
+    names = worker.call({"command": "output", "index": index, "file": _OUTPUTS_FILE})
+    arrays = worker.channel.take_arrays(_OUTPUTS_FILE)
+    return {name: arrays[name] for name in names}
 
 
 def latency_samples_ms(latencies_ns: Sequence[int]) -> list[float]:
@@ -489,6 +369,7 @@ def benchmark(
     labels: np.ndarray | None = None,
     framework: ModelRef | None = None,
     progress: Callable[[str], None] | None = None,
+    transport: Transport | None = None,
 ) -> dict[str, Any]:
     """Measure an artifact (and optionally its baseline) with `measure`, and compare the two.
 
@@ -509,6 +390,7 @@ def benchmark(
         framework: Optional second reference timed in the same rounds (the source model in its own
             framework): reported with its own speedup, never used for drift.
         progress: Called with short human messages ("loading artifact", "round 3/10").
+        transport: Where the workers run (see `measure`).
 
     Returns:
         `{"threads", "latency_ms" (see `summarize`), "throughput_per_s", "load_ms", "peak_rss_mb",
@@ -534,7 +416,7 @@ def benchmark(
     present = [(role, replace(ref, label=_describe(role, ref))) for role, ref in roles if ref is not None]
     measured = measure(
         [ref for _, ref in present], samples, threads=threads, warmup=warmup, runs=runs,
-        collect_outputs=baseline is not None, progress=progress,
+        collect_outputs=baseline is not None, progress=progress, transport=transport,
     )
     sections = {role: measured[ref.label] for role, ref in present}
     outputs = {role: section.pop("outputs", None) for role, section in sections.items()}

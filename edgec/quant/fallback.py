@@ -205,7 +205,7 @@ def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Se
         evaluation = evaluator.evaluate(model)
         attempts.append(Attempt(kept, len(dynamic), len(tokens), evaluation))
         met = evaluation.meets(budget)
-        say(f"  {len(kept)} node(s) float, {len(dynamic)} dynamic ({len(tokens)} per token): "
+        say(f"  search build {len(attempts)}/{planned}: {len(kept)} node(s) float, {len(dynamic)} dynamic ({len(tokens)} per token): "
             f"min cosine {evaluation.min_cosine:.6f}"
             + (f", accuracy drop {evaluation.accuracy_drop_pp:+.2f} pp" if evaluation.accuracy_drop_pp is not None else "")
             + (" - budget met" if met else ""))
@@ -214,6 +214,7 @@ def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Se
         return results[count]
 
     low, high = at_least, max(at_least, len(ladder) - 1)
+    planned = 2 + math.ceil(math.log2(max(1, high - low)))  # the two ends, then bisection (fewer if an end decides)
     if not attempt(low).met and high > low and attempt(high).met:
         while high - low > 1:  # low misses, high meets
             middle = (low + high) // 2

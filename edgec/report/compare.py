@@ -7,19 +7,12 @@ against it (`new / first - 1`, in percent), which is what a reader scans such a 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from edgec.report.types import BenchReport
+
 __all__ = ["comparison_rows", "format_markdown", "format_text"]
-
-Report = Mapping[str, Any]
-
-
-def _get(report: Report, *path: str) -> Any:
-    node: Any = report
-    for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node
 
 
 def _num(value: Any, spec: str) -> str:
@@ -28,39 +21,36 @@ def _num(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def _min_cosine(report: Report) -> Any:
-    outputs = _get(report, "drift", "outputs") or {}
-    values = [stats.get("cosine_min") for stats in outputs.values() if isinstance(stats, Mapping)]
-    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return min(numbers) if numbers and len(numbers) == len(values) else None
-
-
 def _scaled(value: Any, scale: float) -> Any:
     return value * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _latency(key: str) -> Callable[[BenchReport], Any]:
+    return lambda r: getattr(r.latency_ms, key) if r.latency_ms else None
+
+
 #: (row label, reader, format) of every figure row, in display order.
-_ROWS: tuple[tuple[str, Callable[[Report], Any], str], ...] = (
-    ("latency p50 (ms)", lambda r: _get(r, "latency_ms", "p50"), ".3f"),
-    ("latency p90 (ms)", lambda r: _get(r, "latency_ms", "p90"), ".3f"),
-    ("latency p99 (ms)", lambda r: _get(r, "latency_ms", "p99"), ".3f"),
-    ("runs", lambda r: _get(r, "latency_ms", "runs"), "d"),
-    ("throughput (/s)", lambda r: _get(r, "throughput_per_s"), ".1f"),
-    ("speedup vs baseline", lambda r: _get(r, "speedup_p50"), ".2f"),
-    ("size (MiB)", lambda r: _scaled(_get(r, "size_bytes"), 1 / 2**20), ".3f"),
-    ("peak RSS (MiB)", lambda r: _get(r, "peak_rss_mb"), ".1f"),
-    ("min cosine vs baseline", _min_cosine, ".5f"),
-    ("accuracy", lambda r: _get(r, "drift", "accuracy"), ".4f"),
+_ROWS: tuple[tuple[str, Callable[[BenchReport], Any], str], ...] = (
+    ("latency p50 (ms)", _latency("p50"), ".3f"),
+    ("latency p90 (ms)", _latency("p90"), ".3f"),
+    ("latency p99 (ms)", _latency("p99"), ".3f"),
+    ("runs", _latency("runs"), "d"),
+    ("throughput (/s)", lambda r: r.throughput_per_s, ".1f"),
+    ("speedup vs baseline", lambda r: r.speedup_p50, ".2f"),
+    ("size (MiB)", lambda r: _scaled(r.size_bytes, 1 / 2**20), ".3f"),
+    ("peak RSS (MiB)", lambda r: r.peak_rss_mb, ".1f"),
+    ("min cosine vs baseline", lambda r: r.drift.min_cosine if r.drift else None, ".5f"),
+    ("accuracy", lambda r: r.drift.accuracy if r.drift else None, ".4f"),
 )
 #: Text rows saying what was measured where.
-_FACTS: tuple[tuple[str, Callable[[Report], Any]], ...] = (
-    ("target", lambda r: r.get("target")),
-    ("device", lambda r: _get(r, "host", "cpu_model") or _get(r, "host", "machine")),
-    ("threads", lambda r: r.get("threads")),
-    ("batch", lambda r: r.get("batch")),
-    ("precision", lambda r: _get(r, "artifact_model", "precision")),
-    ("git describe", lambda r: _get(r, "provenance", "git_describe")),
-    ("created (UTC)", lambda r: r.get("created_utc")),
+_FACTS: tuple[tuple[str, Callable[[BenchReport], Any]], ...] = (
+    ("target", lambda r: r.target),
+    ("device", lambda r: r.device if r.host else None),
+    ("threads", lambda r: r.threads),
+    ("batch", lambda r: r.batch),
+    ("precision", lambda r: r.artifact_model.precision if r.artifact_model else None),
+    ("git describe", lambda r: r.provenance.git_describe if r.provenance else None),
+    ("created (UTC)", lambda r: r.created_utc),
 )
 
 
@@ -70,7 +60,7 @@ def _change(value: Any, first: Any) -> str:
     return f" ({(value / first - 1) * 100:+.1f}%)"
 
 
-def comparison_rows(reports: Sequence[Report], names: Sequence[str]) -> list[list[str]]:
+def comparison_rows(reports: Sequence[BenchReport], names: Sequence[str]) -> list[list[str]]:
     """A header row (`names`), then one row per fact and figure; latency rows of later reports carry their change vs the first."""
     rows = [["", *names]]
     rows += [[label, *(str(read(r)) if read(r) is not None else "-" for r in reports)] for label, read in _FACTS]

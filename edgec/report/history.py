@@ -17,16 +17,16 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgec.artifact import utc_now
 from edgec.errors import BadInputError
+from edgec.report.types import BenchReport
 
-__all__ = ["BUSY_TIMEOUT_S", "LATEST", "Entry", "History", "default_db_path", "model_name"]
+__all__ = ["BUSY_TIMEOUT_S", "LATEST", "Entry", "History", "default_db_path"]
 
 #: Seconds a writer waits for another writer's lock before the DB counts as locked.
 BUSY_TIMEOUT_S = 10.0
@@ -55,12 +55,6 @@ def default_db_path() -> Path:
     import platformdirs
 
     return platformdirs.user_data_path("edgec") / "history.sqlite"
-
-
-def model_name(report: Mapping[str, Any]) -> str:
-    """The name a report is filed under: `provenance.model`, else the artifact file's stem."""
-    named = (report.get("provenance") or {}).get("model")
-    return str(named) if named else Path(str(report.get("artifact", "unknown"))).stem
 
 
 @dataclass(frozen=True)
@@ -125,13 +119,13 @@ class History:
             why = text
         return BadInputError(f"history DB {self.path}: {why}")
 
-    def add(self, report: Mapping[str, Any], *, tag: str | None = None, model: str | None = None) -> Entry:
+    def add(self, report: BenchReport, *, tag: str | None = None, model: str | None = None) -> Entry:
         """File `report` (a loaded bench report), optionally tagged; a tag is unique per model, target and device."""
         if tag == LATEST:
             raise BadInputError(f"tag {LATEST!r} is reserved: it names the newest tagged report")
-        text = json.dumps(report, sort_keys=True)
-        row = (utc_now(), str(report.get("created_utc") or ""), model or model_name(report),
-               str(report.get("target", "unspecified")), _device(report), tag, _sha256(text), text)
+        text = json.dumps(report.to_dict(), sort_keys=True)
+        row = (utc_now(), str(report.created_utc or ""), model or report.model_name, str(report.target or "unspecified"),
+               report.device, tag, _sha256(text), text)
         with self._connect(write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -151,7 +145,7 @@ class History:
             rows = db.execute(f"SELECT {_COLUMNS} FROM reports{where} ORDER BY created_utc, id", params).fetchall()
         return [Entry(*row) for row in rows]
 
-    def get(self, entry_id: int) -> tuple[Entry, dict[str, Any]]:
+    def get(self, entry_id: int) -> tuple[Entry, BenchReport]:
         """One row and its report; an unknown id or a damaged row is a BadInputError."""
         with self._connect(write=False) as db:
             row = db.execute(f"SELECT {_COLUMNS}, report FROM reports WHERE id = ?", (entry_id,)).fetchone()
@@ -160,21 +154,21 @@ class History:
         entry, text = Entry(*row[:-1]), row[-1]
         if _sha256(text) != entry.report_sha256:
             raise BadInputError(f"history DB {self.path}: report #{entry_id} is damaged (its sha256 does not match)")
-        return entry, json.loads(text)
+        return entry, BenchReport.from_dict(json.loads(text), f"history report #{entry_id}")
 
-    def baseline_for(self, report: Mapping[str, Any], *, tag: str | None = None) -> tuple[Entry, dict[str, Any]]:
+    def baseline_for(self, report: BenchReport, *, tag: str | None = None) -> tuple[Entry, BenchReport]:
         """The report to gate `report` against: same model, target and device, and not `report` itself.
 
         Without a tag, the newest one created no later than `report`; with `LATEST`, the newest tagged
         one; with another tag, the one carrying it.
         """
-        key = {"model": model_name(report), "target": str(report.get("target", "unspecified")), "device": _device(report)}
+        key = {"model": report.model_name, "target": str(report.target or "unspecified"), "device": report.device}
         where, params = _filters(**key)
         clauses = [where, "report_sha256 != ?"]
-        params.append(_sha256(json.dumps(report, sort_keys=True)))
+        params.append(_sha256(json.dumps(report.to_dict(), sort_keys=True)))
         if tag is None:
             clauses.append("created_utc <= ?")
-            params.append(str(report.get("created_utc") or ""))
+            params.append(str(report.created_utc or ""))
         elif tag == LATEST:
             clauses.append("tag IS NOT NULL")
         else:
@@ -187,12 +181,6 @@ class History:
             which = "no earlier report" if tag is None else ("no tagged report" if tag == LATEST else f"no report tagged {tag!r}")
             raise BadInputError(f"history DB {self.path} has {which} of {key['model']} for {key['target']} on {key['device']}")
         return self.get(int(row[0]))
-
-
-def _device(report: Mapping[str, Any]) -> str:
-    """The device a report was measured on: its CPU model (reports from before it was recorded: the machine)."""
-    host = report.get("host") or {}
-    return str(host.get("cpu_model") or host.get("machine") or "unknown")
 
 
 def _filters(**equal: str | None) -> tuple[str, list[str]]:

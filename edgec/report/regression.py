@@ -24,31 +24,27 @@ The verdicts are `edgec.gating.CheckResult`s, so the gate's table, JUnit and Mar
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgec.errors import BadInputError
-from edgec.gating import MIN_LATENCY_RUNS, CheckResult, load_report
+from edgec.gating import MIN_LATENCY_RUNS, CheckResult
+from edgec.report.types import BenchReport, LatencyStats
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "DEFAULT_CONFIDENCE",
-    "KNOWN_SCHEMA",
     "RegressionThresholds",
     "Interval",
     "ratio_interval",
     "comparability",
     "compare_reports",
     "cosine_bound",
-    "read_report",
 ]
 
-#: The bench report schema this edgec writes; a reader refuses newer ones, whose keys may mean other things.
-KNOWN_SCHEMA = "edgec.bench/1"
 DEFAULT_CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 _SEED = 20260101
@@ -134,41 +130,25 @@ def ratio_interval(new: np.ndarray, old: np.ndarray, quantile: float, *, new_ref
     return Interval(point_new / point_old - 1.0, float(low), float(high), confidence)
 
 
-#: What must match for two reports' latencies to be comparable: (label, path into the report).
-_SAME_DEVICE: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("CPU", ("host", "cpu_model")),
-    ("architecture", ("host", "machine")),
-    ("target", ("target",)),
-    ("threads", ("threads",)),
-    ("batch", ("batch",)),
-    ("input shapes", ("input_shapes",)),
+#: What must match for two reports' latencies to be comparable: (label, reader).
+_SAME_DEVICE: tuple[tuple[str, Callable[[BenchReport], Any]], ...] = (
+    ("CPU", lambda r: r.host.cpu_model if r.host else None),
+    ("architecture", lambda r: r.host.machine if r.host else None),
+    ("target", lambda r: r.target),
+    ("threads", lambda r: r.threads),
+    ("batch", lambda r: r.batch),
+    ("input shapes", lambda r: r.input_shapes),
 )
 
 
-def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A bench report from disk, refusing one written under a newer schema than `KNOWN_SCHEMA`."""
-    report = load_report(path)
-    if report["schema"] != KNOWN_SCHEMA:
-        raise BadInputError(f"report {path} has schema {report['schema']!r}, newer than this edgec reads"
-                            f" ({KNOWN_SCHEMA}): upgrade edgec")
-    return report
-
-
-def _get(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = report
-    for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node
-
-
-def comparability(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
+def comparability(new: BenchReport, old: BenchReport) -> list[str]:
     """What differs between the devices and settings two reports were measured with (empty: comparable).
 
     A fact either report lacks counts as a difference: a gate cannot vouch for a device it cannot name.
     """
     problems = []
-    for label, path in _SAME_DEVICE:
-        a, b = _get(new, path), _get(old, path)
+    for label, read in _SAME_DEVICE:
+        a, b = read(new), read(old)
         if a is None or b is None:
             problems.append(f"{label} not recorded in the {'new' if a is None else 'old'} report")
         elif a != b:
@@ -180,9 +160,9 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
-def _runs(report: Mapping[str, Any], path: tuple[str, ...], which: str) -> np.ndarray | str:
-    """A report's raw timed runs at `path`, or why they cannot be judged."""
-    samples = _get(report, path)
+def _runs(stats: LatencyStats | None, which: str) -> np.ndarray | str:
+    """A section's raw timed runs, or why they cannot be judged."""
+    samples = stats.samples if stats else None
     if not isinstance(samples, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples):
         return f"the {which} report has no raw latency samples (re-run `edgec bench --json` with this edgec)"
     if len(samples) < MIN_LATENCY_RUNS:
@@ -192,21 +172,24 @@ def _runs(report: Mapping[str, Any], path: tuple[str, ...], which: str) -> np.nd
     return np.asarray(samples, dtype=np.float64)
 
 
-def _references(new: Mapping[str, Any], old: Mapping[str, Any], runs: dict[str, Any]) -> dict[str, np.ndarray] | None:
+def _baseline_sha(report: BenchReport) -> str | None:
+    return report.provenance.baseline_sha256 if report.provenance else None
+
+
+def _references(new: BenchReport, old: BenchReport, runs: dict[str, Any]) -> dict[str, np.ndarray] | None:
     """Both reports' float-baseline runs when both timed the same baseline file alongside the artifact, else None."""
-    shas = [_get(report, ("provenance", "baseline_sha256")) for report in (new, old)]
-    if shas[0] is None or shas[0] != shas[1]:
+    if _baseline_sha(new) is None or _baseline_sha(new) != _baseline_sha(old):
         return None
-    found = {which: _runs(report, ("baseline", "latency_ms", "samples"), which) for which, report in (("new", new), ("old", old))}
+    found = {which: _runs(report.baseline.latency_ms if report.baseline else None, which)
+             for which, report in (("new", new), ("old", old))}
     if any(isinstance(r, str) or r.size != runs[which].size for which, r in found.items()):
         return None
     return found  # type: ignore[return-value]
 
 
-def _latency_checks(new: Mapping[str, Any], old: Mapping[str, Any], allowed_pct: float,
-                    confidence: float) -> list[CheckResult]:
+def _latency_checks(new: BenchReport, old: BenchReport, allowed_pct: float, confidence: float) -> list[CheckResult]:
     """p50 and p90 regression checks on the raw runs; missing or too few runs fail closed."""
-    runs = {which: _runs(report, ("latency_ms", "samples"), which) for which, report in (("new", new), ("old", old))}
+    runs = {which: _runs(report.latency_ms, which) for which, report in (("new", new), ("old", old))}
     problem = next((r for r in runs.values() if isinstance(r, str)), None)
     references = None if problem else _references(new, old, runs)
     how = " (relative to the same float baseline timed alongside)" if references else ""
@@ -228,8 +211,7 @@ def _latency_checks(new: Mapping[str, Any], old: Mapping[str, Any], allowed_pct:
     return checks
 
 
-def _number(report: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
-    value = _get(report, path)
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
@@ -264,16 +246,16 @@ def cosine_bound(new_min: float, old_min: float) -> float:
     return math.cos(min(math.pi, angle))
 
 
-def _cosine_check(new: Mapping[str, Any], old: Mapping[str, Any], least: float) -> CheckResult:
+def _cosine_check(new: BenchReport, old: BenchReport, least: float) -> CheckResult:
     """`min_cosine_vs_old`: the worst output's `cosine_bound`; fails closed unless both reports measured drift
     of the same outputs against the same baseline file on the same data."""
     name, metric = "cosine_vs_old", "min cosine new vs old (bound)"
-    same = (_get(new, ("provenance", "baseline_sha256")) is not None
-            and all(_get(new, path) == _get(old, path) for path in (("provenance", "baseline_sha256"), ("data",), ("samples",))))
-    outputs = [_get(report, ("drift", "outputs")) or {} for report in (new, old)]
+    same = _baseline_sha(new) is not None and _baseline_sha(new) == _baseline_sha(old) \
+        and (new.data, new.samples) == (old.data, old.samples)
+    outputs = [(report.drift.outputs if report.drift else None) or {} for report in (new, old)]
     bounds = []
     for output in outputs[0] if same and set(outputs[0]) == set(outputs[1]) else ():
-        pair = [_number(o, (output, "cosine_min")) for o in outputs]
+        pair = [_number(o[output].cosine_min) for o in outputs]
         bounds.append(cosine_bound(*pair) if None not in pair else math.nan)  # type: ignore[arg-type]
     if not bounds or any(math.isnan(b) for b in bounds):
         why = "both reports need drift against the same baseline file on the same data (bench each with its float baseline)"
@@ -284,7 +266,7 @@ def _cosine_check(new: Mapping[str, Any], old: Mapping[str, Any], least: float) 
     return CheckResult(name, metric, value, least, ">=", passed, message, "")
 
 
-def compare_reports(new: Mapping[str, Any], old: Mapping[str, Any], thresholds: RegressionThresholds, *,
+def compare_reports(new: BenchReport, old: BenchReport, thresholds: RegressionThresholds, *,
                     allow_different_device: bool = False) -> list[CheckResult]:
     """The regression checks of `new` against `old`, in a fixed order: latency p50, p90, accuracy, size, cosine.
 
@@ -302,13 +284,13 @@ def compare_reports(new: Mapping[str, Any], old: Mapping[str, Any], thresholds: 
     if thresholds.max_latency_regression is not None:
         checks += _latency_checks(new, old, thresholds.max_latency_regression, thresholds.confidence)
     if thresholds.max_accuracy_regression_pp is not None:
-        new_acc, old_acc = (_number(r, ("drift", "accuracy")) for r in (new, old))
+        new_acc, old_acc = (_number(r.drift.accuracy if r.drift else None) for r in (new, old))
         missing = _absent(new_acc, old_acc, "bench with --data and --labels")
         drop = None if missing else (old_acc - new_acc) * 100  # type: ignore[operator]
         checks.append(_growth_check("accuracy_regression_pp", "top-1 accuracy drop", drop, missing,
                                     thresholds.max_accuracy_regression_pp, "pp"))
     if thresholds.max_size_growth is not None:
-        new_size, old_size = (_number(r, ("size_bytes",)) for r in (new, old))
+        new_size, old_size = (_number(r.size_bytes) for r in (new, old))
         missing = _absent(new_size, old_size or None, "re-run `edgec bench --json`")
         growth = None if missing else (new_size / old_size - 1) * 100  # type: ignore[operator]
         checks.append(_growth_check("size_growth", "size growth", growth, missing, thresholds.max_size_growth, "%"))

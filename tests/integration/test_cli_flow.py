@@ -87,7 +87,7 @@ def test_bench_then_gate(cli, digits, tmp_path, int8_target) -> None:
     assert "speedup" in result.out and "accuracy" in result.out
     report = json.loads(report_path.read_text())
     assert REQUIRED_REPORT_KEYS <= set(report)
-    assert report["schema"] == "edgec.bench/1" and report["target"] == int8_target and report["threads"] == 1
+    assert report["schema"] == "edgec.bench/2" and report["target"] == int8_target and report["threads"] == 1
     assert set(report["latency_ms"]) == LATENCY_KEYS and report["latency_ms"]["runs"] == 20
     assert set(report["baseline"]["latency_ms"]) == LATENCY_KEYS
     assert report["size_bytes"] == os.path.getsize(out / "model.onnx")

@@ -103,12 +103,12 @@ def test_int8_tflite_bench_compares_with_float_onnx_and_litert(affine: ModuleAss
     result = cli("compile", affine.tflite, "--target", target, "--calib", affine.calib, "-o", out)
     assert result.code == 0, result.err
     result = cli("bench", out, "--data", affine.calib, "--runs", 5, "--warmup", 0, "--threads", 1,
-                 "--json", tmp_path / "r.json")
+                 "--source", affine.tflite, "--json", tmp_path / "r.json")
     assert result.code == 0, result.err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["baseline"]["model"]["path"] == str(out / "source.onnx")
     assert report["framework_baseline"]["model"]["runtime"] == "tflite"
-    assert Path(report["framework_baseline"]["model"]["path"]) == affine.tflite.resolve()
+    assert Path(report["framework_baseline"]["model"]["path"]).resolve() == affine.tflite.resolve()
     assert "baseline: fp32 source.onnx" in result.out and "also vs the source in its framework" in result.out
     assert report["drift"]["outputs"]["probs"]["cosine_min"] > 0.99
 

@@ -90,11 +90,79 @@ def test_a_model_file_outside_the_artifact_is_refused(cli, art, name) -> None:
     _fails(_bench(cli, art), "outside the artifact")
 
 
-def test_a_source_changed_since_compile_is_refused(cli, art, tmp_path) -> None:
-    other = tmp_path / "other.onnx"
-    shutil.copyfile(art / "model.onnx", other)
-    _edit(art, lambda m: m["source"].update(path=str(other)))
-    _fails(_bench(cli, art), "other.onnx", "changed since compile")
+def test_compile_keeps_the_float_onnx_of_an_onnx_source(built, tiny) -> None:
+    manifest = _manifest(built)
+    assert manifest["source"]["onnx"] == "source.onnx" and "source.onnx" in manifest["files"]
+    kept, original = onnx.load(built / "source.onnx"), onnx.load(tiny.model)
+    assert [n.op_type for n in kept.graph.node] == [n.op_type for n in original.graph.node]
+    assert {t.name for t in kept.graph.initializer} == {t.name for t in original.graph.initializer}
+
+
+def test_bench_never_loads_the_source_the_manifest_names_outside(cli, art, tmp_path) -> None:
+    """The probe's manifest pointed at a file elsewhere and bench loaded it; the baseline now is the kept copy."""
+    elsewhere = tmp_path / "elsewhere.onnx"
+    elsewhere.write_bytes(b"not a model: loading it would fail")
+    _edit(art, lambda m: m["source"].update(path=str(elsewhere), sha256="0" * 64))
+    result = _bench(cli, art, "--json", tmp_path / "r.json")
+    assert result.code == 0, result.err
+    assert json.loads((tmp_path / "r.json").read_text())["baseline_model"] == str(art / "source.onnx")
+
+
+def test_an_artifact_is_self_contained(cli, built, tiny, tmp_path) -> None:
+    source = tmp_path / "model.onnx"
+    shutil.copyfile(tiny.model, source)
+    out = tmp_path / "art"
+    assert cli("compile", source, "-t", "cpu-x86-fp32", "-o", out).code == 0
+    source.unlink()
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    assert _bench(cli, moved).code == 0
+
+
+def test_an_older_artifact_pointing_outside_needs_baseline(cli, art, tiny) -> None:
+    def older(manifest: dict) -> None:  # what edgec wrote for ONNX sources before it kept source.onnx
+        manifest["source"].update(onnx=None, path=str(tiny.model))
+        manifest["files"].pop("source.onnx")
+
+    _edit(art, older)
+    (art / "source.onnx").unlink()
+    _fails(_bench(cli, art), "keeps no float ONNX", f"--baseline {tiny.model}")
+    assert _bench(cli, art, "--baseline", tiny.model).code == 0
+
+
+def test_a_slim_artifact_of_an_onnx_source_has_no_baseline(cli, tiny, tmp_path) -> None:
+    out = tmp_path / "slim"
+    assert cli("compile", tiny.model, "-t", "cpu-x86-fp32", "--slim", "-o", out).code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    result = _bench(cli, out, "--json", tmp_path / "r.json")
+    assert result.code == 0, result.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["baseline"] is None and any("--baseline" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("how", ["kept-file", "unlisted-file", "directory", "loop"])
+def test_symlinks_leading_out_of_the_artifact_are_refused(cli, art, tmp_path, how) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if how == "kept-file":  # the same bytes, so only the link gives it away
+        shutil.move(art / "source.onnx", outside / "source.onnx")
+        (art / "source.onnx").symlink_to(outside / "source.onnx")
+    elif how == "unlisted-file":  # e.g. an external-data file a model names, not in the manifest
+        (outside / "secret").write_text("secret")
+        (art / "weights.bin").symlink_to(outside / "secret")
+    elif how == "directory":
+        (art / "data").symlink_to(outside, target_is_directory=True)
+    else:
+        (art / "a").symlink_to(art / "b")
+        (art / "b").symlink_to(art / "a")
+    _fails(_bench(cli, art), "outside the artifact")
+
+
+@pytest.mark.parametrize("name", ["../source.onnx", "/tmp/source.onnx", "unlisted.onnx"])
+def test_a_baseline_the_manifest_names_must_be_a_kept_file(cli, art, name) -> None:
+    shutil.copyfile(art / "source.onnx", art / "unlisted.onnx")
+    _edit(art, lambda m: m["source"].update(onnx=name))
+    _fails(_bench(cli, art), name)
 
 
 @pytest.mark.parametrize("change", [

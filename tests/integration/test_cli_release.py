@@ -17,7 +17,7 @@ def test_bench_report_keeps_raw_latencies_and_provenance(cli, tiny, tmp_path) ->
     assert cli("bench", tiny.model, "--baseline", tiny.model, "--runs", 12, "--warmup", 0, "--threads", 1,
                "--json", report_path).code == 0
     report = json.loads(report_path.read_text())
-    assert report["schema"] == "edgec.bench/1"
+    assert report["schema"] == "edgec.bench/2" and report["thresholds"] is None  # a plain .onnx has no target
     for section in (report, report["baseline"]):
         samples = section["latency_ms"]["samples"]
         assert len(samples) == section["latency_ms"]["runs"] == 12
@@ -134,3 +134,38 @@ def test_compare_side_by_side(cli, reports, tmp_path) -> None:
     truncated = tmp_path / "t.json"
     truncated.write_text("{")
     assert cli("compare", old, truncated).code == 2
+
+
+def _v1_report(tmp_path, **change: object):
+    """The saved `edgec.bench/1` report of a one-MatMul model on cpu-x86-fp32 (tests/unit/data), with `change` applied."""
+    from pathlib import Path
+
+    report = json.loads((Path(__file__).parents[1] / "unit" / "data" / "bench-report-v1.json").read_text())
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**report, **change}))
+    return path
+
+
+def test_gate_without_thresholds_uses_the_targets(cli, tmp_path) -> None:
+    recorded = cli("gate", _v1_report(tmp_path, schema="edgec.bench/2", thresholds={"min_cosine": 0.9, "max_size_mb": 1e-9}))
+    assert recorded.code == 1 and "using the [thresholds] of target 'cpu-x86-fp32' (recorded in the report)" in recorded.out
+    assert "min_cosine 0.9, max_size_mb 1e-09" in recorded.out and "max_size_mb" in recorded.out.splitlines()[-1]
+    built_in = cli("gate", _v1_report(tmp_path))  # /1 records none: the built-in descriptor's min_cosine 0.999
+    assert built_in.code == 0 and "the built-in target 'cpu-x86-fp32'" in built_in.out and "min_cosine 0.999" in built_in.out
+    explicit = cli("gate", _v1_report(tmp_path), "--max-size-mb", 1e-9)
+    assert explicit.code == 1 and "using the [thresholds]" not in explicit.out and "min_cosine" not in explicit.out
+    none = cli("gate", _v1_report(tmp_path, target="unspecified"))
+    assert none.code == 2 and none.error_line.endswith("the report names no target (a plain .onnx was benched): pass --policy"
+                                                       " gate.toml or --max-/--min- options")
+    empty = cli("gate", _v1_report(tmp_path, schema="edgec.bench/2", thresholds={}))
+    assert empty.code == 2 and "sets no [thresholds]" in empty.error_line
+
+
+def test_quiet_and_json_to_stdout_show_no_progress(cli, tiny) -> None:
+    common = (tiny.model, "--runs", 20, "--warmup", 0, "--threads", 1)
+    piped = cli("bench", *common)
+    assert piped.code == 0 and "round 1/2" in piped.err.splitlines()  # not a terminal: one plain line per step
+    quiet = cli("bench", *common, "--quiet")
+    assert quiet.code == 0 and quiet.err == "" and "latency p50" in quiet.out
+    printed = cli("bench", *common, "--json", "-")
+    assert printed.code == 0 and printed.err == "" and json.loads(printed.out)["latency_ms"]["runs"] == 20

@@ -143,9 +143,10 @@ def test_int8_drift_is_benched_against_the_source_runtime(fmt: str, tf_assets: T
     result = edgec.compile(tf_assets.paths[fmt], target, calib=tf_assets.calib, output_dir=tmp_path / "out",
                            trust_source=True)
     assert result.manifest["quantization"]["quantized_nodes"]
-    report = edgec.bench(result.output_dir, data=tf_assets.test, runs=5, warmup=0, threads=1, trust_source=True)
+    report = edgec.bench(result.output_dir, data=tf_assets.test, runs=5, warmup=0, threads=1, trust_source=True,
+                         source=tf_assets.paths[fmt])
     assert report["baseline_model"] == str(result.output_dir / "source.onnx")
-    assert Path(report["framework_baseline"]["model"]["path"]) == tf_assets.paths[fmt].resolve()
+    assert Path(report["framework_baseline"]["model"]["path"]).resolve() == tf_assets.paths[fmt].resolve()
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
     assert report["baseline"]["latency_ms"]["runs"] == 5

@@ -202,11 +202,11 @@ def test_onnx_names_are_the_source_runtimes(models, compiled, name) -> None:
 def test_int8_cnn_drift_against_the_pytorch_source(models, compiled) -> None:
     model, result = models["cnn-pt2"], compiled("cnn-pt2", "int8")
     assert "QuantizeLinear" in {node.op_type for node in onnx.load(result.model_path).graph.node}
-    report = edgec.bench(result.output_dir, data=model.data, runs=5, warmup=0, threads=1)
+    report = edgec.bench(result.output_dir, data=model.data, runs=5, warmup=0, threads=1, source=model.path)
     assert report["baseline_model"] == str(result.output_dir / "source.onnx")  # float, on the artifact's runtime
     assert report["baseline"]["model"]["runtime"] == "onnxruntime"
-    framework = report["framework_baseline"]  # the .pt2 itself, run in PyTorch, as an extra
-    assert Path(framework["model"]["path"]) == model.path.resolve() and framework["model"]["runtime"] == "torch"
+    framework = report["framework_baseline"]  # the .pt2 itself, named, run in PyTorch, as an extra
+    assert Path(framework["model"]["path"]).resolve() == model.path.resolve() and framework["model"]["runtime"] == "torch"
     assert framework["speedup_p50"] == pytest.approx(framework["latency_ms"]["p50"] / report["latency_ms"]["p50"])
     (drift,) = report["drift"]["outputs"].values()
     assert drift["cosine_min"] > INT8_MIN_COSINE
@@ -424,20 +424,28 @@ def test_a_lone_example_tensor_keeps_its_batch_axis(tmp_path: Path) -> None:
     assert [d.dim_value for d in dims] == [1, 4]
 
 
-def test_bench_falls_back_to_the_kept_onnx_when_the_source_is_gone(tmp_path: Path) -> None:
+def test_bench_loads_a_source_outside_the_artifact_only_when_named(tmp_path: Path) -> None:
     module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
     x = torch.randn(1, 4)
     source = tmp_path / "model.pt2"
     torch.export.save(torch.export.export(module.eval(), (x,)), source)
     result = edgec.compile(source, "cpu-x86-fp32", output_dir=tmp_path / "out")
-    source.unlink()
-    report = edgec.bench(result.output_dir, runs=2, warmup=0, threads=1)
+    quick = {"runs": 2, "warmup": 0, "threads": 1}
+    report = edgec.bench(result.output_dir, **quick)  # the source is right there, but not named: not loaded
     assert report["baseline_model"] == str(result.output_dir / "source.onnx")
     assert report["drift"]["outputs"]
     assert report["framework_baseline"] is None
-    assert any("is gone" in warning and str(source) in warning for warning in report["warnings"])
-    with pytest.raises(BadInputError, match="--baseline-from source: the source model .* is gone"):
-        edgec.bench(result.output_dir, runs=2, warmup=0, threads=1, baseline_from="source")
+    assert any("outside the artifact" in warning and f"--source {source}" in warning for warning in report["warnings"])
+    with pytest.raises(BadInputError, match="--baseline-from source: the source model .* lies outside the artifact"):
+        edgec.bench(result.output_dir, baseline_from="source", **quick)
+    report = edgec.bench(result.output_dir, source=source, baseline_from="source", **quick)
+    assert report["framework_baseline"]["model"]["path"] == str(source)
+    other = tmp_path / "other.pt2"
+    torch.export.save(torch.export.export(torch.nn.Sequential(torch.nn.Linear(4, 3)).eval(), (x,)), other)
+    with pytest.raises(BadInputError, match="--source: .*other.pt2 is not the model this artifact was compiled from"):
+        edgec.bench(result.output_dir, source=other, **quick)
+    source.unlink()  # gone: the artifact still benches against its own float ONNX
+    assert edgec.bench(result.output_dir, **quick)["drift"]["outputs"]
 
 
 @pytest.mark.parametrize("name", ["cnn-pt2", "cnn-torchscript"])

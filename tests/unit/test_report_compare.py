@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from edgec.report.compare import comparison_rows, format_markdown, format_text
+from edgec.report.types import BenchReport
 
 
-def _report(p50: float, **extra: object) -> dict:
-    return {"target": "t", "threads": 1, "latency_ms": {"p50": p50, "p90": p50 * 2, "p99": p50 * 3, "runs": 100},
-            "size_bytes": 2**20, "drift": {"outputs": {"y": {"cosine_min": 0.99}, "z": {"cosine_min": 0.98}}}, **extra}
+def _report(p50: float, **extra: object) -> BenchReport:
+    return BenchReport.from_dict({"schema": "edgec.bench/2", "target": "t", "threads": 1, "latency_ms": {"p50": p50, "p90": p50 * 2, "p99": p50 * 3, "runs": 100},
+            "size_bytes": 2**20, "drift": {"outputs": {"y": {"cosine_min": 0.99}, "z": {"cosine_min": 0.98}}}, **extra})
 
 
 def test_rows_carry_the_change_against_the_first_report() -> None:

@@ -13,23 +13,25 @@ import pytest
 
 from edgec.errors import BadInputError
 from edgec.report.history import LATEST, History
+from edgec.report.types import BenchReport
 
 # A writer process: files COUNT reports of PAD bytes each into DB, printing each id as it commits.
 _WRITER = """
 import sys
 from edgec.report.history import History
+from edgec.report.types import BenchReport
 db, name, count, pad = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 history = History(db, timeout=60)
 for k in range(count):
     report = {"schema": "edgec.bench/1", "target": "t", "created_utc": f"2026-01-01T00:00:{k % 60:02d}+00:00",
               "host": {"cpu_model": "cpu"}, "provenance": {"model": name}, "k": k, "pad": "x" * pad}
-    print(history.add(report).id, flush=True)
+    print(history.add(BenchReport.from_dict(report)).id, flush=True)
 """
 
 
-def _report(model: str = "m", created: str = "2026-01-01T00:00:00+00:00", **extra: object) -> dict:
-    return {"schema": "edgec.bench/1", "target": "cpu-x86-fp32", "created_utc": created,
-            "host": {"cpu_model": "Test CPU"}, "provenance": {"model": model}, **extra}
+def _report(model: str = "m", created: str = "2026-01-01T00:00:00+00:00", **extra: object) -> BenchReport:
+    return BenchReport.from_dict({"schema": "edgec.bench/1", "target": "cpu-x86-fp32", "created_utc": created,
+                                  "host": {"cpu_model": "Test CPU"}, "provenance": {"model": model}, **extra})
 
 
 def _writer(db, name: str, count: int, pad: int = 10) -> subprocess.Popen:
@@ -72,11 +74,11 @@ def test_baseline_is_the_newest_earlier_or_the_tagged_report(tmp_path) -> None:
     history.add(_report(created="2026-01-03T00:00:00+00:00", n=3))
     history.add(_report("other", created="2026-01-04T00:00:00+00:00", n=9))
     new = _report(created="2026-01-05T00:00:00+00:00", n=4)
-    assert history.baseline_for(new)[1]["n"] == 3
-    assert history.baseline_for(new, tag=LATEST)[1]["n"] == 2
-    assert history.baseline_for(new, tag="v1.2")[1]["n"] == 1
+    assert history.baseline_for(new)[1].extra["n"] == 3
+    assert history.baseline_for(new, tag=LATEST)[1].extra["n"] == 2
+    assert history.baseline_for(new, tag="v1.2")[1].extra["n"] == 1
     history.add(new)  # filed before it is gated: never its own baseline
-    assert history.baseline_for(new)[1]["n"] == 3
+    assert history.baseline_for(new)[1].extra["n"] == 3
     with pytest.raises(BadInputError, match="no report tagged 'v9'"):
         history.baseline_for(new, tag="v9")
     with pytest.raises(BadInputError, match="no earlier report of m for cpu-x86-fp32 on Test CPU"):
@@ -91,7 +93,7 @@ def test_concurrent_writers_lose_nothing(tmp_path) -> None:
         assert writer.returncode == 0, err
     rows = _intact(db)
     assert len(rows) == 100 and len({entry.id for entry, _ in rows}) == 100
-    assert sorted((r["provenance"]["model"], r["k"]) for _, r in rows) == sorted((f"model{m}", k) for m in range(4) for k in range(25))
+    assert sorted((r.provenance.model, r.extra["k"]) for _, r in rows) == sorted((f"model{m}", k) for m in range(4) for k in range(25))
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -107,7 +109,7 @@ def test_kill_9_mid_write_leaves_only_whole_rows(tmp_path) -> None:
     writer.wait(timeout=30)
     assert writer.returncode == -signal.SIGKILL
     rows = _intact(db)
-    assert len(rows) >= 3 and all(len(report["pad"]) == 2_000_000 for _, report in rows)
+    assert len(rows) >= 3 and all(len(report.extra["pad"]) == 2_000_000 for _, report in rows)
     assert History(db).add(_report()).id > max(entry.id for entry, _ in rows)  # still writable
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from edgec.errors import BadInputError
-from edgec.report.regression import RegressionThresholds, compare_reports, comparability, ratio_interval, read_report
+from edgec.report import regression
+from edgec.report.regression import RegressionThresholds, ratio_interval
+from edgec.report.types import BenchReport, read_bench_report
 
 HOST = {"cpu_model": "Test CPU", "machine": "x86_64"}
 
@@ -17,6 +19,14 @@ def _report(samples: np.ndarray, **extra: object) -> dict:
     return {"schema": "edgec.bench/1", "target": "cpu-x86-fp32", "threads": 1, "batch": 1, "input_shapes": ["x=1x3"],
             "host": dict(HOST), "latency_ms": {"samples": [round(float(v), 6) for v in samples]},
             "size_bytes": 1000, "drift": {"accuracy": 0.95}, **extra}
+
+
+def compare_reports(new: dict, old: dict, thresholds: RegressionThresholds, **options: bool) -> list:
+    return regression.compare_reports(BenchReport.from_dict(new), BenchReport.from_dict(old), thresholds, **options)
+
+
+def comparability(new: dict, old: dict) -> list[str]:
+    return regression.comparability(BenchReport.from_dict(new), BenchReport.from_dict(old))
 
 
 def _lognormal(seed: int, scale: float = 1.0, n: int = 400) -> np.ndarray:
@@ -103,13 +113,13 @@ def test_bad_thresholds_are_refused() -> None:
 
 def test_newer_schema_and_truncated_json_are_refused(tmp_path) -> None:
     newer = tmp_path / "newer.json"
-    newer.write_text(json.dumps({"schema": "edgec.bench/2"}))
+    newer.write_text(json.dumps({"schema": "edgec.bench/3"}))
     with pytest.raises(BadInputError, match="newer than this edgec reads"):
-        read_report(newer)
+        read_bench_report(newer)
     truncated = tmp_path / "truncated.json"
     truncated.write_text(json.dumps(_report(_lognormal(1)))[:50])
     with pytest.raises(BadInputError, match="not valid JSON"):
-        read_report(truncated)
+        read_bench_report(truncated)
 
 
 def _with_baseline(report: dict, samples: np.ndarray, sha: str = "ab" * 32) -> dict:

@@ -171,12 +171,12 @@ def scripted_artifacts(tmp_path_factory) -> dict[str, Path]:
     np.savez(root / "data.npz", input=np.ones((2, 4), np.float32))
     out = root / "trusted"
     edgec.compile(path, "cpu-x86-fp32", output_dir=out, inputs=["input:1x4"], trust_source=True)
-    return {"trusted": out, "data": root / "data.npz"}
+    return {"trusted": out, "data": root / "data.npz", "source": path}
 
 
 def test_bench_runs_a_code_bearing_source_only_when_both_trust_it(scripted_artifacts) -> None:
     out, data = scripted_artifacts["trusted"], scripted_artifacts["data"]
-    quick = {"data": data, "runs": 1, "warmup": 0, "threads": 1}
+    quick = {"data": data, "runs": 1, "warmup": 0, "threads": 1, "source": scripted_artifacts["source"]}
     assert json.loads((out / "manifest.json").read_text())["source"]["trusted"] is True
     report = edgec.bench(out, **quick)  # no trust now: no run in TorchScript, the float ONNX baseline stays
     assert report["framework_baseline"] is None
@@ -197,4 +197,5 @@ def test_bench_trust_cannot_vouch_for_an_artifact_built_without_it(scripted_arti
     manifest["source"]["trusted"] = False
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UntrustedSourceError):
-        edgec.bench(out, baseline_from="source", trust_source=True, data=scripted_artifacts["data"], runs=1, warmup=0)
+        edgec.bench(out, baseline_from="source", trust_source=True, data=scripted_artifacts["data"], runs=1, warmup=0,
+                    source=scripted_artifacts["source"])
