@@ -43,9 +43,6 @@ class Progress:
         self._end_bars()
 
     def __call__(self, message: str) -> None:
-        from edgec.limits import step
-
-        step(message)
         if self.quiet:
             return
         if not self.bars:

@@ -101,6 +101,11 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
+def _http_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An aiohttp HTTP exception (raised from a helper) with the same JSON body as `_error`."""
+    return cls(text=json.dumps({"error": message}), content_type="application/json")
+
+
 class Agent:
     """The agent's state: artifact cache, jobs, the queue and its single runner."""
 
@@ -139,7 +144,10 @@ class Agent:
         job.started_at = time.time()
         job.process = await asyncio.create_subprocess_exec(
             *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            # Its own process group (so a timeout or cancel kills it with its workers) but the agent's
+            # session: a new session would put it in a new scheduler autogroup (Linux), which shares the
+            # CPU differently from a local `edgec bench` in its shell's session and biases the comparison.
+            process_group=0, preexec_fn=_die_with_parent)
         if job.state == "cancelled":  # cancelled while its process was starting
             _kill(job.process)
         try:
@@ -314,8 +322,7 @@ class Agent:
     def _session(self, request: web.Request) -> tuple[Job, Session]:
         job = self._job(request)
         if job.session is None or job.state != "running":
-            raise web.HTTPConflict(text=json.dumps({"error": f"job {job.id} is not a running session ({job.state})"}),
-                                   content_type="application/json")
+            raise _http_error(web.HTTPConflict, f"job {job.id} is not a running session ({job.state})")
         job.session.last_seen = time.monotonic()
         return job, job.session
 
@@ -323,8 +330,7 @@ class Agent:
         _, session = self._session(request)
         channel = session.channels.get(request.match_info["worker"])
         if channel is None:
-            raise web.HTTPNotFound(text=json.dumps({"error": "no such worker in this session"}),
-                                   content_type="application/json")
+            raise _http_error(web.HTTPNotFound, "no such worker in this session")
         return session, channel
 
     async def session_model(self, request: web.Request) -> web.Response:
@@ -336,7 +342,10 @@ class Agent:
         entry = self.cache.path(body["sha256"])
         if entry is None:
             return _error(409, f"upload {body['sha256']} first: the device does not have it")
-        path = str(model_location(entry, body["name"]))
+        try:
+            path = str(model_location(entry, body["name"]))
+        except BadInputError as exc:
+            return _error(400, str(exc))
         if body["sha256"] not in job.pins:
             self.cache.pin(body["sha256"])
             job.pins.append(body["sha256"])
@@ -417,8 +426,7 @@ class Agent:
     def _job(self, request: web.Request) -> Job:
         job = self.jobs.get(request.match_info["id"])
         if job is None:
-            raise web.HTTPNotFound(text=json.dumps({"error": "no such job (unknown, or its result expired)"}),
-                                   content_type="application/json")
+            raise _http_error(web.HTTPNotFound, "no such job (unknown, or its result expired)")
         return job
 
     async def job_status(self, request: web.Request) -> web.Response:
@@ -462,15 +470,13 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "request body is not valid JSON"}),
-                                 content_type="application/json") from None
+        raise _http_error(web.HTTPBadRequest, "request body is not valid JSON") from None
 
 
 def _plain_name(request: web.Request) -> str:
     name = request.match_info["name"]
     if Path(name).name != name or not name.endswith(".npz"):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "exchange files are plain .npz file names"}),
-                                 content_type="application/json")
+        raise _http_error(web.HTTPBadRequest, "exchange files are plain .npz file names")
     return name
 
 

@@ -28,7 +28,7 @@ def bench_target(entry: Path, *, has_baseline: bool) -> Path:
     """The path to pass to `edgec bench` for an unpacked upload, after refusing what the agent does not load.
 
     A compile output dir runs when its model is ONNX or `.tflite` and its float baseline is the
-    artifact's own `source.onnx` (or the client sent one); a plain upload runs its single `.onnx` file.
+    artifact's own `source.onnx` (or the client sent one); a plain upload runs its single `.onnx` or `.tflite` file.
     """
     if not (entry / MANIFEST).is_file():
         models = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in RUNNABLE_SUFFIXES)

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import web
-
 from edgec.device.policy import RUNNABLE_SUFFIXES
+from edgec.errors import BadInputError
 from edgec.harness.transport import Channel, LocalTransport
 
 __all__ = ["Session", "SAFE_RUNTIMES", "LEASE_S", "MAX_RECEIVE_S", "check_worker_message", "model_location", "npz_bytes",
@@ -89,9 +88,7 @@ def model_location(entry: Path, name: str) -> Path:
     """The model file `name` inside an unpacked upload, refusing other suffixes and paths that leave it."""
     path = (entry / name).resolve()
     if entry.resolve() not in path.parents or not path.is_file():
-        raise web.HTTPBadRequest(text=f'{{"error": "no model {name!r} in that upload"}}', content_type="application/json")
+        raise BadInputError(f"no model {name!r} in that upload")
     if path.suffix.lower() not in RUNNABLE_SUFFIXES:
-        raise web.HTTPBadRequest(text=f'{{"error": "the agent loads only {", ".join(RUNNABLE_SUFFIXES)} models"}}',
-                                 content_type="application/json")
+        raise BadInputError(f"the agent loads only {', '.join(RUNNABLE_SUFFIXES)} models, not {path.name}")
     return path
-

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +32,8 @@ __all__ = ["Channel", "Transport", "LocalTransport", "WorkerExited"]
 
 #: Seconds to wait for a worker to exit by itself before terminating it.
 _JOIN_TIMEOUT_S = 5.0
+#: Longest single wait for a worker's reply (see `_LocalChannel.receive`).
+_RECEIVE_SLICE_S = 0.2
 
 
 class WorkerExited(Exception):
@@ -113,10 +116,16 @@ class _LocalChannel(Channel):
             raise WorkerExited(self.who) from exc
 
     def receive(self, timeout: float) -> dict[str, Any] | None:
-        try:
-            line = self.replies.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """Wait in short slices: an exception sent to this thread (a step past its time limit) is raised
+        between two of them, where one long wait inside the lock would hold it until the reply came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.replies.get(timeout=max(min(_RECEIVE_SLICE_S, deadline - time.monotonic()), 0.0))
+                break
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
         if line is None:
             self.replies.put(None)  # stays ended for any later call
             raise WorkerExited(self.who)

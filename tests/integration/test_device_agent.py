@@ -315,7 +315,7 @@ def _wait(agent: Agent, job: str, states: tuple[str, ...], timeout: float = 300)
 
 
 def _bench_process_group(agent: Agent) -> int | None:
-    """The process group of the agent's running bench child (it leads its own session), found in /proc."""
+    """The process group of the agent's running bench child (it leads its own group), found in /proc."""
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
@@ -369,6 +369,8 @@ def test_a_job_over_the_timeout_fails_alone_and_leaves_no_process(tmp_path: Path
         while group is None and running.request("GET", f"/jobs/{slow}")[1]["state"] == "running":
             group = _bench_process_group(running)
             time.sleep(0.1)
+        # Same session (so the same Linux scheduler autogroup) as the agent, like a local bench and its shell.
+        assert group is not None and os.getsid(group) == os.getsid(running.process.pid)  # type: ignore[union-attr]
         failed = _wait(running, slow, ("done", "failed", "cancelled"))
         assert failed["state"] == "failed" and failed["error"] == "timed out after 90 s"
         assert group is not None and not _group_alive(group)  # the bench and its harness workers are gone
