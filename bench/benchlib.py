@@ -212,11 +212,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, threads: str, runs:
 
 
 def parse_suite_args(description: str, models: Sequence[str], argv: Sequence[str] | None, *, threads: str, runs: int,
-                     warmup: int) -> argparse.Namespace:
-    """The command line of a suite that takes only the common arguments and `--models` (a list afterwards)."""
+                     warmup: int, more: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The command line of a suite: the common arguments, `--models` (a list afterwards) and what `more` adds."""
     parser = argparse.ArgumentParser(description=description)
     add_common_arguments(parser, threads=threads, runs=runs, warmup=warmup)
     parser.add_argument("--models", default=",".join(models), help=f"comma-separated, from {', '.join(models)}")
+    if more is not None:
+        more(parser)
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     check_common_arguments(parser, args, models)

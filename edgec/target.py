@@ -127,6 +127,8 @@ class QuantScheme:
         smoothquant_alpha: SmoothQuant migration strength in [0, 1]; 0 disables it. Per input
             channel, activations are divided and weights multiplied by max|x|^a / max|w|^(1-a), so
             outlier channels stop dominating the activation scale.
+        smoothquant_explicit: also smooth inputs whose producer cannot absorb the division (a
+            LayerNorm that also feeds a residual Add, a fused GELU) through an inserted Mul.
         bias_correction: shift each quantized Conv/Gemm/MatMul bias by the mean output error its
             weight quantization causes on the calibration data.
         keep_float: op types or node names never quantized (Softmax, LayerNorm... are never
@@ -143,6 +145,7 @@ class QuantScheme:
     ops: tuple[str, ...] = DEFAULT_QUANT_OPS
     dynamic_ops: tuple[str, ...] = ()
     smoothquant_alpha: float = 0.0
+    smoothquant_explicit: bool = False
     bias_correction: bool = False
     keep_float: tuple[str, ...] = ()
     quantize_embeddings: bool = False
@@ -449,6 +452,7 @@ _SCHEMA = _Table(
                 "ops": _STR_LIST,
                 "dynamic_ops": _STR_LIST,
                 "smoothquant_alpha": _UNIT_INTERVAL,
+                "smoothquant_explicit": _BOOL,
                 "bias_correction": _BOOL,
                 "keep_float": _STR_LIST,
                 "quantize_embeddings": _BOOL,
@@ -609,6 +613,7 @@ def _build(merged: dict[str, Any], label: str, default_name: str) -> Target:
             ops=tuple(quant_table.get("ops", DEFAULT_QUANT_OPS)),
             dynamic_ops=tuple(quant_table.get("dynamic_ops", ())),
             smoothquant_alpha=float(quant_table.get("smoothquant_alpha", 0.0)),
+            smoothquant_explicit=bool(quant_table.get("smoothquant_explicit", False)),
             bias_correction=bool(quant_table.get("bias_correction", False)),
             keep_float=tuple(quant_table.get("keep_float", ())),
             quantize_embeddings=bool(quant_table.get("quantize_embeddings", False)),

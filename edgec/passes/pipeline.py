@@ -30,6 +30,7 @@ from edgec.passes.fusion import (
 from edgec.passes.layout import ConvertToNHWCPass
 from edgec.passes.manager import PassInstrument, PassRecord, StatsInstrument, run_passes
 from edgec.passes.opset import UpgradeOpsetPass
+from edgec.passes.ort_transformer import OrtTransformerFusionPass
 
 if TYPE_CHECKING:
     from edgec.target import Target
@@ -93,6 +94,11 @@ PASSES: dict[str, tuple[PassFactory, str]] = {
         lambda target: MarkAttentionPass(),
         "group MatMul-Softmax-MatMul attention cores as one region (for runtimes with fused attention)",
     ),
+    "ort_transformer_fusions": (
+        lambda target: _contrib_only("ort_transformer_fusions", target, OrtTransformerFusionPass),
+        "ONNX Runtime's transformer fusions: Attention (head count read from the graph), SkipLayerNormalization,"
+        " BiasGelu; dynamic int8 then emits QAttention",
+    ),
     "convert_to_nhwc": (
         lambda target: ConvertToNHWCPass(),
         "convert Conv/pooling/BatchNorm regions to channels-last edgec.nhwc ops, transposes only at region edges",
@@ -105,6 +111,14 @@ def _contrib_ops(target: Target | None) -> bool:
     """Whether the target's runtime runs ONNX Runtime's contrib ops (its backend says)."""
     backend = backends.find(target.runtime) if target is not None else None
     return backend is not None and backend.contrib_ops
+
+
+def _contrib_only(name: str, target: Target | None, make: Callable[[], PassBase]) -> PassBase:
+    """A pass that emits only ONNX Runtime's contrib (`com.microsoft`) ops: refused for runtimes without them."""
+    if target is not None and not _contrib_ops(target):
+        raise TargetError(f"pass '{name}' emits ONNX Runtime's contrib ops, which target '{target.name}' "
+                          f"({target.runtime}) does not run")
+    return make()
 
 
 def build_pipeline(names: Sequence[str], target: Target | None = None) -> list[tuple[str, PassBase]]:

@@ -19,6 +19,14 @@ turns into one `com.microsoft` DynamicQuantizeMatMul kernel. The fusions constra
 
 W_q is [K, N]; W_scale and W_zp are scalars (per tensor) or [N] (per output column).
 
+ONNX Runtime's fused `com.microsoft` Attention (see `edgec.passes.ort_transformer`) holds the Q/K/V
+projections as one [hidden, 3 * hidden] weight; it becomes
+
+    DynamicQuantizeLinear(X) -> QAttention(X_q, W_q, bias, X_scale, W_scale, mask, X_zp, W_zp)
+
+ORT's integer attention kernel: the projections run in int8, scores and softmax in float. Its
+input scale is per call (one per tensor): QAttention has no per-token form.
+
 On x86 CPUs without VNNI, ONNX Runtime multiplies uint8 x int8 with `vpmaddubsw`, whose int16 pair
 sums saturate for full-range int8 weights: use 7-bit int8 weights (`reduce_range`) there. uint8
 weights do not saturate either, but their uint8 x uint8 kernel was ~15% slower on an AVX2 EPYC.
@@ -40,10 +48,13 @@ from edgec.quant.qparams import quantize, weight_qparams
 if TYPE_CHECKING:
     from edgec.target import TensorQuant
 
-__all__ = ["is_dynamic_candidate", "quantize_dynamic", "weight_kn", "DYNAMIC_OPS"]
+__all__ = ["is_dynamic_candidate", "quantize_dynamic", "supports_per_token", "weight_kn", "DYNAMIC_OPS"]
 
-#: Op types `quantize_dynamic` rewrites.
-DYNAMIC_OPS = frozenset({"MatMul", "Gemm"})
+#: Op types `quantize_dynamic` rewrites (Attention: ONNX Runtime's fused `com.microsoft` op).
+DYNAMIC_OPS = frozenset({"MatMul", "Gemm", "Attention"})
+_ORT_DOMAIN = "com.microsoft"
+#: Attention inputs QAttention has no slot for (past state, relative position bias...): index >= 5.
+_ATTENTION_INPUTS = 4
 #: DynamicQuantizeLinear appeared in opset 11 (MatMulInteger in 10).
 _MIN_OPSET = 11
 
@@ -52,7 +63,10 @@ def is_dynamic_candidate(node: ir.Node) -> bool:
     """True for a node `quantize_dynamic` can rewrite: float activation A times a constant float 2-D B.
 
     Gemm must also compute plain A @ op(B) + C: the integer pattern has no slot for transA, alpha or beta.
+    ONNX Runtime's Attention qualifies when QAttention can take all it holds (see `_is_plain_attention`).
     """
+    if node.op_type == "Attention" and node.domain == _ORT_DOMAIN:
+        return _is_plain_attention(node)
     if node.domain != "" or node.op_type not in DYNAMIC_OPS or len(node.inputs) < 2:
         return False
     activation, weight = node.inputs[0], node.inputs[1]
@@ -63,6 +77,26 @@ def is_dynamic_candidate(node: ir.Node) -> bool:
     if weight.const_value.dtype != ir.DataType.FLOAT or len(weight.const_value.shape) != 2:
         return False
     return node.op_type == "MatMul" or _is_plain_gemm(node)
+
+
+def supports_per_token(node: ir.Node) -> bool:
+    """Whether `quantize_dynamic` can give `node` per-token activation scales (QAttention has one per call)."""
+    return node.op_type != "Attention"
+
+
+def _is_plain_attention(node: ir.Node) -> bool:
+    """Float input, constant float 2-D QKV weight and bias, equal Q/K/V widths, no past state or extra bias.
+
+    ONNX Runtime's quantizer leaves Attention with `qkv_hidden_sizes` float too: QAttention has no such form.
+    """
+    inputs = list(node.inputs)
+    if len(inputs) < 3 or any(value is not None for value in inputs[_ATTENTION_INPUTS:]):
+        return False
+    activation, weight, bias = inputs[:3]
+    if activation is None or activation.dtype != ir.DataType.FLOAT or "qkv_hidden_sizes" in node.attributes:
+        return False
+    constants = [value.const_value if value is not None else None for value in (weight, bias)]
+    return all(c is not None and c.dtype == ir.DataType.FLOAT for c in constants) and len(constants[0].shape) == 2
 
 
 def _is_plain_gemm(node: ir.Node) -> bool:
@@ -89,7 +123,10 @@ def quantize_dynamic(model: ir.Model, nodes: Sequence[ir.Node], weights: TensorQ
         if not is_dynamic_candidate(node):
             skipped += 1
             continue
-        if node.name in per_token:
+        if node.op_type == "Attention":
+            _rewrite_attention(node, weights)
+            model.opset_imports.setdefault(_ORT_DOMAIN, 1)
+        elif node.name in per_token:
             _rewrite_per_token(node, weights, opset)
             tokens += 1
         else:
@@ -118,6 +155,26 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
     if bias is not None:
         new_nodes.append(typed_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
     ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [new_nodes[-1].outputs[0]])
+
+
+def _rewrite_attention(node: ir.Node, weights: TensorQuant) -> None:
+    """Replace ONNX Runtime's Attention by DynamicQuantizeLinear -> QAttention, keeping its mask and attributes."""
+    graph = node.graph
+    output = node.outputs[0]
+    base = output.name
+    w_q, w_scale, w_zero_point = _weight_initializers(graph, node, weights, base)
+    quantize_a = typed_node("DynamicQuantizeLinear", [node.inputs[0]], base,
+                            [("a_quantized", ir.DataType.UINT8), ("a_scale", ir.DataType.FLOAT),
+                             ("a_zero_point", ir.DataType.UINT8)])
+    a_q, a_scale, a_zero_point = quantize_a.outputs
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    attention = ir.node("QAttention", [a_q, w_q, node.inputs[2], a_scale, w_scale, mask, a_zero_point, w_zero_point],
+                        attributes=dict(node.attributes), domain=_ORT_DOMAIN, name=f"{base}_qattention",
+                        num_outputs=1)
+    attention.outputs[0].name, attention.outputs[0].dtype = f"{base}_qattention", ir.DataType.FLOAT
+    attention.outputs[0].shape = output.shape
+    ir.convenience.replace_nodes_and_values(graph, node, [node], [quantize_a, attention], [output],
+                                            [attention.outputs[0]])
 
 
 def _rewrite_per_token(node: ir.Node, weights: TensorQuant, opset: int) -> None:

@@ -24,8 +24,8 @@ from edgec.quant.quantizer import Quantizer
 from edgec.quant.sensitivity import LayerSensitivity
 from edgec.tensors import Feeds
 
-__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "choose_schemes", "fallback_order", "search",
-           "TIE_DB"]
+__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "choose_schemes", "costly_nodes", "fallback_order",
+           "search", "TIE_DB"]
 
 Say = Callable[[str], None]
 #: Two schemes whose model-output SQNR differ by at most this are a tie (noise on a few dozen samples).
@@ -139,16 +139,40 @@ def fallback_order(layers: Sequence[LayerSensitivity], schemes: Mapping[str, str
     which adds up roughly across layers); the float milliseconds the node takes bound what its int8
     kernel can save. So a layer that hurts but costs no time goes float first, and the layer that
     takes most of the time stays int8 longest. Int8 lookup tables come last whatever their harm:
-    they save size, not time (MiniLM's float word table costs 36 MB for a 1e-4 cosine).
+    they save size, not time (MiniLM's float word table costs 36 MB for a 1e-4 cosine). A node
+    with no record (left unmeasured: `costly_nodes`) counts as infinitely harmful per millisecond:
+    such nodes go first, the ones that save least first.
     """
     record = {layer.node: layer for layer in layers}
 
     def harm_per_ms(node: str) -> float:
+        if node not in record:
+            return math.inf
         sqnr = record[node].model_alone["sqnr_db"]
         harm = 0.0 if math.isinf(sqnr) else 10 ** (-sqnr / 10)
         return harm / max(float_ms.get(node, 0.0), MIN_NODE_MS)
 
-    return sorted(schemes, key=lambda node: (schemes[node] != "lookup", harm_per_ms(node)), reverse=True)
+    return sorted(schemes, key=lambda node: (schemes[node] != "lookup", harm_per_ms(node), -float_ms.get(node, 0.0)),
+                  reverse=True)
+
+
+def costly_nodes(float_ms: Mapping[str, float], candidates: Sequence[str], share: float) -> list[str]:
+    """The fewest candidates (in candidate order) whose float time adds up to `share` of all candidates' float time.
+
+    Only these are worth a build each to rank: the rest save so little that they go float first
+    whatever their harm. With no profile (all zero), every candidate is returned.
+    """
+    times = {node: float_ms.get(node, 0.0) for node in candidates}
+    total = sum(times.values())
+    if total <= 0:
+        return list(candidates)
+    chosen, held = set(), 0.0
+    for node in sorted(candidates, key=lambda name: times[name], reverse=True):
+        if held >= share * total:
+            break
+        chosen.add(node)
+        held += times[node]
+    return [node for node in candidates if node in chosen]
 
 
 def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Sequence[str],

@@ -21,7 +21,7 @@ from edgec.passes.cleanup import InferShapesPass, RemoveUnusedPass
 from edgec.quant import qdq
 from edgec.quant.bias_correction import correct_biases, input_mean_axes
 from edgec.quant.calibrator import calibrate
-from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
+from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic, supports_per_token
 from edgec.quant.embedding import is_embedding_lookup, quantize_embeddings
 from edgec.quant.observers import ChannelStatsObserver
 from edgec.quant.smooth import smooth
@@ -48,8 +48,9 @@ class Quantizer:
             in graph order; `build(keep_float, dynamic)` keeps any subset of them float and builds
             any subset of the `dynamic_capable` ones dynamic.
         static_capable / dynamic_capable: the candidates static Q/DQ / dynamic quantization can take
-            (with `dynamic_alternatives`, every MatMul/Gemm `quantize_dynamic` can rewrite, for runtimes
-            that run the dynamic pattern: ONNX Runtime).
+            (with `dynamic_alternatives`, every node `quantize_dynamic` can rewrite, for runtimes
+            that run the dynamic pattern: ONNX Runtime). per_token_capable: the dynamic ones that can
+            also take per-token activation scales.
         outputs: node name -> name of the float tensor the node produces (what the sensitivity
             report compares).
         table: calibrated ranges of every activation any variant quantizes.
@@ -67,7 +68,8 @@ class Quantizer:
         self.stats: dict[str, Any] = {}
         if scheme.smoothquant_alpha > 0:
             say(f"SmoothQuant (alpha {scheme.smoothquant_alpha}) on {len(samples)} samples")
-            self.stats["smoothquant"] = smooth(model, samples, scheme.smoothquant_alpha, threads=threads,
+            self.stats["smoothquant"] = smooth(model, samples, scheme.smoothquant_alpha,
+                                               explicit=scheme.smoothquant_explicit, threads=threads,
                                                progress=self._progress("smoothing"))
         self.model = model
         self.default_dynamic = frozenset(node.name for node in self._dynamic_nodes(model, (), None))
@@ -75,10 +77,14 @@ class Quantizer:
         self.static_capable = [node.name for node in static]
         order = {node.name: index for index, node in enumerate(model.graph)}
         quantized = {node.name for node in [*static, *self._lookups(model, ())]} | self.default_dynamic
+        if dynamic_alternatives:  # nodes only the dynamic pattern can take (ONNX Runtime's fused Attention)
+            quantized |= {node.name for node in model.graph if is_dynamic_candidate(node)}
         self.candidates = sorted(quantized, key=order.__getitem__)
         self.dynamic_alternatives = dynamic_alternatives
         self.dynamic_capable = [node.name for node in model.graph if node.name in quantized and (
             node.name in self.default_dynamic or (dynamic_alternatives and is_dynamic_candidate(node)))]
+        self.per_token_capable = [node.name for node in model.graph
+                                  if node.name in self.dynamic_capable and supports_per_token(node)]
         nodes = {node.name: node for node in model.graph}
         self.outputs = {name: nodes[name].outputs[0].name for name in self.candidates}
         self.table = CalibrationTable(scheme.calibrator, len(samples), source)

@@ -14,7 +14,7 @@ quantized node produces (see `Quantizer.outputs`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,8 +60,8 @@ def _model_metrics(outputs: Outputs, reference: Outputs, model_outputs: Sequence
 
 
 def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[str, str] | None = None,
-            say: Say = lambda message: None) -> list[LayerSensitivity]:
-    """Measure every candidate node of `quantizer` alone and cumulatively on `samples`.
+            only: Collection[str] | None = None, say: Say = lambda message: None) -> list[LayerSensitivity]:
+    """Measure every candidate node of `quantizer` (those in `only`, when given) alone and cumulatively on `samples`.
 
     Alone, a node is built with its scheme in `schemes` ("static" or "dynamic"), by default the
     target's (`Quantizer.default_scheme`); cumulatively, every node has its default scheme. Costs
@@ -74,7 +74,8 @@ def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[
     everything, _ = quantizer.build()
     cumulative = run_exposing(everything, tensors, samples, threads)
     nodes = {node.name: node for node in quantizer.model.graph}
-    jobs = [(name, (schemes or {}).get(name) or quantizer.default_scheme(name)) for name in quantizer.candidates]
+    jobs = [(name, (schemes or {}).get(name) or quantizer.default_scheme(name)) for name in quantizer.candidates
+            if only is None or name in only]
     layers = []
     for index, (name, scheme) in enumerate(jobs, 1):
         say(f"  sensitivity {index}/{len(jobs)}: {name} ({scheme})")

@@ -21,6 +21,11 @@ at run time; such groups, and groups whose weight another node also reads, are s
 by reason. Pre-LN transformers (GPT, LLaMA, OPT) fold at every LayerNorm; in a post-LN encoder
 (BERT, MiniLM) each LayerNorm output also feeds the residual Add, so there only the FFN's second
 MatMul folds, through the Mul by 0.5 that ends an exported GELU.
+
+With `explicit`, such a group is smoothed anyway through an inserted `Mul(X, 1/s)` that only the
+linear consumers read (the residual Add keeps X): one elementwise op per group at run time, for
+the LayerNorm + residual outputs and fused GELUs of a post-LN encoder. ONNX Runtime's fused
+`com.microsoft` Attention counts as a linear consumer (its [hidden, 3 * hidden] QKV weight).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import BadInputError
-from edgec.passes.initializers import set_constant_input
+from edgec.passes.initializers import add_initializer, set_constant_input, unique_name
 from edgec.quant.calibrator import observe
 from edgec.quant.observers import ChannelStatsObserver
 
@@ -49,10 +54,10 @@ _SHAPE_READERS = frozenset({"Shape", "Size"})
 
 @dataclass
 class _Group:
-    """An activation X whose producer absorbs 1/s and whose consumers absorb s."""
+    """An activation X whose producer absorbs 1/s (None: an inserted Mul does) and whose consumers absorb s."""
 
     activation: ir.Value
-    producer: ir.Node
+    producer: ir.Node | None
     #: producer input slots holding the constants that scale its output per channel
     divided: list[int]
     consumers: list[ir.Node]
@@ -73,6 +78,9 @@ def _is_constant(value: ir.Value | None) -> bool:
 
 def _input_channel_axis(node: ir.Node) -> int | None:
     """Axis of the node's weight indexed by X's channels, or None when the node cannot absorb s."""
+    if node.op_type == "Attention" and node.domain == "com.microsoft" and len(node.inputs) > 1:
+        weight = node.inputs[1]
+        return 0 if _is_constant(weight) and len(weight.const_value.shape) == 2 else None
     if not _is_default_domain(node) or node.op_type not in _LINEAR_OPS or len(node.inputs) < 2:
         return None
     weight = node.inputs[1]
@@ -99,32 +107,43 @@ def _divided_inputs(node: ir.Node) -> list[int] | None:
 
 
 def _candidates(graph: ir.Graph) -> list[ir.Value]:
-    """Inputs X of linear layers (MatMul/Gemm with a constant weight), each once, in graph order."""
+    """Inputs X of linear layers (MatMul/Gemm/Attention with a constant weight), each once, in graph order."""
     return list(dict.fromkeys(
         node.inputs[0] for node in graph
-        if node.op_type in _LINEAR_OPS and _is_default_domain(node) and _is_constant(node.inputs[1])
+        if (node.op_type in _LINEAR_OPS and _is_default_domain(node) and _is_constant(node.inputs[1]))
+        or (node.op_type == "Attention" and _input_channel_axis(node) is not None)
     ))
 
 
-def _group(activation: ir.Value) -> _Group | str:
-    """The foldable group around `activation`, or the reason there is none."""
-    if activation.is_graph_output():
-        return "graph output"
+def _group(activation: ir.Value, explicit: bool) -> _Group | str:
+    """The foldable group around `activation`, or the reason there is none.
+
+    With `explicit`, a group that cannot fold is smoothed by an inserted Mul instead (producer None)
+    that only its linear consumers read; a weight another node also reads still rules it out.
+    """
+    reason = "graph output" if activation.is_graph_output() else None
     producer = activation.producer()
     divided = None if producer is None else _divided_inputs(producer)
     if divided is None:
-        return f"producer {producer.op_type if producer is not None else 'graph input'}"
+        reason = reason or f"producer {producer.op_type if producer is not None else 'graph input'}"
+    if reason is not None and not explicit:
+        return reason
     consumers = []
     for use in activation.uses():
         if use.node.op_type in _SHAPE_READERS and _is_default_domain(use.node):
             continue
         if use.idx != 0 or _input_channel_axis(use.node) is None:
-            return f"consumer {use.node.op_type}"
+            if not explicit:
+                return f"consumer {use.node.op_type}"
+            reason = reason or f"consumer {use.node.op_type}"
+            continue
         weight = use.node.inputs[1]
         if len(weight.uses()) != 1 or weight.is_graph_output():
             return "shared weight"  # scaling it would change what its other readers compute
         consumers.append(use.node)
-    return _Group(activation, producer, divided, consumers)
+    if reason is None:
+        return _Group(activation, producer, divided, consumers)
+    return _Group(activation, None, [], consumers)
 
 
 def _activation_peaks(model: ir.Model, groups: Sequence[_Group], samples: Sequence[Mapping[str, np.ndarray]],
@@ -151,7 +170,9 @@ def _scales(activation_peak: np.ndarray, weight_peak: np.ndarray, alpha: float) 
 
 
 def _migrate(graph: ir.Graph, group: _Group, scales: np.ndarray) -> None:
-    """X' = X / s through the producer's constants, W' = diag(s) W in every consumer."""
+    """X' = X / s through the producer's constants (or an inserted Mul), W' = diag(s) W in every consumer."""
+    if group.producer is None:
+        _insert_divider(graph, group, scales)
     for index in group.divided:
         constant = group.producer.inputs[index].const_value.numpy()
         value = group.producer.inputs[index]
@@ -162,17 +183,33 @@ def _migrate(graph: ir.Graph, group: _Group, scales: np.ndarray) -> None:
         set_constant_input(graph, node, 1, (weight * rows).astype(weight.dtype), f"{node.inputs[1].name}_smoothed")
 
 
+def _insert_divider(graph: ir.Graph, group: _Group, scales: np.ndarray) -> None:
+    """X' = Mul(X, 1/s), read by the group's linear consumers only; X's other readers keep X."""
+    activation = group.activation
+    name = unique_name(graph, f"{activation.name}_smoothing")
+    inverse = add_initializer(graph, name, (1.0 / scales).astype(np.float32))
+    divider = ir.node("Mul", [activation, inverse], name=name, num_outputs=1)
+    smoothed = divider.outputs[0]
+    smoothed.name, smoothed.dtype, smoothed.shape = f"{activation.name}_smoothed", activation.dtype, activation.shape
+    first = min(group.consumers, key=list(graph).index)
+    graph.insert_before(first, divider)
+    for node in group.consumers:
+        node.replace_input_with(0, smoothed)
+
+
 def smooth(
     model: ir.Model,
     samples: Sequence[Mapping[str, np.ndarray]],
     alpha: float,
     *,
+    explicit: bool = False,
     threads: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
     """Migrate activation outliers of every foldable MatMul/Gemm input into its weights, in place.
 
-    The float model computes the same outputs afterwards (up to float rounding). `alpha` in [0, 1]
+    With `explicit`, also of every other one, through an inserted Mul. The float model computes the
+    same outputs afterwards (up to float rounding). `alpha` in [0, 1]
     is the share of the difficulty moved to the weights; 0 is not a no-op here but the formula's
     other end, s = 1 / max|W_j| (weight rows normalized to peak 1), so callers that read 0 as
     "disabled" must not call this. Returns counts for the manifest: groups and linear nodes
@@ -183,7 +220,7 @@ def smooth(
     groups: list[_Group] = []
     skipped: Counter[str] = Counter()
     for activation in _candidates(model.graph):
-        found = _group(activation)
+        found = _group(activation, explicit)
         if isinstance(found, str):
             skipped[found] += 1
         else:
@@ -196,6 +233,7 @@ def smooth(
             _migrate(model.graph, group, _scales(peak, _weight_peaks(group), alpha))
     return {
         "groups": len(groups),
+        **({"inserted_mul": sum(group.producer is None for group in groups)} if explicit else {}),
         "nodes": sum(len(group.consumers) for group in groups),
         "skipped": dict(sorted(skipped.items())),
     }

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec import int8
 from edgec.quant import sensitivity
 from edgec.quant.cost import node_times_ms
-from edgec.quant.fallback import Budget, Evaluation, choose_schemes, fallback_order, search
+from edgec.quant.fallback import Budget, Evaluation, choose_schemes, costly_nodes, fallback_order, search
 from edgec.quant.quantizer import Quantizer
 from edgec.quant.schemes import compare_schemes
 from edgec.quant.sensitivity import LayerSensitivity
@@ -90,6 +90,22 @@ def _layer(node: str, scheme: str, sqnr_db: float) -> LayerSensitivity:
 # --------------------------------------------------------------------------------------------
 # scheme choice and order
 # --------------------------------------------------------------------------------------------
+
+
+def test_costly_nodes_hold_the_share_of_float_time() -> None:
+    float_ms = {"a": 0.5, "b": 3.0, "c": 5.0, "d": 1.0, "e": 0.5}
+    candidates = list("abcde")
+    assert costly_nodes(float_ms, candidates, 0.8) == ["b", "c"]  # 8 of 10 ms, in candidate order
+    assert costly_nodes(float_ms, candidates, 0.9) == ["b", "c", "d"]
+    assert costly_nodes(float_ms, candidates, 1.0) == candidates
+    assert costly_nodes({}, candidates, 0.5) == candidates  # no profile: measure everything
+
+
+def test_unmeasured_nodes_go_float_first_the_ones_saving_least_first() -> None:
+    layers = [_layer("big", "static", 20.0), _layer("mid", "static", 10.0)]
+    schemes = {"big": "static", "mid": "static", "add1": "static", "add2": "static", "table": "lookup"}
+    float_ms = {"big": 5.0, "mid": 1.0, "add1": 0.02, "add2": 0.01, "table": 0.01}
+    assert fallback_order(layers, schemes, float_ms) == ["add2", "add1", "mid", "big", "table"]
 
 
 def test_dynamic_beats_static_when_one_calibrated_range_cannot_serve_every_sample() -> None:

@@ -146,10 +146,10 @@ def _ir(model: onnx.ModelProto) -> ir.Model:
     return graph
 
 
-def _smoothed(model: onnx.ModelProto, alpha: float,
-              samples: list[dict[str, np.ndarray]]) -> tuple[onnx.ModelProto, dict[str, object]]:
+def _smoothed(model: onnx.ModelProto, alpha: float, samples: list[dict[str, np.ndarray]],
+              explicit: bool = False) -> tuple[onnx.ModelProto, dict[str, object]]:
     graph = _ir(model)
-    stats = smooth(graph, samples, alpha)
+    stats = smooth(graph, samples, alpha, explicit=explicit)
     proto = ir.serde.serialize_model(graph)
     onnx.checker.check_model(proto, full_check=True)
     return proto, stats
@@ -256,6 +256,20 @@ def test_skipped_group_untouched_and_folds_need_no_new_nodes(model: onnx.ModelPr
     for name in ("g1", "b1", "Wq", "Wk", "Wv", "g2", "b2", "Wg", "c3", "Wm"):
         assert not np.array_equal(after[name], before[name]), name
     np.testing.assert_array_equal(after["Cg"], before["Cg"])  # Y = X W + C: the bias is unaffected
+
+
+def test_explicit_smoothing_inserts_a_mul_only_the_linear_consumer_reads(model: onnx.ModelProto, calibration) -> None:
+    """ln4 also feeds a residual Add: a Mul(ln4, 1/s) feeds its MatMul, the Add keeps reading ln4."""
+    smoothed, stats = _smoothed(model, 0.5, calibration, explicit=True)
+    assert stats == {"groups": 4, "inserted_mul": 1, "nodes": 6, "skipped": {}}
+    (mul,) = [n for n in smoothed.graph.node if n.op_type == "Mul" and n.input[0] == "ln4"]
+    readers = {n.op_type: list(n.input) for n in smoothed.graph.node if "ln4" in n.input or mul.output[0] in n.input}
+    assert readers["MatMul"][0] == mul.output[0] and readers["Add"][0] == "ln4"
+    _assert_same_outputs(model, smoothed, _samples(4, seed=2))
+    before = _peaks(model, ["ln4"], calibration)["ln4"]
+    after = _peaks(smoothed, [mul.output[0]], calibration)[mul.output[0]]
+    assert _spread(before) > OUTLIER_GAIN / 2
+    assert _spread(after) < _spread(before) / FLATTER_BY
 
 
 # --------------------------------------------------------------------------------------------
