@@ -339,8 +339,11 @@ def test_unmeetable_budget_exits_1_and_keeps_the_best_attempt(cli, digits, tmp_p
     assert fallback["met"] is False and fallback["budget"]["min_cosine"] == 1.0
     cosines = [attempt["min_cosine"] for attempt in fallback["attempts"]]
     assert max(cosines) < 1.0 and fallback["evaluation"]["min_cosine"] == max(cosines)
-    layers = json.loads((out / "sensitivity.json").read_text())["layers"]
-    assert len(fallback["kept_float"]) < len(layers)  # never every node: that would be the float model
+    report = json.loads((out / "sensitivity.json").read_text())
+    # the search measures only the nodes holding most of the float time (which ones depends on the timing);
+    # the rest are counted as unmeasured
+    candidates = len(report["layers"]) + report.get("unmeasured", 0)
+    assert len(fallback["kept_float"]) < candidates  # never every node: that would be the float model
 
 
 def test_precision_auto_records_the_measured_speedup(cli, digits, tmp_path, int8_target) -> None:
