@@ -19,6 +19,8 @@ both with `--max-latency-regression --allowed` at 95% confidence (a pair fails w
     python bench/gate_stats.py --pairs 20 --runs 100,200 --json gate_stats.json
     python bench/gate_stats.py --save runs/ ...      # also keep every bench report (reports.json) ...
     python bench/gate_stats.py --load runs/ ...      # ... and judge them again without re-measuring
+    python bench/gate_stats.py --save runs/ --resume --max-benches 4   # a few benches per call, appended:
+                                                     # a long measurement in pieces (under a lock, say)
 """
 
 from __future__ import annotations
@@ -70,20 +72,24 @@ def _fails(new: dict[str, Any], old: dict[str, Any], allowed: float) -> bool:
     return not all(check.passed for check in checks)
 
 
-def _bench_all(args: argparse.Namespace, runs: int, slow_layers: int) -> dict[str, list[dict[str, Any]]]:
-    """Bench `base` `pairs + 1` times and `slow` `pairs` times, alternating, each a separate `bench` call."""
+def _bench_all(args: argparse.Namespace, runs: int, slow_layers: int,
+               reports: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Bench `base` `pairs + 1` times and `slow` `pairs` times, alternating, each a separate `bench` call.
+
+    Benches already in `reports` (an earlier `--resume`d call) are skipped; at most `--max-benches` new ones run.
+    """
     from edgec.benchmark import bench
 
+    order = ["base"] + [name for i in range(args.pairs) for name in (("slow", "base") if i % 2 == 0 else ("base", "slow"))]
+    done = len(reports["base"]) + len(reports["slow"])
+    todo = order[done:done + args.max_benches] if args.max_benches else order[done:]
     with tempfile.TemporaryDirectory() as tmp:
-        base = chain_model(Path(tmp) / "base.onnx", args.layers)
-        slow = chain_model(Path(tmp) / "slow.onnx", slow_layers)
+        models = {"base": chain_model(Path(tmp) / "base.onnx", args.layers),
+                  "slow": chain_model(Path(tmp) / "slow.onnx", slow_layers)}
         yardstick = chain_model(Path(tmp) / "yardstick.onnx", args.layers)
-        reports: dict[str, list[dict[str, Any]]] = {"base": [], "slow": []}
-        order = [("base", base)] + [pair for i in range(args.pairs)
-                                    for pair in ([("slow", slow), ("base", base)] if i % 2 == 0 else [("base", base), ("slow", slow)])]
-        for k, (name, path) in enumerate(order):
-            print(f"bench {k + 1}/{len(order)}: {name}", file=sys.stderr, flush=True)
-            reports[name].append(bench(path, runs=runs, warmup=20, threads=args.threads,
+        for k, name in enumerate(todo, start=done + 1):
+            print(f"bench {k}/{len(order)}: {name}", file=sys.stderr, flush=True)
+            reports[name].append(bench(models[name], runs=runs, warmup=20, threads=args.threads,
                                        baseline=None if args.absolute else yardstick))
     return reports
 
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20, help="pairs per rate (default 20)")
     parser.add_argument("--runs", default="200,400,600,800,1200", help="run counts to evaluate, comma-separated (the largest is benched)")
-    parser.add_argument("--layers", type=int, default=20, help="MatMul blocks of the base model (slow: 10%% more)")
+    parser.add_argument("--layers", type=int, default=20, help="MatMul blocks of the base model (default 20)")
+    parser.add_argument("--slow-layers", type=int, help="MatMul blocks of the slow model (default: 10%% more than --layers)")
     parser.add_argument("--allowed", type=float, default=5.0, help="--max-latency-regression PCT (default 5)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--absolute", action="store_true",
@@ -112,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rates and every pair's verdicts here")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write every bench report to DIR/reports.json")
     parser.add_argument("--load", type=Path, metavar="DIR", help="judge the reports an earlier --save kept instead of benching")
+    parser.add_argument("--resume", action="store_true", help="continue the benches kept in --save DIR (same options)")
+    parser.add_argument("--max-benches", type=int, metavar="N", help="run at most N more benches in this call")
     args = parser.parse_args(argv)
     run_counts = sorted(int(r) for r in args.runs.split(","))
-    slow_layers = round(args.layers * 1.1)
+    slow_layers = args.slow_layers or round(args.layers * 1.1)
 
     from edgec.report.host import cpu_model
 
@@ -122,11 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         reports = json.loads((args.load / "reports.json").read_text())
     else:
-        reports = _bench_all(args, run_counts[-1], slow_layers)
+        kept = args.save / "reports.json" if args.resume and args.save else None
+        reports = json.loads(kept.read_text()) if kept and kept.exists() else {"base": [], "slow": []}
+        reports = _bench_all(args, run_counts[-1], slow_layers, reports)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
-        (args.save / "reports.json").write_text(json.dumps(reports) + "\n")
-    rows = _rates(reports, run_counts, args.pairs, args.allowed)
+        temp = args.save / "reports.json.tmp"
+        temp.write_text(json.dumps(reports) + "\n")
+        temp.replace(args.save / "reports.json")
+    pairs = min(args.pairs, len(reports["slow"]), len(reports["base"]) - 1)
+    if pairs < 1:
+        print(f"{len(reports['base'])} base and {len(reports['slow'])} slow benches so far: no pair to judge yet")
+        return 0
+    rows = _rates(reports, run_counts, pairs, args.allowed)
     import numpy as np
 
     p50 = {name: float(np.median([r["latency_ms"]["p50"] for r in rs])) for name, rs in reports.items()}

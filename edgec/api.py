@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from edgec.gating import GateResult, evaluate, load_policy, load_report
-from edgec.report.types import BenchReport
+from edgec.gating import GateResult, evaluate, load_policy
+from edgec.report.types import BenchReport, read_bench_report
 
 __all__ = ["gate"]
 
@@ -23,6 +23,6 @@ def gate(
     Keyword thresholds (e.g. `max_accuracy_drop_pp=0.5`) override the policy's. The result is truthy
     when every check passes; a metric missing from the report fails its check.
     """
-    data = report if isinstance(report, (BenchReport, Mapping)) else load_report(report)
+    data = report if isinstance(report, (BenchReport, Mapping)) else read_bench_report(report)
     merged = {**(load_policy(policy) if policy is not None else {}), **thresholds}
     return evaluate(data, merged)

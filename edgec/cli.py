@@ -24,7 +24,7 @@ from edgec import __version__
 from edgec.errors import AccuracyBudgetError, EdgecError, first_line
 
 if TYPE_CHECKING:
-    from edgec.report.types import BenchReport, ModelRecord
+    from edgec.report.types import BenchReport, Fallback, ModelRecord
 
 __all__ = ["main", "build_parser"]
 
@@ -84,48 +84,53 @@ def _print_compile(args: argparse.Namespace, result: Any) -> None:
     nodes, source = manifest.nodes, manifest.source
     print(f"compiled {args.model} for {manifest.target.name} -> {result.output_dir}")
     print(f"  nodes: source {nodes.source}, optimized {nodes.optimized}, artifact {nodes.artifact}")
-    print(f"  size: {source['size_bytes']:,} -> {manifest.artifact.size_bytes:,} bytes")
-    imported = source.get("import_verification")
+    print(f"  size: {source.size_bytes:,} -> {manifest.artifact.size_bytes:,} bytes")
+    imported = source.import_verification
     if imported:
-        print(f"  imported from {source['format']} in {source['import_seconds']:.2f} s;"
-              f" ONNX vs source max |diff| {imported['max_abs']:.3g}, cosine min {imported['cosine_min']:.6f}")
-    if manifest.verification:
-        worst = max(manifest.verification["max_abs_diff"].values(), default=0.0)
-        print(f"  verified every pass on {manifest.verification['samples']} samples (largest change {worst:.3g})")
+        print(f"  imported from {source.format} in {source.import_seconds:.2f} s;"
+              f" ONNX vs source max |diff| {imported.max_abs:.3g}, cosine min {imported.cosine_min:.6f}")
+    verified = manifest.verification
+    if verified:
+        worst = max((verified.max_abs_diff or {}).values(), default=0.0)
+        print(f"  verified every pass on {verified.samples} samples (largest change {worst:.3g})")
     quant = manifest.quantization
-    if quant and "quantized_nodes" in quant:
-        quantized = ", ".join(f"{op} x{n}" for op, n in quant["quantized_nodes"].items())
+    if quant and quant.quantized_nodes is not None:
+        quantized = ", ".join(f"{op} x{n}" for op, n in quant.quantized_nodes.items())
         calibration = manifest.calibration
-        dynamic = ", ".join(f"{op} x{n}" for op, n in quant.get("dynamic", {}).get("dynamic_nodes", {}).items())
-        tables = quant.get("embeddings")
-        lookups = f"; int8 tables: {tables['tables']} ({tables['bytes_saved'] / 2**20:.1f} MiB saved)" if tables else ""
+        dynamic = ", ".join(f"{op} x{n}" for op, n in ((quant.dynamic and quant.dynamic.dynamic_nodes) or {}).items())
+        tables = quant.embeddings
+        lookups = f"; int8 tables: {tables.tables} ({tables.bytes_saved / 2**20:.1f} MiB saved)" if tables else ""
         print(f"  int8: {quantized or 'no static nodes'}" + (f"; dynamic: {dynamic}" if dynamic else "") + lookups
-              + f"; calibrated {calibration['tensors']} tensors on {calibration['samples']}"
-              f" {calibration['source']} samples ({calibration['calibrator']})")
-        fallback = quant.get("fallback")
-        if fallback:
-            evaluation = fallback["evaluation"]
-            print(f"  accuracy budget {'met' if fallback['met'] else 'NOT met'}: {len(fallback['kept_float'])} node(s) kept"
-                  f" float, min cosine {evaluation['min_cosine']:.6f}"
-                  + (f", accuracy drop {evaluation['accuracy_drop_pp']:.2f} pp" if evaluation["accuracy_drop_pp"] is not None else ""))
-            holdout = fallback.get("holdout")
-            if holdout:
-                print(f"  held-out check on {holdout['samples']} unseen samples: min cosine {holdout['min_cosine']:.6f}"
-                      + (" - holds" if holdout["met"] else " - MISSED (searched again on all samples)"))
-            if fallback.get("schemes"):
-                print("  schemes: " + ", ".join(f"{kind} x{n}" for kind, n in fallback["schemes"].items()))
-            print("  latency p50 (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in fallback["latency_ms"].items()))
-            if fallback["kept_float"]:
-                print(f"  kept float: {', '.join(fallback['kept_float'])}")
-    if quant and quant.get("auto"):
-        auto = quant["auto"]
-        print(f"  precision auto: int8 {auto['speedup']:.2f}x fp32 -> {auto['chosen']}")
-        for label, option in auto.get("options", {}).items():
+              + f"; calibrated {calibration.tensors} tensors on {calibration.samples}"
+              f" {calibration.source} samples ({calibration.calibrator})")
+        if quant.fallback:
+            _print_budget_search(quant.fallback)
+    if quant and quant.auto:
+        auto = quant.auto
+        print(f"  precision auto: int8 {auto.speedup:.2f}x fp32 -> {auto.chosen}")
+        for label, option in (auto.options or {}).items():
             if "lost" in option:
                 print(f"    {label} lost: {option['lost']}")
     if result.worst_layers:
         print(f"  most sensitive layers (report: {result.output_dir / 'sensitivity.json'}):")
         print("    " + result.worst_layers.replace("\n", "\n    "))
+
+
+def _print_budget_search(fallback: Fallback) -> None:
+    """The accuracy-budget search of a compile: verdict, held-out check, schemes, p50s and the nodes kept float."""
+    evaluation, kept = fallback.evaluation, fallback.kept_float or []
+    print(f"  accuracy budget {'met' if fallback.met else 'NOT met'}: {len(kept)} node(s) kept"
+          f" float, min cosine {evaluation.min_cosine:.6f}"
+          + (f", accuracy drop {evaluation.accuracy_drop_pp:.2f} pp" if evaluation.accuracy_drop_pp is not None else ""))
+    holdout = fallback.holdout
+    if holdout:
+        print(f"  held-out check on {holdout.samples} unseen samples: min cosine {holdout.min_cosine:.6f}"
+              + (" - holds" if holdout.met else " - MISSED (searched again on all samples)"))
+    if fallback.schemes:
+        print("  schemes: " + ", ".join(f"{kind} x{n}" for kind, n in fallback.schemes.items()))
+    print("  latency p50 (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in (fallback.latency_ms or {}).items()))
+    if kept:
+        print(f"  kept float: {', '.join(kept)}")
 
 
 def _format_bench(report: BenchReport) -> str:

@@ -146,48 +146,42 @@ def _number(value: Any, field: str, valid: tuple[float, float] = (-math.inf, mat
     return number
 
 
-def _walk(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """Follow ``path`` into nested mappings, raising `_Missing` at the first absent/null step."""
+def _walk(report: BenchReport, path: tuple[str, ...]) -> Any:
+    """Follow ``path`` through the typed report's attributes, raising `_Missing` at the first absent/null step."""
     node: Any = report
-    for depth, key in enumerate(path):
-        field = ".".join(path[: depth + 1])
-        if not isinstance(node, Mapping):
-            parent = ".".join(path[:depth])
-            raise _Missing(parent, "not a table" if node is not None else "null")
-        if key not in node:
-            raise _Missing(field, "absent")
-        node = node[key]
-        if node is None:
-            raise _Missing(field, "null")
+    for depth, name in enumerate(path):
+        state = node.missing(name)
+        if state is not None:
+            raise _Missing(".".join(path[: depth + 1]), state)
+        node = getattr(node, name)
     return node
 
 
-def _field(threshold: str, *path: str, scale: float = 1.0) -> Callable[[Mapping[str, Any]], float]:
+def _field(threshold: str, *path: str, scale: float = 1.0) -> Callable[[BenchReport], float]:
     """Reader for one numeric report field of `threshold`'s metric, optionally scaled (e.g. bytes -> MiB)."""
 
-    def read(report: Mapping[str, Any]) -> float:
+    def read(report: BenchReport) -> float:
         return _number(_walk(report, path), ".".join(path), _POSSIBLE[threshold]) * scale
 
     return read
 
 
-def _min_cosine(report: Mapping[str, Any]) -> float:
+def _min_cosine(report: BenchReport) -> float:
     """Worst ``cosine_min`` over all outputs: the single worst sample of any output.
 
     Every output must carry a number: skipping one we cannot read would let it hide the worst
     sample. Any NaN makes the result NaN (plain ``min`` would depend on element order).
     """
     outputs = _walk(report, ("drift", "outputs"))
-    if not isinstance(outputs, Mapping):
-        raise _Missing("drift.outputs", "not a table")
     if not outputs:
         raise _Missing("drift.outputs", "empty")
     values = []
     for name, stats in outputs.items():
         field = f"drift.outputs.{name}.cosine_min"
-        if not isinstance(stats, Mapping) or "cosine_min" not in stats:
-            raise _Missing(field, "absent")
-        values.append(_number(stats["cosine_min"], field, _POSSIBLE["min_cosine"]))
+        state = stats.missing("cosine_min")
+        if state is not None:
+            raise _Missing(field, state)
+        values.append(_number(stats.cosine_min, field, _POSSIBLE["min_cosine"]))
     return math.nan if any(math.isnan(v) for v in values) else min(values)
 
 
@@ -196,7 +190,7 @@ class _Metric:
     """How one threshold is measured: report label, reader, comparison and display unit."""
 
     metric: str
-    read: Callable[[Mapping[str, Any]], float]
+    read: Callable[[BenchReport], float]
     op: str
     unit: str  # carries its own leading space where one is wanted ("x" for speedups has none)
 
@@ -311,17 +305,16 @@ class GateResult:
         }
 
 
-def _degenerate_outputs(report: Mapping[str, Any]) -> None:
+def _degenerate_outputs(report: BenchReport) -> None:
     """Drift of an output that is all zero or constant across samples measures nothing (two all-zero
     models agree at cosine 1 and top-1 1.0): every drift threshold fails on it."""
-    drift = report.get("drift")
-    degenerate = drift.get("degenerate") if isinstance(drift, Mapping) else None
+    degenerate = report.drift.degenerate if report.drift else None
     if isinstance(degenerate, Mapping) and degenerate:
         name, why = next(iter(degenerate.items()))
         raise _Missing("drift.degenerate", f"output '{name}': {why}")
 
 
-def _enough_runs(report: Mapping[str, Any]) -> None:
+def _enough_runs(report: BenchReport) -> None:
     """A latency verdict from a handful of timed runs is noise: fewer than `MIN_LATENCY_RUNS` fail."""
     runs = _walk(report, ("latency_ms", "runs"))
     if isinstance(runs, (int, float)) and not isinstance(runs, bool) and runs < MIN_LATENCY_RUNS:
@@ -329,7 +322,7 @@ def _enough_runs(report: Mapping[str, Any]) -> None:
 
 
 #: Which readings a metric depends on beyond its own field, checked before it is read.
-_PRECONDITIONS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+_PRECONDITIONS: dict[str, Callable[[BenchReport], None]] = {
     "max_accuracy_drop_pp": _degenerate_outputs,
     "min_top1_agreement": _degenerate_outputs,
     "min_cosine": _degenerate_outputs,
@@ -340,7 +333,7 @@ _PRECONDITIONS: dict[str, Callable[[Mapping[str, Any]], None]] = {
 _MEANINGLESS = ("drift.degenerate", "latency_ms.runs")
 
 
-def _check(name: str, report: Mapping[str, Any], threshold: float) -> CheckResult:
+def _check(name: str, report: BenchReport, threshold: float) -> CheckResult:
     spec = _METRICS[name]
     unit = spec.unit.strip()
     try:
@@ -394,12 +387,24 @@ def _threshold_value(name: str, value: Any, where: str) -> float:
     return float(value)
 
 
-def _check_envelope(report: Mapping[str, Any]) -> None:
-    """A report is a mapping carrying the bench schema, and every metric the gate knows is possible."""
+def _typed(report: BenchReport | Mapping[str, Any]) -> BenchReport:
+    """The report as a `BenchReport`: a dict must be an object carrying the bench schema."""
+    if isinstance(report, BenchReport):
+        return report
+    if not isinstance(report, Mapping):
+        raise BadInputError(
+            f"report must be a JSON object, got {type(report).__name__}: "
+            "pass the file written by `edgec bench --json`"
+        )
     schema = report.get("schema")
     if not isinstance(schema, str) or not schema.startswith(REPORT_SCHEMA_PREFIX):
         raise BadInputError(f"report has schema {schema!r}, expected {REPORT_SCHEMA_PREFIX}*: "
                             "pass the report written by `edgec bench --json`")
+    return BenchReport.from_dict(report)
+
+
+def _refuse_impossible(report: BenchReport) -> None:
+    """Read every metric the gate knows, so an impossible one is refused even if no threshold asks for it."""
     for metric in _METRICS.values():
         try:
             metric.read(report)
@@ -410,11 +415,12 @@ def _check_envelope(report: Mapping[str, Any]) -> None:
 def evaluate(report: BenchReport | Mapping[str, Any], thresholds: Mapping[str, float | None]) -> GateResult:
     """Check a bench report against thresholds.
 
-    The checks read the report's JSON form (a typed report's `to_dict()`): a metric's reader must tell
-    a key that is absent from one that is null or holds no number, to say in its failure how to get it.
+    A metric's reader tells a key the report lacks (`BenchReport.missing`: "absent") from one measured
+    as null or holding no number, to say in its failure how to get it.
 
     Args:
-        report: A typed report, or a report dict as returned by `load_report` (schema ``edgec.bench/*``).
+        report: A typed report, or a report dict as returned by `load_report` (schema ``edgec.bench/*``,
+            read as a `BenchReport`).
         thresholds: Threshold name -> limit. A value of None means "not given", so the CLI can
             pass every option straight through whether or not the user set it.
 
@@ -423,18 +429,12 @@ def evaluate(report: BenchReport | Mapping[str, Any], thresholds: Mapping[str, f
         matter how the policy was written).
 
     Raises:
-        BadInputError: The report is not a dict, lacks the bench schema or holds an impossible
-            metric; no threshold is given, a name is unknown, or a limit is not a finite number a
+        BadInputError: The report is not a dict, lacks the bench schema (or is of a newer one), has a
+            section that is not an object, or holds an impossible metric; no threshold is given, a name is unknown, or a limit is not a finite number a
             measurement could meet.
     """
-    if isinstance(report, BenchReport):
-        report = report.to_dict()
-    if not isinstance(report, Mapping):
-        raise BadInputError(
-            f"report must be a JSON object, got {type(report).__name__}: "
-            "pass the file written by `edgec bench --json`"
-        )
-    _check_envelope(report)
+    typed = _typed(report)
+    _refuse_impossible(typed)
     given: dict[str, float] = {}
     for name, value in thresholds.items():
         if name not in _METRICS:
@@ -444,7 +444,7 @@ def evaluate(report: BenchReport | Mapping[str, Any], thresholds: Mapping[str, f
     if not given:
         raise BadInputError("no thresholds given: pass --policy or a --max-/--min- option")
     return GateResult(
-        tuple(_check(name, report, given[name]) for name in THRESHOLD_NAMES if name in given)
+        tuple(_check(name, typed, given[name]) for name in THRESHOLD_NAMES if name in given)
     )
 
 

@@ -184,9 +184,9 @@ def _artifact_section(report: BenchReport) -> str:
     parts = ["<h3>Compile</h3>",
              _table(["nodes", "source", "optimized", "artifact"], [["count", nodes.source, nodes.optimized, nodes.artifact]]),
              _table(["pass", "nodes before", "nodes after", "changed the graph", "seconds"],
-                    [[p.get("name"), p.get("nodes_before"), p.get("nodes_after"), "yes" if p.get("modified") else "no",
-                      p.get("seconds")] for p in manifest.passes or [] if isinstance(p, dict)])]
-    sensitivity = (manifest.quantization or {}).get("sensitivity")
+                    [[p.name, p.nodes_before, p.nodes_after, "yes" if p.modified else "no", p.seconds]
+                     for p in manifest.passes or []])]
+    sensitivity = manifest.quantization.sensitivity if manifest.quantization else None
     if isinstance(sensitivity, str):
         parts.append(_sensitivity_plot(directory / sensitivity))
     return "\n".join(parts)

@@ -39,6 +39,17 @@ __all__ = [
     "TargetRecord",
     "ArtifactRecord",
     "NodeCounts",
+    "PassEntry",
+    "ImportCheck",
+    "SourceRecord",
+    "Verification",
+    "Calibration",
+    "BudgetCheck",
+    "Fallback",
+    "DynamicQuant",
+    "EmbeddingTables",
+    "AutoPrecision",
+    "Quantization",
     "Manifest",
     "read_bench_report",
 ]
@@ -52,9 +63,9 @@ _R = TypeVar("_R", bound="_Record")
 _BOOKKEEPING = ("extra", "absent")
 
 
-def _nested(kind: type, *, mapping: bool = False) -> Any:
-    """A field holding another record (or, with `mapping`, a {name: record} table); None when absent."""
-    return field(default=None, metadata={"record": kind, "mapping": mapping})
+def _nested(kind: type, *, mapping: bool = False, sequence: bool = False) -> Any:
+    """A field holding another record (with `mapping`, a {name: record} table; with `sequence`, a list); None when absent."""
+    return field(default=None, metadata={"record": kind, "mapping": mapping, "sequence": sequence})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,10 +99,24 @@ class _Record:
                     if not isinstance(value, Mapping):
                         raise BadInputError(f"{where}.{spec.name} is a JSON {type(value).__name__}, not an object")
                     value = {str(k): kind.from_dict(v, f"{where}.{spec.name}.{k}") for k, v in value.items()}
+                elif spec.metadata["sequence"]:
+                    if not isinstance(value, list):
+                        raise BadInputError(f"{where}.{spec.name} is a JSON {type(value).__name__}, not an array")
+                    value = [kind.from_dict(v, f"{where}.{spec.name}[{i}]") for i, v in enumerate(value)]
                 else:
                     value = kind.from_dict(value, f"{where}.{spec.name}")
             values[spec.name] = value
         return cls(**values, extra={k: v for k, v in data.items() if k not in known}, absent=frozenset(known - set(data)))
+
+    def missing(self, name: str) -> str | None:
+        """Why field `name` holds no value: "absent" (the JSON lacked the key), "null" (it was null), or None (it has one).
+
+        Readers that fail closed say which, since the advice differs: an absent key was never written by the
+        edgec that made the file, a null one was measured as nothing.
+        """
+        if getattr(self, name) is not None:
+            return None
+        return "absent" if name in self.absent else "null"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: every field (records as objects), then the unmodelled keys as read."""
@@ -104,6 +129,8 @@ class _Record:
                 value = value.to_dict()
             elif spec.metadata.get("mapping") and value is not None:
                 value = {k: v.to_dict() for k, v in value.items()}
+            elif spec.metadata.get("sequence") and value is not None:
+                value = [v.to_dict() for v in value]
             out[spec.name] = value
         return {**out, **{k: v for k, v in self.extra.items() if k not in out}}
 
@@ -305,6 +332,126 @@ class NodeCounts(_Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PassEntry(_Record):
+    """What one optimization pass did to the graph, and how long it took."""
+
+    name: str | None = None
+    nodes_before: int | None = None
+    nodes_after: int | None = None
+    modified: bool | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportCheck(_Record):
+    """A converted source (PyTorch, TFLite, ...) against its ONNX import on the same samples."""
+
+    max_abs: float | None = None
+    cosine_min: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceRecord(_Record):
+    """The model an artifact was compiled from: where it is, its hash and size, and how it was imported."""
+
+    path: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    format: str | None = None
+    import_seconds: float | None = None
+    import_verification: ImportCheck | None = _nested(ImportCheck)
+    onnx: str | None = None
+    trusted: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification(_Record):
+    """How much each optimization pass changed the model's outputs, on how many samples."""
+
+    samples: int | None = None
+    data: str | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    max_abs_diff: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration(_Record):
+    """What the int8 ranges were calibrated on: calibrator, samples, data, and the table file."""
+
+    calibrator: str | None = None
+    samples: int | None = None
+    source: str | None = None
+    tensors: int | None = None
+    data: str | None = None
+    data_sha256: str | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetCheck(_Record):
+    """An int8 model's distance from the float one on evaluation (or held-out) samples, and whether it kept the budget."""
+
+    min_cosine: float | None = None
+    accuracy_drop_pp: float | None = None
+    samples: int | None = None
+    met: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fallback(_Record):
+    """The accuracy-budget search: which nodes it kept float, what the result measured, and p50s of the candidates."""
+
+    met: bool | None = None
+    kept_float: list[str] | None = None
+    evaluation: BudgetCheck | None = _nested(BudgetCheck)
+    holdout: BudgetCheck | None = _nested(BudgetCheck)
+    schemes: dict[str, int] | None = None
+    latency_ms: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DynamicQuant(_Record):
+    """Nodes quantized dynamically (activations' ranges measured at run time), by op type."""
+
+    dynamic_nodes: dict[str, int] | None = None
+    skipped: Any = None
+    per_token: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingTables(_Record):
+    """Lookup tables stored int8 (weight-only) and the bytes that saved."""
+
+    tables: int | None = None
+    bytes_saved: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoPrecision(_Record):
+    """What precision "auto" timed and chose, and why each other option lost."""
+
+    speedup: float | None = None
+    min_speedup: float | None = None
+    chosen: str | None = None
+    options: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quantization(_Record):
+    """The int8 build: nodes quantized statically and dynamically, lookup tables, budget search, precision choice."""
+
+    precision: str | None = None
+    quantized_nodes: dict[str, int] | None = None
+    dynamic: DynamicQuant | None = _nested(DynamicQuant)
+    embeddings: EmbeddingTables | None = _nested(EmbeddingTables)
+    kept_float: list[str] | None = None
+    fallback: Fallback | None = _nested(Fallback)
+    auto: AutoPrecision | None = _nested(AutoPrecision)
+    sensitivity: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest(_Record):
     """`manifest.json` of a compile output: target, source, artifact, passes, calibration and quantization."""
 
@@ -313,13 +460,13 @@ class Manifest(_Record):
     edgec_version: str | None = None
     created_utc: str | None = None
     target: TargetRecord | None = _nested(TargetRecord)
-    source: dict[str, Any] | None = None
+    source: SourceRecord | None = _nested(SourceRecord)
     artifact: ArtifactRecord | None = _nested(ArtifactRecord)
-    passes: list[dict[str, Any]] | None = None
+    passes: list[PassEntry] | None = _nested(PassEntry, sequence=True)
     nodes: NodeCounts | None = _nested(NodeCounts)
-    calibration: dict[str, Any] | None = None
-    quantization: dict[str, Any] | None = None
-    verification: dict[str, Any] | None = None
+    calibration: Calibration | None = _nested(Calibration)
+    quantization: Quantization | None = _nested(Quantization)
+    verification: Verification | None = _nested(Verification)
     slim: bool | None = None
     versions: dict[str, str] | None = None
     files: dict[str, str] | None = None
