@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 #: |sqnr_db| never exceeds this: identical outputs would give +inf dB and JSON has no infinity.
 #: 200 dB is far above what any float format reaches (float64 round-off is ~ -320 dB relative).
 SQNR_CAP_DB = 200.0
+#: Decimals each sample's cosine keeps in a report: 1 - cosine down to 1e-6 stays visible, and the list stays short.
+COSINE_DIGITS = 6
 
 
 #: An output whose samples all agree to this fraction of its largest magnitude is "constant": the model
@@ -55,7 +57,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return min(1.0, max(-1.0, cos))
 
 
-def output_drift(artifact: Sequence[np.ndarray], baseline: Sequence[np.ndarray]) -> dict[str, float]:
+def output_drift(artifact: Sequence[np.ndarray], baseline: Sequence[np.ndarray]) -> dict[str, Any]:
     """Compare one output of two models across samples (one array per sample in each sequence).
 
     With `a_i`, `b_i` sample i's artifact and baseline output flattened to float64 and `d = a - b`
@@ -67,6 +69,8 @@ def output_drift(artifact: Sequence[np.ndarray], baseline: Sequence[np.ndarray])
       when both vectors are zero (they agree exactly) and 0.0 when exactly one is (no direction
       in common). `cosine_mean` and `cosine_min` are over samples; the min is what exposes the one
       sample quantization broke (see FINDINGS: the shortest sentence is usually worst).
+    - `cosines`: every sample's `cosine_i`, in sample order, rounded to `COSINE_DIGITS` decimals: the
+      distribution behind min and mean (one bad sample or a broad tail?) for the HTML report.
     - `sqnr_db = 10 log10(sum b^2 / sum d^2)` over all samples: signal-to-quantization-noise ratio,
       higher is better. Clamped to [-SQNR_CAP_DB, +SQNR_CAP_DB] = [-200, 200] dB because JSON has
       no infinity: zero error gives +200 (also when the baseline is all zeros), an all-zero
@@ -82,7 +86,7 @@ def output_drift(artifact: Sequence[np.ndarray], baseline: Sequence[np.ndarray])
         baseline: The reference model's same output, one array per sample, in the same order.
 
     Returns:
-        `max_abs`, `mean_abs`, `cosine_mean`, `cosine_min`, `sqnr_db` (floats) and `nonfinite`.
+        `max_abs`, `mean_abs`, `cosine_mean`, `cosine_min`, `sqnr_db` (floats), `nonfinite` and `cosines`.
 
     Raises:
         BadInputError: If the sample counts differ, there are no samples, a sample's shapes differ,
@@ -126,6 +130,7 @@ def output_drift(artifact: Sequence[np.ndarray], baseline: Sequence[np.ndarray])
         "cosine_min": float(np.min(cos)),
         "sqnr_db": _sqnr_db(sum_signal, sum_noise),
         "nonfinite": nonfinite,
+        "cosines": [round(float(c), COSINE_DIGITS) for c in cos],
     }
 
 

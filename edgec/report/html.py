@@ -170,6 +170,33 @@ def _drift_plot(name: str, report: BenchReport) -> str:
     return _image(figure, f"drift per output of {name}")
 
 
+def _sample_drift_plot(name: str, report: BenchReport) -> str:
+    """1 - cosine of every sample, one row of dots per output: whether drift is one broken sample or a broad tail.
+
+    Reports written before per-sample cosines were recorded (`OutputDrift.cosines` absent) get no plot.
+    """
+    outputs = report.drift.outputs if report.drift else None
+    rows = [(output, d.cosines) for output, d in (outputs or {}).items() if d.cosines]
+    if not rows:
+        return ""
+    plt = _pyplot()
+    import numpy as np
+
+    figure, axes = plt.subplots(figsize=(11, 1.2 + 0.6 * len(rows)))
+    rng = np.random.default_rng(0)  # vertical jitter only, so dots of equal cosines stay apart; seeded for one look
+    floor = 1e-9  # identical outputs: 1 - cosine is 0, which a log axis cannot show
+    for k, (_, cosines) in enumerate(rows):
+        losses = np.maximum(1.0 - np.asarray(cosines, dtype=np.float64), floor)
+        axes.scatter(losses, k + rng.uniform(-0.25, 0.25, losses.size), s=12, alpha=0.6)
+        axes.plot([np.median(losses)] * 2, [k - 0.35, k + 0.35], color="black", linewidth=1.5)
+    axes.set_yticks(np.arange(len(rows)), [f"{output} ({len(cosines)} samples)" for output, cosines in rows])
+    axes.invert_yaxis()
+    axes.set(xscale="log", xlabel="1 - cosine to the float baseline, per sample (bar: median)",
+             title="drift per sample")
+    axes.grid(axis="x", alpha=0.3)
+    return _image(figure, f"drift of every sample per output of {name}")
+
+
 def _artifact_section(report: BenchReport) -> str:
     """The compile behind the artifact, when its directory is on this machine: the passes with node counts, and
     the most sensitive quantized layers (`sensitivity.json`, written by `compile --report`)."""
@@ -254,7 +281,7 @@ def _report_section(name: str, report: BenchReport) -> str:
         shown = [(label, value) for label, value in top1 if value is not None]
         if shown:
             parts.append(_table(["figure", "value"], shown))
-        parts.append(_drift_plot(name, report))
+        parts += [_drift_plot(name, report), _sample_drift_plot(name, report)]
     parts.append(_artifact_section(report))
     if report.warnings:
         parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{_esc(w)}</li>" for w in report.warnings) + "</ul>")

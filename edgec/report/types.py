@@ -202,6 +202,8 @@ class OutputDrift(_Record):
     mean_abs: float | None = None
     sqnr_db: float | None = None
     nonfinite: int | None = None
+    #: Every sample's cosine in sample order, rounded; absent from reports written before it was recorded.
+    cosines: list[float] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

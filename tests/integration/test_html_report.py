@@ -42,7 +42,9 @@ def page(tmp_path_factory) -> Path:
     report = json.loads(V1_REPORT.read_text())
     report["provenance"]["model"] = EVIL
     report["warnings"] = [EVIL]
-    report["drift"]["outputs"][EVIL] = report["drift"]["outputs"]["y"]
+    # Per-sample cosines (which the edgec that wrote the v1 fixture did not record) for one output of the new
+    # report: it gets the per-sample plot, the old report (no cosines anywhere) renders without one.
+    report["drift"]["outputs"][EVIL] = {**report["drift"]["outputs"]["y"], "cosines": [1.0, 0.999998, 0.99995, 0.9991, 0.98]}
     evil = root / "evil.json"
     evil.write_text(json.dumps(report))
     out = root / "report.html"
@@ -64,7 +66,9 @@ def test_chromium_renders_tables_and_plots_and_runs_no_script(page: Path, tmp_pa
     assert "<script" not in dom  # the planted tags stayed text
     assert len(re.findall(r"<table>", dom)) >= 8
     images = re.findall(r'<img class="plot" alt="[^"]*" src="data:image/png;base64,([^"]+)"', dom)
-    assert len(images) == 5  # the percentile bars; histogram+CDF and drift of the old and the new report
+    # The percentile bars; histogram+CDF and drift of the old and the new report; per-sample drift of the new one.
+    assert len(images) == 6
+    assert 'alt="drift of every sample per output of ' in dom and dom.count('alt="drift of every sample') == 1
     assert len(re.findall(r"<img\b", dom)) == len(images)  # the planted <img onerror> is not an element
     assert "FAIL" not in dom and dom.count(">PASS<") == 3  # min_cosine; p50 and p90 against the old report
     from matplotlib import image
@@ -111,5 +115,6 @@ def int8_page(tmp_path_factory) -> Path:
 def test_chromium_shows_the_pass_table_and_sensitivity_bars(int8_page: Path) -> None:
     dom = _chromium("--dump-dom", int8_page.as_uri())
     assert "<h3>Compile</h3>" in dom and "<td>fold_constants</td>" in dom and "<h3>Per-layer sensitivity</h3>" in dom
-    assert len(re.findall(r'<img class="plot" [^>]*src="data:image/png;base64,', dom)) == 4  # bars, latency, drift, sensitivity
+    # bars, latency, drift per output, drift per sample (a fresh bench records every sample's cosine), sensitivity
+    assert len(re.findall(r'<img class="plot" [^>]*src="data:image/png;base64,', dom)) == 5
     assert "<i>" not in dom

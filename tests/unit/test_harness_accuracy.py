@@ -26,6 +26,7 @@ def test_output_drift_hand_computed() -> None:
     assert result["mean_abs"] == pytest.approx(3.0 / 6.0)
     assert result["cosine_mean"] == pytest.approx((3 / math.sqrt(10) + 1.0 + 0.0) / 3)
     assert result["cosine_min"] == pytest.approx(0.0)
+    assert result["cosines"] == [round(3 / math.sqrt(10), 6), 1.0, 0.0]  # every sample, in order, 6 decimals
     # sum b^2 = 1+1+4 = 6, sum d^2 = 1+4 = 5
     assert result["sqnr_db"] == pytest.approx(10 * math.log10(6 / 5))
     assert result["nonfinite"] == 0
