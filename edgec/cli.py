@@ -252,10 +252,11 @@ def _bench_on_devices(args: argparse.Namespace) -> int:
     with step_limit(FROM_ENV, args.say) as say:
         reports = bench_on_devices(devices, spec, progress=say)
     for device, report in zip(devices, reports):
-        facts = report["device"]
-        print(_format_bench(BenchReport.from_dict(report)))
-        print(f"device {device.name} ({device.url}): {facts['hostname']}, {facts['cpu_model']}, {facts['cores']} cores,"
-              f" {facts['os']} {facts['arch']}")
+        typed = BenchReport.from_dict(report)
+        facts = typed.device
+        print(_format_bench(typed))
+        print(f"device {device.name} ({device.url}): {facts.hostname}, {facts.cpu_model}, {facts.cores} cores,"
+              f" {facts.os} {facts.arch}")
         if args.json:
             path = Path(args.json)
             if len(devices) > 1:

@@ -45,7 +45,7 @@ _ROWS: tuple[tuple[str, Callable[[BenchReport], Any], str], ...] = (
 #: Text rows saying what was measured where.
 _FACTS: tuple[tuple[str, Callable[[BenchReport], Any]], ...] = (
     ("target", lambda r: r.target),
-    ("device", lambda r: r.device if r.host else None),
+    ("device", lambda r: r.device_name if r.host else None),
     ("threads", lambda r: r.threads),
     ("batch", lambda r: r.batch),
     ("precision", lambda r: r.artifact_model.precision if r.artifact_model else None),

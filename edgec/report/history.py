@@ -125,7 +125,7 @@ class History:
             raise BadInputError(f"tag {LATEST!r} is reserved: it names the newest tagged report")
         text = json.dumps(report.to_dict(), sort_keys=True)
         row = (utc_now(), str(report.created_utc or ""), model or report.model_name, str(report.target or "unspecified"),
-               report.device, tag, _sha256(text), text)
+               report.device_name, tag, _sha256(text), text)
         with self._connect(write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -162,7 +162,7 @@ class History:
         Without a tag, the newest one created no later than `report`; with `LATEST`, the newest tagged
         one; with another tag, the one carrying it.
         """
-        key = {"model": report.model_name, "target": str(report.target or "unspecified"), "device": report.device}
+        key = {"model": report.model_name, "target": str(report.target or "unspecified"), "device": report.device_name}
         where, params = _filters(**key)
         clauses = [where, "report_sha256 != ?"]
         params.append(_sha256(json.dumps(report.to_dict(), sort_keys=True)))

@@ -31,6 +31,7 @@ __all__ = [
     "LatencyStats",
     "ModelRecord",
     "HostFacts",
+    "DeviceFacts",
     "Provenance",
     "OutputDrift",
     "Drift",
@@ -181,6 +182,26 @@ class HostFacts(_Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeviceFacts(_Record):
+    """The remote device a report was benched on through its agent (`bench --device`): where, and what it is."""
+
+    name: str | None = None
+    url: str | None = None
+    uploaded_bytes: int | None = None
+    hostname: str | None = None
+    os: str | None = None
+    arch: str | None = None
+    cpu_model: str | None = None
+    isa: list[str] | None = None
+    cores: int | None = None
+    memory_bytes: int | None = None
+    python: str | None = None
+    runtimes: dict[str, str] | None = None
+    targets: list[dict[str, Any]] | None = None
+    agent_version: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Provenance(_Record):
     """Which bytes and which code were measured (sha256s, edgec version, `git describe`)."""
 
@@ -273,6 +294,7 @@ class BenchReport(_Record):
     speedup_p50: float | None = None
     drift: Drift | None = _nested(Drift)
     framework_baseline: Measurement | None = _nested(Measurement)
+    device: DeviceFacts | None = _nested(DeviceFacts)
 
     @classmethod
     def from_dict(cls, data: Any, where: str | None = None) -> BenchReport:
@@ -293,7 +315,8 @@ class BenchReport(_Record):
         return str(named) if named else Path(str(self.artifact or "unknown")).stem
 
     @property
-    def device(self) -> str:
+    def device_name(self) -> str:
+        """The device reports are filed and compared under: the measuring host's CPU model."""
         return self.host.device if self.host else "unknown"
 
 

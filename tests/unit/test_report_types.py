@@ -26,7 +26,7 @@ def test_a_previous_schema_report_loads_typed() -> None:
     assert isinstance(report.baseline, Measurement) and report.baseline.model.precision == "fp32"
     assert isinstance(report.drift, Drift) and report.drift.outputs["y"].cosine_min == pytest.approx(1.0)
     assert report.drift.min_cosine == report.drift.outputs["y"].cosine_min
-    assert report.host.cpu_model and report.device == report.host.cpu_model
+    assert report.host.cpu_model and report.device_name == report.host.cpu_model
     assert report.model_name == "tiny" and report.provenance.artifact_sha256
 
 
@@ -50,7 +50,7 @@ def test_todays_manifest_loads_typed(tmp_path) -> None:
 
 def test_a_partial_report_loads_with_nones() -> None:
     report = BenchReport.from_dict({"schema": "edgec.bench/1"})
-    assert report.latency_ms is None and report.drift is None and report.device == "unknown"
+    assert report.latency_ms is None and report.drift is None and report.device_name == "unknown"
     assert report.to_dict() == {"schema": "edgec.bench/1"}
     assert BenchReport().to_dict()["latency_ms"] is None  # a report built here writes every key
 
