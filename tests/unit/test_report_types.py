@@ -83,3 +83,44 @@ def test_read_bench_report_refuses_truncated_json(tmp_path) -> None:
     truncated.write_text(V1_REPORT.read_text()[:100])
     with pytest.raises(BadInputError, match="not valid JSON"):
         read_bench_report(truncated)
+
+
+def test_missing_tells_an_absent_key_from_a_null_one() -> None:
+    report = BenchReport.from_dict({"schema": "edgec.bench/2", "drift": None, "latency_ms": {"p50": 1.0}})
+    assert report.missing("drift") == "null" and report.missing("speedup_p50") == "absent"
+    assert report.missing("latency_ms") is None and report.latency_ms.missing("p90") == "absent"
+
+
+def test_an_int8_manifest_with_a_budget_search_loads_typed_and_round_trips(tmp_path) -> None:
+    """A real int8 compile with an accuracy budget: its source, calibration, quantization and search are records."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgec.compiler import compile as compile_model
+
+    rng = np.random.default_rng(0)
+    nodes, weights, last = [], [], "x"
+    for k in range(3):
+        weights.append(numpy_helper.from_array(rng.normal(0, 0.3, (16, 16)).astype(np.float32), f"w{k}"))
+        nodes += [helper.make_node("MatMul", [last, f"w{k}"], [f"m{k}"]), helper.make_node("Tanh", [f"m{k}"], [f"t{k}"])]
+        last = f"t{k}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, 16])], weights)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(32, 1, 16)).astype(np.float32))
+    result = compile_model(tmp_path / "m.onnx", "cpu-x86-int8", calib=tmp_path / "calib.npz", output_dir=tmp_path / "out",
+                           min_cosine=0.9)
+    manifest = Manifest.read(tmp_path / "out")
+    assert manifest.to_dict() == result.manifest
+    assert manifest.source.size_bytes > 0 and manifest.source.format == "onnx"
+    assert manifest.calibration.samples == 32 and manifest.calibration.calibrator == "minmax"
+    quantization = manifest.quantization
+    search = quantization.fallback
+    assert set(quantization.quantized_nodes) == {"MatMul"} and quantization.precision == "int8"
+    dynamic = quantization.dynamic.dynamic_nodes.get("MatMul", 0) if quantization.dynamic else 0
+    # every MatMul is int8 static, int8 dynamic or kept float, as the search's scheme counts say
+    assert quantization.quantized_nodes["MatMul"] + dynamic + len(search.kept_float) == 3
+    assert sum(search.schemes.values()) == quantization.quantized_nodes["MatMul"] + dynamic
+    assert search.met is True and search.evaluation.min_cosine >= 0.9 and set(search.latency_ms) >= {"fp32"}
+    assert [entry.name for entry in manifest.passes] and all(entry.nodes_before is not None for entry in manifest.passes)
