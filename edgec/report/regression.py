@@ -32,7 +32,8 @@ import numpy as np
 
 from edgec.errors import BadInputError
 from edgec.gating import MIN_LATENCY_RUNS, CheckResult
-from edgec.report.types import BenchReport, LatencyStats
+from edgec.harness.accuracy import COSINE_DIGITS
+from edgec.report.types import BenchReport, LatencyStats, OutputDrift
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -246,6 +247,23 @@ def cosine_bound(new_min: float, old_min: float) -> float:
     return math.cos(min(math.pi, angle))
 
 
+def _output_bound(new: OutputDrift, old: OutputDrift) -> float:
+    """`cosine_bound` of one output: from each report's worst sample, or, when both kept every sample's cosine
+    (`cosines`, same count), the worst of the per-sample bounds, which is tighter when different samples drifted
+    most. A recorded cosine is rounded to `COSINE_DIGITS` decimals, so each is lowered by half a unit of the last
+    one first: the bound stays a bound. NaN when either worst sample is missing or not finite (fails closed)."""
+    pair = [_number(drift.cosine_min) for drift in (new, old)]
+    if None in pair:
+        return math.nan
+    bound = cosine_bound(*pair)  # type: ignore[arg-type]
+    samples = [drift.cosines or [] for drift in (new, old)]
+    numbers = [[_number(c) for c in cosines] for cosines in samples]
+    if samples[0] and len(samples[0]) == len(samples[1]) and None not in numbers[0] + numbers[1]:
+        half = 0.5 * 10.0 ** -COSINE_DIGITS
+        bound = max(bound, min(cosine_bound(a - half, b - half) for a, b in zip(*numbers)))  # type: ignore[operator]
+    return bound
+
+
 def _cosine_check(new: BenchReport, old: BenchReport, least: float) -> CheckResult:
     """`min_cosine_vs_old`: the worst output's `cosine_bound`; fails closed unless both reports measured drift
     of the same outputs against the same baseline file on the same data."""
@@ -255,8 +273,7 @@ def _cosine_check(new: BenchReport, old: BenchReport, least: float) -> CheckResu
     outputs = [(report.drift.outputs if report.drift else None) or {} for report in (new, old)]
     bounds = []
     for output in outputs[0] if same and set(outputs[0]) == set(outputs[1]) else ():
-        pair = [_number(o[output].cosine_min) for o in outputs]
-        bounds.append(cosine_bound(*pair) if None not in pair else math.nan)  # type: ignore[arg-type]
+        bounds.append(_output_bound(outputs[0][output], outputs[1][output]))
     if not bounds or any(math.isnan(b) for b in bounds):
         why = "both reports need drift against the same baseline file on the same data (bench each with its float baseline)"
         return CheckResult(name, metric, None, least, ">=", False, f"{metric}: {why}: fail", "")

@@ -165,3 +165,24 @@ def test_min_cosine_vs_old_needs_the_same_baseline_and_data() -> None:
     assert not check.passed and "< 0.99 required: FAIL" in check.message
     check, = compare_reports(drifted(1.0, sha="cd" * 32), drifted(1.0), RegressionThresholds(min_cosine_vs_old=0.99))
     assert not check.passed and check.value is None and "same baseline file" in check.message
+
+
+def test_min_cosine_vs_old_bounds_each_sample_when_both_reports_kept_them() -> None:
+    # The worst samples differ: new drifted on sample 0, old on sample 1. From the worst of each alone the
+    # bound is cos(2 acos 0.99) = 0.9602; sample by sample it is cos(acos 0.99 + acos 0.999999) (less rounding).
+    def drifted(cosines: list[float]) -> dict:
+        report = _report(_lognormal(1), provenance={"baseline_sha256": "ab" * 32}, data="random",
+                         drift={"outputs": {"y": {"cosine_min": min(cosines), "cosines": cosines}}})
+        return {**report, "samples": 2}
+
+    new, old = drifted([0.99, 0.999999]), drifted([0.999999, 0.99])
+    check, = compare_reports(new, old, RegressionThresholds(min_cosine_vs_old=0.98))
+    half = 5e-7  # each recorded cosine is rounded to 6 decimals
+    expected = np.cos(np.arccos(0.99 - half) + np.arccos(0.999999 - half))
+    assert check.passed and check.value == pytest.approx(expected, abs=1e-12) and check.value < 0.99
+    coarse, = compare_reports(drifted([0.99, 0.99]), drifted([0.99, 0.99]), RegressionThresholds(min_cosine_vs_old=0.98))
+    assert not coarse.passed and coarse.value == pytest.approx(np.cos(2 * np.arccos(0.99)), abs=1e-6)
+    # Different sample counts: only the worst samples can be combined.
+    fewer, = compare_reports(new, {**old, "drift": {"outputs": {"y": {"cosine_min": 0.99, "cosines": [0.99]}}}},
+                             RegressionThresholds(min_cosine_vs_old=0.98))
+    assert fewer.value == pytest.approx(np.cos(2 * np.arccos(0.99)))
