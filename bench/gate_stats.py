@@ -11,6 +11,8 @@ call with its own fresh worker, as consecutive CI jobs would be. Then, at each r
 
 - false alarms: `base` bench i+1 gated against `base` bench i, for `--pairs` pairs;
 - caught: `slow` bench i gated against `base` bench i, for `--pairs` pairs;
+- caught at exactly `--shift`: the false-alarm pairs again, the newer bench's runs multiplied by `1 + shift/100`
+  (the model's slowdown is only measured, this one is exact, and keeps the real noise between two benches);
 
 both with `--max-latency-regression --allowed` at 95% confidence (a pair fails when p50 or p90 fails).
 
@@ -94,7 +96,14 @@ def _bench_all(args: argparse.Namespace, runs: int, slow_layers: int,
     return reports
 
 
-def _rates(reports: dict[str, list[dict[str, Any]]], run_counts: list[int], pairs: int, allowed: float) -> list[dict[str, Any]]:
+def _scaled(report: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The report with every timed run of its artifact (not of its yardstick) `factor` times longer."""
+    latency = report["latency_ms"]
+    return {**report, "latency_ms": {**latency, "samples": [round(v * factor, 6) for v in latency["samples"]]}}
+
+
+def _rates(reports: dict[str, list[dict[str, Any]]], run_counts: list[int], pairs: int, allowed: float,
+           shift: float) -> list[dict[str, Any]]:
     """False alarms and catches at each run count (the first R runs of each bench)."""
     rows = []
     for runs in run_counts:
@@ -102,7 +111,9 @@ def _rates(reports: dict[str, list[dict[str, Any]]], run_counts: list[int], pair
         slow_reports = [_truncated(r, runs) for r in reports["slow"]]
         false_alarms = [_fails(base_reports[i + 1], base_reports[i], allowed) for i in range(pairs)]
         caught = [_fails(slow_reports[i], base_reports[i], allowed) for i in range(pairs)]
-        rows.append({"runs": runs, "false_alarms": sum(false_alarms), "caught": sum(caught), "pairs": pairs})
+        shifted = [_fails(_scaled(base_reports[i + 1], 1 + shift / 100), base_reports[i], allowed) for i in range(pairs)]
+        rows.append({"runs": runs, "false_alarms": sum(false_alarms), "caught": sum(caught),
+                     "caught_shifted": sum(shifted), "pairs": pairs})
     return rows
 
 
@@ -113,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=20, help="MatMul blocks of the base model (default 20)")
     parser.add_argument("--slow-layers", type=int, help="MatMul blocks of the slow model (default: 10%% more than --layers)")
     parser.add_argument("--allowed", type=float, default=5.0, help="--max-latency-regression PCT (default 5)")
+    parser.add_argument("--shift", type=float, default=10.0,
+                        help="also gate each false-alarm pair with the newer bench's runs made exactly PCT%% slower"
+                             " (default 10): catches of an exact slowdown under the real bench-to-bench noise")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--absolute", action="store_true",
                         help="bench without the yardstick baseline, so the gate compares absolute latencies")
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if pairs < 1:
         print(f"{len(reports['base'])} base and {len(reports['slow'])} slow benches so far: no pair to judge yet")
         return 0
-    rows = _rates(reports, run_counts, pairs, args.allowed)
+    rows = _rates(reports, run_counts, pairs, args.allowed, args.shift)
     import numpy as np
 
     p50 = {name: float(np.median([r["latency_ms"]["p50"] for r in rs])) for name, rs in reports.items()}
@@ -157,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{' measured interleaved with the base model' if not args.absolute else ''});"
           f" base p50 across benches {min(spread) * 100:+.1f}%..{max(spread) * 100:+.1f}% of its median;"
           f" allowed +{args.allowed:g}% at 95%; {time.monotonic() - started:.0f} s")
-    print("| runs | false alarms (same model) | 10%-slower model caught |")
-    print("|---:|---:|---:|")
+    print(f"| runs | false alarms (same model) | slower model caught (+{slowdown * 100:.1f}%) |"
+          f" same model's runs x{1 + args.shift / 100:g} caught |")
+    print("|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['runs']} | {row['false_alarms']}/{row['pairs']} | {row['caught']}/{row['pairs']} |")
+        print(f"| {row['runs']} | {row['false_alarms']}/{row['pairs']} | {row['caught']}/{row['pairs']} |"
+              f" {row['caught_shifted']}/{row['pairs']} |")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "p50_ms": p50, "cpu_model": cpu_model(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
                                         indent=2) + "\n")
