@@ -5,9 +5,14 @@ summaries: a p90 that grew 6% means nothing until we know how much it moves by c
 statistic (p50, p90) the change is `r = q(new) / q(old) - 1`, and its confidence interval comes from
 a percentile bootstrap: resample each report's runs with replacement `BOOTSTRAP_RESAMPLES` times,
 recompute `r` on every resample, and take the `(1-c)/2` and `(1+c)/2` quantiles of those ratios.
-A check fails only when the whole interval lies above the allowed growth (its lower bound exceeds
-it), so under the null "no more than the allowed growth" it fires with probability at most
-`(1-c)/2`. The generator is seeded, so one pair of reports always gets one verdict.
+A check fails when the estimate exceeds the allowed growth `a` and the interval lies wholly above
+`a/2` (`change > a` and `low > a/2`): a regression the data says is larger than allowed and, with
+confidence `c`, larger than half of it. So a true growth of at most `a/2` fails with probability at
+most `(1-c)/2`, and one of about `a` half the time. Why not "the whole interval above `a`": that rule
+passes most true growths up to `1.5a`; `bench/gate_stats.py` measured it (allowed 5%, 1200 runs, 20
+pairs, 2-core shared AMD EPYC) catching an exact +10% in 18 of 20 pairs, this rule in 19, each with at
+most 1 false alarm in 20 same-model pairs (the margin `a/2` was picked on an earlier measurement, the
+rates come from a later one). The generator is seeded, so one pair of reports always gets one verdict.
 
 The bootstrap treats the runs of one report as independent draws, so drift between two bench
 invocations (another tenant, a frequency change: on a shared machine medians move by tens of
@@ -204,7 +209,7 @@ def _latency_checks(new: BenchReport, old: BenchReport, allowed_pct: float, conf
         found = ratio_interval(runs["new"], runs["old"], q, confidence=confidence,
                                new_reference=references["new"] if references else None,
                                old_reference=references["old"] if references else None)
-        failed = found.low * 100 > allowed_pct
+        failed = found.change * 100 > allowed_pct and found.low * 100 > allowed_pct / 2
         judged = "> " if failed else ("<= " if found.change * 100 <= allowed_pct else "within noise of ")
         message = (f"{key} {_pct(found.change)} [{level} CI {_pct(found.low)}, {_pct(found.high)}] {judged}"
                    f"{allowed_pct:g}% allowed: {'FAIL' if failed else 'pass'}{how}")

@@ -64,6 +64,22 @@ def test_ten_percent_regression_is_caught_with_one_line_verdicts() -> None:
     assert "\n" not in p50.message and p50.unit == "%" and p50.value == pytest.approx(10, abs=3)
 
 
+def test_a_check_fails_above_the_allowance_only_when_the_interval_clears_half_of_it() -> None:
+    thresholds = RegressionThresholds(max_latency_regression=5.0)
+    old, new = _lognormal(1, n=1200), _lognormal(2, scale=1.055, n=1200)
+    # +5.4%: the estimate is above 5% and the interval above 2.5%, though not wholly above 5%: FAIL.
+    found = ratio_interval(new, old, 0.5)
+    assert 0.025 < found.low < 0.05 < found.change < found.high
+    p50, _ = compare_reports(_report(new), _report(old), thresholds)
+    assert not p50.passed and p50.message.endswith("> 5% allowed: FAIL")
+    # Above 5% on 40 runs, but the interval reaches below 2.5%: noise, not a verdict.
+    new, old = _lognormal(6, scale=1.06, n=40), _lognormal(16, n=40)
+    found = ratio_interval(new, old, 0.5)
+    assert found.change > 0.05 and found.low < 0.025
+    p50, _ = compare_reports(_report(new), _report(old), thresholds)
+    assert p50.passed and "within noise of 5% allowed: pass" in p50.message
+
+
 def test_confidence_widens_the_interval() -> None:
     old, new = _lognormal(3), _lognormal(4)
     narrow, wide = ratio_interval(new, old, 0.9, confidence=0.8), ratio_interval(new, old, 0.9, confidence=0.99)
