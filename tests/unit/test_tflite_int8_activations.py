@@ -14,49 +14,16 @@ import numpy as np
 import onnx
 import pytest
 from ai_edge_litert import schema_py_generated as schema
-from onnx import TensorProto, helper
 
 from edgec.backends.tflite.lower import lower
 from edgec.quant import qdq
 from edgec.quant.qparams import qparams_from_range
 from edgec.target import load_target
-from tflite_lowering import mobilenet_v3_block, onnx_model, optimized, quantized, random_init, run_onnx, run_tflite, tflite_ops
+from tflite_lowering import (activations_net, cosine, mobilenet_v3_block, optimized, quantized, random_samples, run_onnx,
+                             run_tflite, tflite_ops)
 
 _FIXED = {"LOGISTIC": (1 / 256, -128), "SOFTMAX": (1 / 256, -128), "TANH": (1 / 128, 0)}
 _OPS = {name: code for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-
-
-def _activations_net() -> onnx.ModelProto:
-    """Sigmoid, Tanh and HardSwish branches of one Conv, summed, then a Gemm head with Softmax."""
-    rng = np.random.default_rng(21)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c1"], ["s"]),
-        helper.make_node("Tanh", ["c1"], ["t"]),
-        helper.make_node("HardSwish", ["c1"], ["h"]),
-        helper.make_node("Add", ["s", "t"], ["st"]),
-        helper.make_node("Add", ["st", "h"], ["sth"]),
-        helper.make_node("Conv", ["sth", "w2", "b2"], ["c2"]),
-        helper.make_node("GlobalAveragePool", ["c2"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
-        helper.make_node("Softmax", ["logits"], ["y"], axis=1),
-    ]
-    inits = [random_init(rng, "w1", 8, 3, 3, 3, scale=0.5), random_init(rng, "b1", 8),
-             random_init(rng, "w2", 8, 8, 1, 1, scale=0.4), random_init(rng, "b2", 8),
-             random_init(rng, "w3", 10, 8, scale=1.5), random_init(rng, "b3", 10)]
-    return onnx_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
-
-
-def _samples(count: int, shape: tuple[int, ...], seed: int) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _operators(flatbuffer: bytes, name: str) -> list[tuple[schema.TensorT, schema.TensorT]]:
@@ -73,8 +40,8 @@ def _tensor_name(tensor: schema.TensorT) -> str:
 
 @pytest.fixture(scope="module")
 def activations() -> tuple[onnx.ModelProto, object, object, bytes]:
-    proto = _activations_net()
-    model, table = quantized(proto, _samples(16, (1, 3, 16, 16), 1))
+    proto = activations_net()
+    model, table = quantized(proto, random_samples(16, (1, 3, 16, 16), 1))
     return proto, optimized(proto, "tflite-int8"), table, lower(model, table=table, precision="int8")
 
 
@@ -104,14 +71,14 @@ def test_fixed_output_params_and_calibrated_inputs(activations) -> None:
 
 def test_activation_net_stays_close_to_float_in_litert(activations, tmp_path: Path) -> None:
     proto, _, _, flatbuffer = activations
-    for feeds in _samples(8, (1, 3, 16, 16), 2):
-        assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) > 0.999
+    for feeds in random_samples(8, (1, 3, 16, 16), 2):
+        assert cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) > 0.999
 
 
 def test_int8_mobilenet_v3_block_runs_its_activations_int8(tmp_path: Path) -> None:
     """HardSwish, the Sigmoid gate and its Mul run int8; only HardSigmoid (decomposed) stays a float island."""
     proto = mobilenet_v3_block()
-    samples = _samples(16, (1, 3, 24, 24), 6)
+    samples = random_samples(16, (1, 3, 24, 24), 6)
     model, table = quantized(proto, samples)
     flatbuffer = lower(model, table=table, precision="int8")
     ops = tflite_ops(flatbuffer)
@@ -119,5 +86,5 @@ def test_int8_mobilenet_v3_block_runs_its_activations_int8(tmp_path: Path) -> No
     for name in ("HARD_SWISH", "LOGISTIC"):
         assert [out.type for _, out in _operators(flatbuffer, name)] == [schema.TensorType.INT8], name
     assert schema.TensorType.INT8 in {out.type for _, out in _operators(flatbuffer, "MUL")}
-    cosines = [_cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) for feeds in samples]
+    cosines = [cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) for feeds in samples]
     assert min(cosines) > 0.99
