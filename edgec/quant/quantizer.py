@@ -123,7 +123,7 @@ class Quantizer:
         can); None means the nodes of the scheme's `dynamic_ops`. `per_token` names dynamic ones
         whose activations get one scale per row (token) instead of one per call.
         """
-        model = copy_model(self.model)
+        model = self.model.clone()
         keep = set(keep_float) | set(self.scheme.keep_float)
         if per_token:
             dynamic = {*(dynamic if dynamic is not None else self.default_dynamic), *per_token}
