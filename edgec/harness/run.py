@@ -50,7 +50,7 @@ from edgec.errors import BadInputError, EdgecError
 from edgec.harness.accuracy import drift
 from edgec.harness.latency import summarize
 from edgec.harness.transport import LocalTransport, Transport, WorkerExited
-from edgec.harness.worker import flatten_samples
+from edgec.harness.wire import flatten_samples
 from edgec.artifact import size_on_disk
 from edgec.frontends import model_files
 

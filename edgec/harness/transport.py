@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 
 import edgec
-from edgec.harness.worker import read_arrays, write_arrays
+from edgec.harness.wire import read_arrays, write_arrays
 
 __all__ = ["Channel", "Transport", "LocalTransport", "WorkerExited"]
 

@@ -33,38 +33,10 @@ import numpy as np
 
 from edgec.errors import BadInputError, EdgecError
 from edgec.harness.memory import current_rss_mb, peak_rss_mb
+from edgec.harness.wire import read_arrays, unflatten_samples, write_arrays
 from edgec.backends import runtime_class
 
-__all__ = ["flatten_samples", "unflatten_samples", "write_arrays", "read_arrays", "serve", "main"]
-
-
-def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Save named arrays as an `.npz` the other side can load without pickle; object arrays are refused."""
-    for name, array in arrays.items():
-        if np.asarray(array).dtype.hasobject:
-            raise BadInputError(f"array {name!r} holds Python objects; the benchmark exchanges only numeric and string tensors")
-    np.savez(path, **{name: np.asarray(array) for name, array in arrays.items()})
-
-
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Load an `.npz` written by `write_arrays` (never unpickling)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
-
-
-def flatten_samples(samples: Sequence[Mapping[str, np.ndarray]]) -> tuple[list[list[str]], dict[str, np.ndarray]]:
-    """Per-inference feed dicts as (input names per sample, one flat mapping for an `.npz`).
-
-    Arrays are keyed "sample/input" by position, not by name, because input names may hold any character.
-    """
-    index = [list(sample) for sample in samples]
-    arrays = {f"{i}/{j}": np.asarray(array) for i, sample in enumerate(samples) for j, array in enumerate(sample.values())}
-    return index, arrays
-
-
-def unflatten_samples(arrays: Mapping[str, np.ndarray], index: Sequence[Sequence[str]]) -> list[dict[str, np.ndarray]]:
-    """The feed dicts `flatten_samples` took apart, in order."""
-    return [{name: arrays[f"{i}/{j}"] for j, name in enumerate(names)} for i, names in enumerate(index)]
+__all__ = ["serve", "main"]
 
 
 def _timed_runs(runtime: Any, samples: list[dict[str, np.ndarray]], start: int, count: int) -> list[int]:

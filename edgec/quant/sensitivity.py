@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 
 from edgec.harness.accuracy import output_drift
 from edgec.quant.calibrator import run_exposing
@@ -59,6 +60,19 @@ def _model_metrics(outputs: Outputs, reference: Outputs, model_outputs: Sequence
             "max_abs": max(m["max_abs"] for m in each)}
 
 
+def _run_nodes(model: ir.Model, quantizer: Quantizer, names: Sequence[str], samples: Sequence[Feeds]) -> Outputs:
+    """The graph outputs and the outputs of nodes `names` of a built model, keyed as in the float model.
+
+    Why not by tensor name: a build may rename a node's output (a ReLU folded into a quantized graph
+    output leaves the producer's tensor named after the graph output's float side), but it keeps
+    node names.
+    """
+    produced = {node.name: node.outputs[0].name for node in model.graph if node.name in set(names)}
+    float_name = {produced.get(name, quantizer.outputs[name]): quantizer.outputs[name] for name in names}
+    runs = run_exposing(model, list(float_name), samples, quantizer.threads)
+    return [{float_name.get(tensor, tensor): value for tensor, value in run.items()} for run in runs]
+
+
 def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[str, str] | None = None,
             only: Collection[str] | None = None, say: Say = lambda message: None) -> list[LayerSensitivity]:
     """Measure every candidate node of `quantizer` (those in `only`, when given) alone and cumulatively on `samples`.
@@ -69,10 +83,9 @@ def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[
     """
     threads = quantizer.threads
     model_outputs = [value.name for value in quantizer.model.graph.outputs]
-    tensors = [quantizer.outputs[name] for name in quantizer.candidates]
-    reference = run_exposing(quantizer.model, tensors, samples, threads)
+    reference = run_exposing(quantizer.model, list(quantizer.outputs.values()), samples, threads)
     everything, _ = quantizer.build()
-    cumulative = run_exposing(everything, tensors, samples, threads)
+    cumulative = _run_nodes(everything, quantizer, quantizer.candidates, samples)
     nodes = {node.name: node for node in quantizer.model.graph}
     jobs = [(name, (schemes or {}).get(name) or quantizer.default_scheme(name)) for name in quantizer.candidates
             if only is None or name in only]
@@ -82,7 +95,7 @@ def analyse(quantizer: Quantizer, samples: Sequence[Feeds], *, schemes: Mapping[
         alone_model, _ = quantizer.build(keep_float=[c for c in quantizer.candidates if c != name],
                                          dynamic=[name] if scheme == "dynamic" else [])
         tensor = quantizer.outputs[name]
-        alone = run_exposing(alone_model, [tensor], samples, threads)
+        alone = _run_nodes(alone_model, quantizer, [name], samples)
         layers.append(LayerSensitivity(
             node=name, op_type=nodes[name].op_type, tensor=tensor, scheme=scheme,
             alone=_metrics(alone, reference, tensor), cumulative=_metrics(cumulative, reference, tensor),

@@ -11,7 +11,8 @@ import onnx
 import onnx.parser
 import pytest
 
-from edgec.harness.worker import flatten_samples, serve, unflatten_samples, write_arrays
+from edgec.harness.wire import flatten_samples, unflatten_samples, write_arrays
+from edgec.harness.worker import serve
 from edgec.errors import BadInputError
 
 
@@ -84,3 +85,14 @@ def test_malformed_and_unknown_commands_end_the_worker(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in replies.getvalue().splitlines()]
     assert lines[1]["error"] == "JSONDecodeError" and len(lines) == 2
     assert _run(tmp_path, {"command": "fly"})[1]["error"] == "ValueError"
+
+
+def test_a_worker_process_starts_without_python_warnings() -> None:
+    """The package never imports the worker module, so `-m` does not warn that it was imported twice."""
+    import subprocess
+    import sys
+
+    started = subprocess.run([sys.executable, "-W", "error", "-m", "edgec.harness.worker"], capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode == 2 and "RuntimeWarning" not in started.stderr
+    assert started.stderr.startswith("usage: python -m edgec.harness.worker")

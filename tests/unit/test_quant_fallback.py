@@ -254,3 +254,30 @@ def test_int8_step_without_a_budget_warns_when_drift_breaks_the_target_threshold
     assert (drift["min_cosine"] < drift["threshold"]) is warned
     assert any(message.startswith("warning: below the target's min_cosine") for message in messages) is warned
     assert any(f"min output cosine {drift['min_cosine']:.6f}" in message for message in messages)
+
+
+def test_sensitivity_reads_a_layer_whose_relu_folds_into_the_graph_output() -> None:
+    """MatMul -> Relu as the graph output: the build folds the Relu and renames the MatMul's tensor.
+
+    The layer is still measured on its own output (the MatMul's, before the Relu), not missed.
+    """
+    rng = np.random.default_rng(3)
+    nodes, inits, previous = [], {}, "x"
+    for i in range(3):
+        inits[f"w{i}"] = _he(rng, (16, 16), 16)
+        nodes += [helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+                  helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}")]
+        previous = f"r{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 16])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    feeds = [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(8)]
+    quantizer = Quantizer(model, load_target("cpu-x86-int8").quant, feeds, source="data")
+    built, _ = quantizer.build()
+    assert "m2" not in {value.name for node in built.graph for value in node.outputs}  # the rename happened
+
+    layers = {layer.node: layer for layer in sensitivity.analyse(quantizer, feeds)}
+    assert set(layers) == {"mm0", "mm1", "mm2"} and layers["mm2"].tensor == "m2"
+    # int8 error on one 16-wide MatMul is small; comparing the Relu'd output with the MatMul's would not be
+    assert 25.0 < layers["mm2"].alone["sqnr_db"] < 80.0
