@@ -86,3 +86,9 @@ def test_builds_share_the_weights_they_leave_float_and_never_write_into_them() -
     for name, tensor in prepared.items():
         assert quantizer.model.graph.initializers[name].const_value is tensor
         np.testing.assert_array_equal(tensor.numpy(), before[name])
+
+
+def test_evaluation_sessions_let_idle_threads_sleep() -> None:
+    """Search sessions compute and are never timed: spinning threads would only take CPU from the search."""
+    session = ir_session(_model(), 2)
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
