@@ -33,7 +33,7 @@ def node_times_ms(model: ir.Model, samples: Sequence[Feeds], threads: int) -> di
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as workdir:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(workdir) / "profile")
-        proto, shared = lean_proto(model)
+        proto, shared = lean_proto(model)  # `shared` must outlive the session: ORT reads its memory in place
         options.add_external_initializers(list(shared), list(shared.values()))
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         session.run(None, dict(samples[0]))

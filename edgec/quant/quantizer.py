@@ -3,9 +3,10 @@
 The accuracy fallback and the sensitivity report each build many variants of the same model that
 differ only in which nodes stay float, so everything that depends on the data (SmoothQuant scales,
 activation ranges, the input means bias correction needs) is computed once, up front, over every
-node that any variant could quantize. A build is then a copy of the prepared float model plus the
+node that any variant could quantize. A build is then a clone of the prepared float model plus the
 graph rewrites: bias correction, static Q/DQ (`qdq`), dynamic MatMul quantization (`dynamic`),
-int8 lookup tables (`embedding`).
+int8 lookup tables (`embedding`). The clone shares the float model's tensors: the rewrites add new
+initializers and never write into existing ones, so a node a build leaves float costs no copy.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import onnxruntime as ort
 
 from edgec.errors import BadInputError
 
-__all__ = ["OPTIMIZATION_LEVELS", "session_options", "cpu_session", "ir_session", "SHARED_MIN_BYTES"]
+__all__ = ["OPTIMIZATION_LEVELS", "session_options", "cpu_session", "ir_session", "lean_proto",
+           "SHARED_MIN_BYTES"]
 
 #: Initializers at least this large reach ONNX Runtime as OrtValues over the IR's own memory instead of
 #: serialized bytes: a search builds a session per candidate, and copying MiniLM's 90 MB of weights
