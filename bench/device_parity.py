@@ -15,12 +15,17 @@ adds to the timed region.
 
     python bench/device_parity.py                          # MobileNetV2 int8, 5 pairs x 600 runs, 1 thread
     python bench/device_parity.py --pairs 3 --runs 300 --clients 16 --json parity.json
+    python bench/device_parity.py --cpu 1                  # everything (agent, workers) on core 1
+
+`--cpu` pins the script, the agent and every worker to one core: on a shared machine, where the
+scheduler puts a worker (next to which other process) otherwise moves its p50 by several percent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import socket
 import statistics
@@ -174,9 +179,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=600, help="timed inferences per bench (default 600)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in the load test (0: skip)")
+    parser.add_argument("--cpu", type=int, help="pin everything to this core (default: no pinning)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--cache-dir", type=Path, help="where the exported model is cached (default: user cache)")
     args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # inherited by the agent and every worker
     say = benchlib.progress_printer()
     with tempfile.TemporaryDirectory(prefix="edgec-parity-") as tmp:
         work = Path(tmp)
@@ -191,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             agent.stop()
     result["cpu"] = _cpu_facts()
-    print(f"CPU: {result['cpu']}; {args.runs} runs per bench, {args.threads} thread(s)\n")
+    pinned = f", pinned to core {args.cpu}" if args.cpu is not None else ""
+    print(f"CPU: {result['cpu']}; {args.runs} runs per bench, {args.threads} thread(s){pinned}\n")
     print(benchlib.markdown_table(
         [("pair", lambda r: str(r["pair"])), ("first", lambda r: r["first"]),
          ("local p50 ms", lambda r: f"{r['local_p50_ms']:.3f}"), ("device p50 ms", lambda r: f"{r['device_p50_ms']:.3f}"),

@@ -8,7 +8,9 @@ Order matters and is fixed here so that `compiler.py` stays a plain orchestrator
 3. with a budget, the evaluation data is split in two: each node gets its least harmful scheme,
    nodes go float in order of harm per measured float millisecond, and a bisection finds the
    fewest float nodes that keep the budget on one part (`fallback`); the result is then checked on
-   the held-out part, and searched again on all of the data when that check misses. Without a
+   the held-out part, and searched again on all of the data when that check misses. Candidates are
+   judged as they ship: a backend whose export rewrites the kernels (TFLite) runs each one in its
+   own runtime, and the Q/DQ graph's ONNX Runtime figures are recorded beside them. Without a
    budget, the int8 model's drift from float is measured and a drift past the target's
    `min_cosine` threshold is warned about;
 4. the candidates are timed side by side once, at the target's threads: with a budget (to record
@@ -98,6 +100,7 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     quantizer = Quantizer(model, target.quant, samples, source=table_source, threads=threads, say=say,
                           dynamic_alternatives=backends.get(target.runtime).dynamic_int8 and (bool(request.budget) or auto))
     eval_samples = list(request.eval_samples if request.eval_samples is not None else samples)
+    judge = _Judge(backends.get(target.runtime), target, quantizer, threads, say)
     search_part, holdout_part, search_labels, holdout_labels = split_holdout(eval_samples, request.labels)
     layers, schemes = None, None
     float_ms: dict[str, float] = {}
@@ -123,7 +126,7 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     built: dict[str, dict[str, Any]] = {}  # stats of the variants "auto" may ship instead
     if request.budget and layers is not None and schemes:
         found, record = _budget_search(quantizer, layers, schemes, float_ms, request, (search_part, search_labels),
-                                       (holdout_part, holdout_labels), threads, say)
+                                       (holdout_part, holdout_labels), judge, say)
         result_model, stats = found.model, found.stats
         stats["fallback"] = extra["fallback"] = record
         if found.steps:  # the first attempt quantized every node with its scheme
@@ -138,12 +141,13 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     else:
         result_model, stats = quantizer.build()
         checked = eval_samples[:SENSITIVITY_SAMPLES]
-        stats["drift"], accuracy["int8"] = _drift_check(quantizer.model, result_model, checked, target, threads, say)
+        stats["drift"], accuracy["int8"] = _drift_check(judge, result_model, checked, target, say)
         timed["int8"] = result_model
         if auto and set(quantizer.dynamic_capable) - quantizer.default_dynamic:
             dynamic_model, built["int8 dynamic"] = quantizer.build(dynamic=quantizer.dynamic_capable)
             timed["int8 dynamic"] = dynamic_model
-            accuracy["int8 dynamic"] = Evaluator(quantizer.model, checked, None, threads).evaluate(dynamic_model)
+            accuracy["int8 dynamic"] = judge.evaluator(checked, None).evaluate(dynamic_model)
+    stats["judged_in"] = judge.where
     precision = "int8"
     if auto or request.budget:
         p50 = _latencies(timed, quantizer.table, target, eval_samples, say)
@@ -197,17 +201,38 @@ def _float_profile(quantizer: Quantizer, samples: Sequence[Feeds], threads: int,
     return node_times_ms(quantizer.model, samples[:_PROFILE_SAMPLES], threads)
 
 
+class _Judge:
+    """Where int8 candidates are judged: the target's runtime when its backend runs them itself
+    (a `.tflite` in LiteRT), else the Q/DQ graph in ONNX Runtime. Either way against the float model in ONNX Runtime."""
+
+    def __init__(self, backend: backends.Backend, target: Target, quantizer: Quantizer, threads: int, say: Say) -> None:
+        self.float_model, self.threads = quantizer.model, threads
+        self.run = backend.accuracy_runner(target, quantizer.table, threads)
+        self.where = f"{backend.title} (the exported artifact)" if self.run is not None else "ONNX Runtime (Q/DQ graph)"
+        if self.run is not None:
+            say(f"int8 candidates are judged as they ship: exported and run in {backend.title}")
+
+    def evaluator(self, samples: Sequence[Feeds], labels: np.ndarray | None) -> Evaluator:
+        return Evaluator(self.float_model, samples, labels, self.threads, run=self.run)
+
+    def onnx_qdq(self, model: ir.Model, samples: Sequence[Feeds], labels: np.ndarray | None) -> dict[str, Any] | None:
+        """The Q/DQ graph's own figures in ONNX Runtime, recorded beside the runtime's when they differ in kind."""
+        if self.run is None or not samples:
+            return None
+        return {"samples": len(samples), **Evaluator(self.float_model, samples, labels, self.threads).evaluate(model).to_dict()}
+
+
 def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensitivity], schemes: dict[str, str],
                    float_ms: dict[str, float], request: Int8Request,
                    searched: tuple[list[Feeds], np.ndarray | None], held_out: tuple[list[Feeds], np.ndarray | None],
-                   threads: int, say: Say) -> tuple[FallbackResult, dict[str, Any]]:
+                   judge: _Judge, say: Say) -> tuple[FallbackResult, dict[str, Any]]:
     """Search the budget on one part of the data, check it on the other; search all of it when the check misses."""
     budget = request.budget
     (search_part, search_labels), (holdout_part, holdout_labels) = searched, held_out
     order = fallback_order(layers, schemes, float_ms)
     say(f"searching for the fewest float nodes that keep {budget.describe()} on {len(search_part)} samples")
     per_token = quantizer.per_token_capable if quantizer.dynamic_alternatives else ()
-    found = search(quantizer, Evaluator(quantizer.model, search_part, search_labels, threads), budget, order,
+    found = search(quantizer, judge.evaluator(search_part, search_labels), budget, order,
                    schemes, per_token=per_token, say=say)
     record: dict[str, Any] = {
         "budget": {"max_accuracy_drop_pp": budget.max_accuracy_drop_pp, "min_cosine": budget.min_cosine},
@@ -217,7 +242,7 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
     }
     attempts = list(found.attempts)
     if holdout_part and found.met:
-        check = Evaluator(quantizer.model, holdout_part, holdout_labels, threads).evaluate(found.model)
+        check = judge.evaluator(holdout_part, holdout_labels).evaluate(found.model)
         record["holdout"] = {"samples": len(holdout_part), **check.to_dict(), "met": check.meets(budget)}
         say(f"held-out check on {len(holdout_part)} unseen samples: min cosine {check.min_cosine:.6f}"
             + _drop_text(check.accuracy_drop_pp) + (" - holds" if check.meets(budget) else " - MISSED"))
@@ -227,13 +252,17 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
                 "so no unseen data confirms the result")
             everything = [*search_part, *holdout_part]
             labels = None if request.labels is None else np.concatenate([search_labels, holdout_labels])
-            found = search(quantizer, Evaluator(quantizer.model, everything, labels, threads), budget, order,
+            found = search(quantizer, judge.evaluator(everything, labels), budget, order,
                            schemes, per_token=per_token, at_least=found.steps, say=say)
             attempts += found.attempts
             record["resolved_on_all_samples"] = True
     elif not holdout_part:
         record["holdout"] = None
     found.attempts = attempts
+    qdq = {part: judge.onnx_qdq(found.model, samples, labels) for part, (samples, labels) in
+           (("search", (search_part, search_labels)), ("holdout", (holdout_part, holdout_labels)))}
+    if qdq["search"] is not None:
+        record["onnx_qdq"] = qdq
     record.update({"met": found.met, "kept_float": found.kept_float, "evaluation": found.evaluation.to_dict(),
                    "schemes": dict(Counter(found.schemes.values())),
                    "attempts": [attempt.to_dict() for attempt in attempts]})
@@ -244,22 +273,26 @@ def _dynamic_of(schemes: dict[str, str]) -> list[str]:
     return [node for node, scheme in schemes.items() if scheme == "dynamic"]
 
 
-def _drift_check(float_model: ir.Model, int8_model: ir.Model, samples: Sequence[Feeds], target: Target,
-                 threads: int, say: Say) -> tuple[dict[str, Any], Evaluation]:
+def _drift_check(judge: _Judge, int8_model: ir.Model, samples: Sequence[Feeds], target: Target,
+                 say: Say) -> tuple[dict[str, Any], Evaluation]:
     """Without a budget nothing else compares int8 with float: say how far it moved, and warn when too far.
 
     Static int8 can wreck a model (a transformer's embeddings fall to cosine ~0.5) while every pass
     verifies, so a build that breaks the target's own `min_cosine` threshold says so at once.
     """
-    evaluation = Evaluator(float_model, samples, None, threads).evaluate(int8_model)
+    evaluation = judge.evaluator(samples, None).evaluate(int8_model)
     worst = evaluation.min_cosine
     bar = target.thresholds.get("min_cosine")
-    say(f"int8 vs float on {len(samples)} samples: min output cosine {worst:.6f}")
+    say(f"int8 vs float on {len(samples)} samples: min output cosine {worst:.6f} ({judge.where})")
     if bar is not None and worst < bar:
         say(f"warning: below the target's min_cosine {bar:g}; keep sensitive layers float with --min-cosine {bar:g}"
             " (see --report), or for transformers quantize MatMuls dynamically: --set 'quant.ops=[]' "
             "--set 'quant.dynamic_ops=[\"MatMul\",\"Gemm\"]'")
-    return {"samples": len(samples), "min_cosine": worst, "threshold": bar}, evaluation
+    record = {"samples": len(samples), "min_cosine": worst, "threshold": bar}
+    qdq = judge.onnx_qdq(int8_model, samples, None)
+    if qdq is not None:
+        record["onnx_qdq_min_cosine"] = qdq["min_cosine"]
+    return record, evaluation
 
 
 def _drift_record(evaluation: Evaluation, bar: Budget) -> dict[str, Any]:

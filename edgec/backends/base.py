@@ -23,6 +23,7 @@ from edgec.tensors import Feeds, Outputs, TensorSpec
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from edgec.quant.fallback import Runner
     from edgec.quant.table import CalibrationTable
     from edgec.target import Target
 
@@ -132,6 +133,15 @@ class Backend(abc.ABC):
 
         `model` is edgec's optimized IR, quantized (Q/DQ from `table`'s ranges) when `precision` is int8.
         """
+
+    def accuracy_runner(self, target: Target, table: CalibrationTable, threads: int) -> Runner | None:
+        """How int8 candidates run when their accuracy is judged (budget search, held-out check, drift, auto).
+
+        None: the Q/DQ graph in ONNX Runtime is what ships, or stands for it. A backend whose export
+        rewrites the kernels (another runtime's integer arithmetic) returns a runner that exports each
+        candidate and runs it in its own runtime, so the budget holds for the artifact that ships.
+        """
+        return None
 
     @abc.abstractmethod
     def file_input_specs(self, path: Path) -> list[TensorSpec]:

@@ -24,10 +24,12 @@ from edgec.quant.quantizer import Quantizer
 from edgec.quant.sensitivity import LayerSensitivity
 from edgec.tensors import Feeds
 
-__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "choose_schemes", "costly_nodes", "fallback_order",
-           "search", "TIE_DB"]
+__all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "Runner", "choose_schemes", "costly_nodes",
+           "fallback_order", "search", "TIE_DB"]
 
 Say = Callable[[str], None]
+#: Runs a model on samples and returns each sample's outputs by name (how a candidate is judged).
+Runner = Callable[[ir.Model, Sequence[Feeds]], list[dict[str, np.ndarray]]]
 #: Two schemes whose model-output SQNR differ by at most this are a tie (noise on a few dozen samples).
 TIE_DB = 1.0
 #: Float time below this (ms) counts as this much, so harm per millisecond stays finite.
@@ -76,16 +78,22 @@ class Evaluation:
 
 
 class Evaluator:
-    """Runs candidate models on fixed evaluation samples against the float model's outputs."""
+    """Runs candidate models on fixed evaluation samples against the float model's outputs.
 
-    def __init__(self, float_model: ir.Model, samples: Sequence[Feeds], labels: np.ndarray | None, threads: int) -> None:
+    The float reference always runs in ONNX Runtime; candidates run through `run` when given (the
+    target's own runtime, when its artifact is not the Q/DQ graph itself), else in ONNX Runtime too.
+    """
+
+    def __init__(self, float_model: ir.Model, samples: Sequence[Feeds], labels: np.ndarray | None, threads: int,
+                 run: Runner | None = None) -> None:
         self.samples = samples
         self.labels = labels
         self.threads = threads
+        self.run: Runner = run or (lambda model, feeds: run_exposing(model, [], feeds, threads))
         self.reference = run_exposing(float_model, [], samples, threads)
 
     def evaluate(self, model: ir.Model) -> Evaluation:
-        result = drift(run_exposing(model, [], self.samples, self.threads), self.reference, self.labels)
+        result = drift(self.run(model, self.samples), self.reference, self.labels)
         cosine = min(output["cosine_min"] for output in result["outputs"].values())
         return Evaluation(cosine, result["accuracy_drop_pp"])
 

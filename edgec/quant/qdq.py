@@ -9,6 +9,9 @@ ops) that ONNX Runtime fuses into integer kernels and TensorRT builds int8 engin
   input_scale * weight_scale, what integer kernels accumulate in.
 - Shape-only ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze) and MaxPool keep their input's
   scale: their output gets Q/DQ with the same parameters, so the runtime can run them on int8 data.
+- Sigmoid, Softmax and Tanh (when a target quantizes them, as TFLite's does) get fixed output
+  parameters with asymmetric activations, as TFLite's int8 kernels require (`FIXED_OUTPUT_OPS`):
+  only their inputs are calibrated. HardSwish's output is calibrated like any other.
 - A Relu, or a Clip whose floor is 0, right after a quantized op is folded into that op's output
   quantization when activations are asymmetric: quantizing with the activation's calibrated range
   gives zero point = qmin, so the quantizer's own clamp computes the ReLU exactly.
@@ -34,7 +37,8 @@ from edgec.errors import TargetError
 from edgec.passes.initializers import add_initializer
 from edgec.passes.layout import NHWC_DOMAIN
 from edgec.passes.fusion import fusion_group, fusion_groups, group_outputs, is_group_internal
-from edgec.quant.qparams import QParams, qparams_from_range, quantize, quantize_bias, weight_qparams
+from edgec.quant.qparams import (FIXED_OUTPUT_OPS, QParams, fixed_output_qparams, qparams_from_range, quantize,
+                                 quantize_bias, weight_qparams)
 from edgec.quant.table import CalibrationTable
 
 if TYPE_CHECKING:
@@ -52,6 +56,10 @@ _ACTIVATION_SLOTS: dict[str, tuple[int, ...] | None] = {
     "AveragePool": (0,),
     "GlobalAveragePool": (0,),
     "Concat": None,  # every input
+    "Sigmoid": (0,),
+    "Softmax": (0,),
+    "Tanh": (0,),
+    "HardSwish": (0,),
 }
 #: Domains whose ops `plan` quantizes: ONNX's, and the channels-last twins of `convert_to_nhwc`
 #: (same inputs, OIHW weights: only the data layout differs, which per-tensor activation scales ignore).
@@ -128,11 +136,14 @@ class QuantPlan:
     #: activation -> activation whose parameters it reuses (outputs of shape-only ops and MaxPool)
     shares: dict[ir.Value, ir.Value] = field(default_factory=dict)
     folded: list[ir.Node] = field(default_factory=list)
+    #: activation -> op type whose fixed output parameters it takes instead of a calibrated range
+    fixed: dict[ir.Value, str] = field(default_factory=dict)
 
     @property
     def calibration_tensors(self) -> list[str]:
         """Names of the tensors the calibrator must observe."""
-        return list(dict.fromkeys(self.range_of[v] for v in self.activations if v not in self.shares))
+        return list(dict.fromkeys(self.range_of[v] for v in self.activations
+                                  if v not in self.shares and v not in self.fixed))
 
 
 def is_kept_float(node: ir.Node, keep_float: Collection[str]) -> bool:
@@ -179,7 +190,10 @@ def plan(model: ir.Model, ops: Iterable[str], asymmetric_activations: bool, keep
                 mark(value, value.name)
         output = node.outputs[0]
         uses = list(output.uses())
-        if asymmetric_activations and len(uses) == 1 and not output.is_graph_output() and _is_relu_like(uses[0].node):
+        if asymmetric_activations and node.op_type in FIXED_OUTPUT_OPS:
+            result.fixed[output] = node.op_type
+            mark(output, output.name)
+        elif asymmetric_activations and len(uses) == 1 and not output.is_graph_output() and _is_relu_like(uses[0].node):
             activation = uses[0].node
             result.folded.append(activation)
             folded_into[activation.outputs[0]] = output
@@ -298,7 +312,9 @@ def apply(model: ir.Model, quant_plan: QuantPlan, table: CalibrationTable, schem
         raise TargetError(f"calibration table has no range for {missing[:5]}")
     params: dict[ir.Value, QParams] = {}
     for value in quant_plan.activations:  # roots first: a shared value may be listed before its root
-        if value not in quant_plan.shares:
+        if value in quant_plan.fixed:
+            params[value] = fixed_output_qparams(quant_plan.fixed[value], acts.dtype)
+        elif value not in quant_plan.shares:
             lo, hi = table.ranges[quant_plan.range_of[value]]
             params[value] = qparams_from_range(lo, hi, acts.dtype, acts.symmetric)
     for value, root in quant_plan.shares.items():

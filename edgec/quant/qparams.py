@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QParams", "qrange", "qparams_from_range", "weight_qparams", "quantize", "dequantize", "quantize_bias"]
+__all__ = ["QParams", "FIXED_OUTPUT_OPS", "fixed_output_qparams", "qrange", "qparams_from_range", "weight_qparams",
+           "quantize", "dequantize", "quantize_bias"]
 
 #: Smallest scale handed out: a constant-zero tensor (range 0) gets scale 1.0 instead, see qparams_from_range.
 MIN_SCALE = 1e-12
@@ -68,6 +69,19 @@ def qparams_from_range(lo: np.ndarray | float, hi: np.ndarray | float, dtype: st
         zero_point = np.clip(np.round(qmin - lo / safe), qmin, qmax)
     scale = np.where(scale > 0, np.maximum(scale, MIN_SCALE), 1.0)
     return QParams(scale.astype(np.float32), zero_point.astype(_NP_DTYPES[dtype]), dtype, axis, symmetric, reduce_range)
+
+
+#: Ops whose integer kernels have fixed output parameters (TFLite's int8 spec; what its LOGISTIC, SOFTMAX and
+#: TANH kernels write): the output's lowest value and the steps per unit. Sigmoid and Softmax cover [0, 1) in
+#: 1/256 steps, Tanh [-1, 1) in 1/128 steps, whatever range calibration saw.
+FIXED_OUTPUT_OPS: dict[str, tuple[float, int]] = {"Sigmoid": (0.0, 256), "Softmax": (0.0, 256), "Tanh": (-1.0, 128)}
+
+
+def fixed_output_qparams(op_type: str, dtype: str) -> QParams:
+    """The asymmetric per-tensor parameters of a `FIXED_OUTPUT_OPS` op's output (int8: zero point -128 / 0)."""
+    low, steps = FIXED_OUTPUT_OPS[op_type]
+    qmin, _ = qrange(dtype, False)
+    return QParams(np.asarray(1.0 / steps, np.float32), np.asarray(qmin - low * steps).astype(_NP_DTYPES[dtype]), dtype)
 
 
 def weight_qparams(weight: np.ndarray, dtype: str, symmetric: bool, axis: int | None,

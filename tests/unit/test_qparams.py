@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from edgec.quant.qparams import (
+    fixed_output_qparams,
     QParams,
     dequantize,
     qparams_from_range,
@@ -289,3 +290,18 @@ def test_quantize_bias_per_tensor() -> None:
 def test_quantize_bias_saturates_at_int32() -> None:
     q, _ = quantize_bias(np.array([1e6, -1e6], np.float32), 1e-6, np.array([1e-6, 1e-6], np.float32))
     assert q.tolist() == [2**31 - 1, -(2**31) + 1]
+
+
+@pytest.mark.parametrize(("op_type", "dtype", "scale", "zero_point", "covered"), [
+    ("Sigmoid", "int8", 1 / 256, -128, (0.0, 255 / 256)),
+    ("Softmax", "uint8", 1 / 256, 0, (0.0, 255 / 256)),
+    ("Tanh", "int8", 1 / 128, 0, (-1.0, 127 / 128)),
+    ("Tanh", "uint8", 1 / 128, 128, (-1.0, 127 / 128)),
+])
+def test_fixed_output_qparams_cover_the_ops_output_range(op_type: str, dtype: str, scale: float, zero_point: int,
+                                                         covered: tuple[float, float]) -> None:
+    """TFLite's LOGISTIC/SOFTMAX/TANH output parameters: the integer range maps onto [0, 1) or [-1, 1)."""
+    params = fixed_output_qparams(op_type, dtype)
+    assert float(params.scale) == scale and int(params.zero_point) == zero_point and params.axis is None
+    lo, hi = np.iinfo(np.dtype(dtype)).min, np.iinfo(np.dtype(dtype)).max
+    assert dequantize(np.array([lo, hi], np.dtype(dtype)), params).tolist() == list(covered)

@@ -25,7 +25,7 @@ from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
 from edgec.quant.qparams import qparams_from_range, weight_qparams
 from edgec.quant.table import CalibrationTable
 from edgec.target import load_target
-from tflite_lowering import encoder_block, mobilenet_v3_block, optimized, quantized, run_onnx, run_tflite, tflite_ops
+from tflite_lowering import encoder_block, optimized, quantized, run_onnx, run_tflite, tflite_ops
 
 _RNG = np.random.default_rng(11)
 
@@ -259,17 +259,38 @@ def test_static_int8_encoder_keeps_attention_float(tmp_path: Path) -> None:
         assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["pooled"], run_onnx(proto, feeds)["pooled"]) > 0.98
 
 
-def test_int8_mobilenet_v3_block_runs_float_islands_between_int8_kernels(tmp_path: Path) -> None:
-    """HardSwish, HardSigmoid and Sigmoid are not quantized by edgec: they run float between DEQUANTIZE and QUANTIZE."""
-    proto = mobilenet_v3_block()
-    rng = np.random.default_rng(6)
-    samples = [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(16)]
+def test_grouped_conv_runs_as_one_int8_conv_2d_with_grouped_filters(tmp_path: Path) -> None:
+    """ResNeXt/ShuffleNet-style: a 4-group Conv is one int8 CONV_2D whose OHWI filter holds each group's
+    input depth (LiteRT infers the groups), per-channel weights on axis 0; LiteRT's output stays close to float."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["y"])]
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+             for name, shape, scale in (("w1", (16, 3, 3, 3), 0.4), ("b1", (16,), 0.2), ("w", (32, 4, 3, 3), 0.4),
+                                        ("b", (32,), 0.2), ("w2", (8, 32, 1, 1), 0.3), ("b2", (8,), 0.2))]
+    graph = helper.make_graph(nodes, "grouped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng_samples = np.random.default_rng(5)
+    samples = [{"x": rng_samples.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(16)]
     model, table = quantized(proto, samples)
     flatbuffer = lower(model, table=table, precision="int8")
-    ops = tflite_ops(flatbuffer)
-    assert ops["CONV_2D"] == 4 and ops["DEPTHWISE_CONV_2D"] == 1 and ops["DEQUANTIZE"] >= 2
-    for feeds in samples[:4]:
-        assert _cosine(run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]) > 0.99
+    # NCHW graph edges transposed; no SPLIT/CONCATENATION, no float island
+    assert set(tflite_ops(flatbuffer)) == {"TRANSPOSE", "QUANTIZE", "CONV_2D", "DEQUANTIZE"}
+    model_t = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    subgraph = model_t.subgraphs[0]
+    grouped = [op for op in subgraph.operators
+               if len(op.inputs) == 3 and subgraph.tensors[op.inputs[1]].shape.tolist() == [32, 3, 3, 4]]
+    assert len(grouped) == 1
+    x, w, b = (subgraph.tensors[i] for i in grouped[0].inputs)
+    assert x.type == w.type == schema.TensorType.INT8 and b.type == schema.TensorType.INT32
+    assert w.quantization.quantizedDimension == 0 and len(w.quantization.scale) == 32
+    for feeds in samples[:8]:
+        got, want = run_tflite(flatbuffer, tmp_path, feeds)["y"], run_onnx(proto, feeds)["y"]
+        assert _cosine(got, want) > 0.999
 
 
 @pytest.mark.parametrize("per_token", [False, True], ids=["per-call", "per-token"])

@@ -153,3 +153,37 @@ def mobilenet_v3_block() -> onnx.ModelProto:
              random_init(rng, "w3", 16, 16, 1, 1, scale=0.3), random_init(rng, "b3", 16)]
     return onnx_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 24, 24])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits)
+
+
+def activations_net() -> onnx.ModelProto:
+    """Sigmoid, Tanh and HardSwish branches of one Conv, summed, then a Gemm head with Softmax."""
+    rng = np.random.default_rng(21)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["s"]),
+        helper.make_node("Tanh", ["c1"], ["t"]),
+        helper.make_node("HardSwish", ["c1"], ["h"]),
+        helper.make_node("Add", ["s", "t"], ["st"]),
+        helper.make_node("Add", ["st", "h"], ["sth"]),
+        helper.make_node("Conv", ["sth", "w2", "b2"], ["c2"]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=1),
+    ]
+    inits = [random_init(rng, "w1", 8, 3, 3, 3, scale=0.5), random_init(rng, "b1", 8),
+             random_init(rng, "w2", 8, 8, 1, 1, scale=0.4), random_init(rng, "b2", 8),
+             random_init(rng, "w3", 10, 8, scale=1.5), random_init(rng, "b3", 10)]
+    return onnx_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+
+
+def random_samples(count: int, shape: tuple[int, ...], seed: int) -> list[dict[str, np.ndarray]]:
+    """`count` seeded standard-normal feeds for the input `x`."""
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

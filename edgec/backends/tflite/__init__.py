@@ -17,6 +17,7 @@ from edgec.tensors import TensorSpec
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from edgec.quant.fallback import Runner
     from edgec.quant.table import CalibrationTable
     from edgec.target import Target
 
@@ -57,6 +58,16 @@ class TfliteBackend(Backend):
         path = staging / self.artifact_file
         path.write_bytes(flatbuffer)
         return [path]
+
+    def accuracy_runner(self, target: Target, table: CalibrationTable, threads: int) -> Runner | None:
+        """Candidates lowered to `.tflite` and run in LiteRT (XNNPACK, the target's threads and delegate):
+        LiteRT's int8 kernels round and saturate differently from ONNX Runtime's Q/DQ arithmetic."""
+        if self.run_missing(target) is not None:
+            return None
+        from edgec.backends.tflite.judge import litert_runner
+
+        options = {key: target.options[key] for key in self.runtime_options if key in target.options}
+        return litert_runner(table, threads, options)
 
     def file_input_specs(self, path: Path) -> list[TensorSpec]:
         return self.runtime()(path).inputs

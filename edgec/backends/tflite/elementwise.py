@@ -73,9 +73,14 @@ _UNARY = {"Relu": Op.RELU, "Sigmoid": Op.LOGISTIC, "Tanh": Op.TANH, "Exp": Op.EX
           "HardSwish": Op.HARD_SWISH, "Not": Op.LOGICAL_NOT, "Sin": Op.SIN, "Cos": Op.COS, "Sign": Op.SIGN}
 
 
+#: Version of the int8 kernels (`quantization.INT8_OPS`); HARD_SWISH has one version for every type.
+_UNARY_INT8_VERSION = {"HardSwish": 1}
+
+
 @register(*_UNARY)
 def _unary(ctx: Lowering, node: ir.Node) -> None:
-    simple_op(ctx, node, _UNARY[node.op_type], [ctx.tensor(node.inputs[0])])
+    simple_op(ctx, node, _UNARY[node.op_type], [ctx.input(node.inputs[0])],
+              int8_version=_UNARY_INT8_VERSION.get(node.op_type, 2))
 
 
 @register("Reciprocal")
@@ -207,7 +212,7 @@ def _softmax(ctx: Lowering, node: ir.Node) -> None:
     if axis != rank - 1:
         raise unsupported(node, f"TFLite's softmax runs over the last axis; this one's axis is {axis} of rank {rank}")
     if node.op_type == "Softmax":
-        simple_op(ctx, node, Op.SOFTMAX, [ctx.tensor(node.inputs[0])], make_options(schema.SoftmaxOptionsT, beta=1.0))
+        simple_op(ctx, node, Op.SOFTMAX, [ctx.input(node.inputs[0])], make_options(schema.SoftmaxOptionsT, beta=1.0))
     else:
         simple_op(ctx, node, Op.LOG_SOFTMAX, [ctx.tensor(node.inputs[0])])
 

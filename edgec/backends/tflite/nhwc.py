@@ -21,6 +21,8 @@ __all__: list[str] = []
 
 Op = schema.BuiltinOperator
 Act = schema.ActivationFunctionType
+#: CONV_2D's version for grouped filters (TFLite's op versioning: older runtimes refuse it instead of misreading it).
+_GROUPED_CONV_VERSION = 6
 
 # --------------------------------------------------------------------------------------------
 # padding
@@ -132,46 +134,23 @@ def _conv(ctx: Lowering, node: ir.Node) -> None:
     activation, written = ctx.fused_activation(node)
     common = dict(padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
                   dilationWFactor=dilations[1], fusedActivationFunction=activation)
-    if group == 1:
-        w = weight_tensor(ctx, w_value, (0, 2, 3, 1), node)
-        b = bias_tensor(ctx, bias, node, source, w, out_channels)
-        out = ctx.output(written)
-        ctx.op(Op.CONV_2D, [source, w, b], [out],
-               make_options(schema.Conv2DOptionsT, **common), op_version(ctx, 3))
-    elif group == in_channels and in_per_group == 1:
+    if group == in_channels and in_per_group == 1:
         w = weight_tensor(ctx, w_value, (1, 2, 3, 0), node)
         b = bias_tensor(ctx, bias, node, source, w, out_channels)
         out = ctx.output(written)
         ctx.op(Op.DEPTHWISE_CONV_2D, [source, w, b], [out],
                make_options(schema.DepthwiseConv2DOptionsT, depthMultiplier=out_channels // in_channels, **common),
                op_version(ctx, 3))
-    else:
-        _grouped_conv(ctx, node, source, group, common, written)
-
-
-def _grouped_conv(ctx: Lowering, node: ir.Node, source: int, group: int, common: dict, written: ir.Value) -> None:
-    """A grouped convolution as SPLIT -> one CONV_2D per group -> CONCATENATION (exact, and every kernel runs it)."""
-    if ctx.plan is not None:
-        raise unsupported(node, "grouped convolutions are lowered in float only")
-    weight = ctx.const_array(node.inputs[1])
-    bias = ctx.const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    out_shape = ctx.shape_of(written)
-    in_shape = ctx.flat.shape(source)
-    per_in, per_out = in_shape[3] // group, weight.shape[0] // group
-    parts = [ctx.new_tensor(f"{node.name}_in{g}", [*in_shape[:3], per_in], np.float32) for g in range(group)]
-    ctx.op(Op.SPLIT, [int32_constant(ctx, f"{node.name}_split_axis", [3]), source], parts,
-           make_options(schema.SplitOptionsT, numSplits=group))
-    results = []
-    for g in range(group):
-        w = ctx.constant(f"{node.name}_w{g}", np.ascontiguousarray(
-            weight[g * per_out:(g + 1) * per_out].transpose(0, 2, 3, 1)))
-        b = ctx.constant(f"{node.name}_b{g}", (bias[g * per_out:(g + 1) * per_out] if bias is not None
-                                               else np.zeros(per_out, np.float32)).astype(np.float32))
-        result = ctx.new_tensor(f"{node.name}_out{g}", [*out_shape[:3], per_out], np.float32)
-        ctx.op(Op.CONV_2D, [parts[g], w, b], [result], make_options(schema.Conv2DOptionsT, **common))
-        results.append(result)
+        return
+    # grouped convolutions too: CONV_2D infers the groups from the filter's input depth (OHWI, I = channels
+    # per group). XNNPACK runs it as one grouped kernel (1 thread, 128 channels at 28x28: 0.28 ms in 4 or 32
+    # groups vs 0.31 / 0.42 ms as SPLIT, one CONV_2D per group, CONCATENATION); the builtin kernels alone
+    # run it in their slow reference kernel.
+    w = weight_tensor(ctx, w_value, (0, 2, 3, 1), node)
+    b = bias_tensor(ctx, bias, node, source, w, out_channels)
     out = ctx.output(written)
-    ctx.op(Op.CONCATENATION, results, [out], make_options(schema.ConcatenationOptionsT, axis=3))
+    ctx.op(Op.CONV_2D, [source, w, b], [out], make_options(schema.Conv2DOptionsT, **common),
+           _GROUPED_CONV_VERSION if group > 1 else op_version(ctx, 3))
 
 
 @register("MaxPool", "AveragePool", domain=NHWC_OPS)

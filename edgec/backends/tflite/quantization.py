@@ -19,8 +19,10 @@ Per-op constraints of TFLite's int8 kernels (its quantization spec):
 - CONCATENATION: every input has the output's parameters (inputs that differ are requantized);
 - RESHAPE / TRANSPOSE / SQUEEZE: the quantizer already gives them their input's parameters;
 - PAD (a convolution's padding TFLite's SAME cannot express) keeps its input's parameters;
-- SOFTMAX / LOGISTIC / TANH would need fixed outputs (1/256 with zero point -128; 1/128 with 0), but
-  edgec's quantizer does not quantize them: they run float between DEQUANTIZE and QUANTIZE.
+- SOFTMAX / LOGISTIC / TANH write fixed output parameters (1/256 with zero point -128; 1/128 with 0):
+  they run int8 only when the QuantizeLinear after them has exactly those (edgec's quantizer writes
+  them, `FIXED_OUTPUT_OPS`), else float between DEQUANTIZE and QUANTIZE. HARD_SWISH's output is
+  calibrated like any other.
 
 Weights: int8 symmetric per channel on TFLite's output-channel axis (CONV_2D's OHWI axis 0,
 DEPTHWISE_CONV_2D's 1HWO axis 3, FULLY_CONNECTED's [N, K] axis 0); biases int32 at input scale x
@@ -35,13 +37,15 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.backends.tflite.flatbuffer import QuantParams
+from edgec.quant.qparams import FIXED_OUTPUT_OPS, fixed_output_qparams
 
 __all__ = ["Int8Plan", "INT8_OPS", "dq_source", "is_dequantize", "is_quantize", "node_params", "plan_int8",
            "activation_after"]
 
 #: ONNX op types the lowering can run as int8 kernels (domain-free: `edgec.nhwc` twins included).
 INT8_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Mul", "AveragePool", "MaxPool", "GlobalAveragePool",
-                      "Concat", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
+                      "Concat", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "HardSwish",
+                      *FIXED_OUTPUT_OPS})
 _ONNX = ("", "ai.onnx")
 
 
@@ -136,4 +140,14 @@ def plan_int8(node: ir.Node) -> Int8Plan | None:
     uses = list(output.uses())
     if len(uses) != 1 or output.is_graph_output() or not is_quantize(uses[0].node):
         return None
+    if node.op_type in FIXED_OUTPUT_OPS and not _has_fixed_params(uses[0].node, node.op_type):
+        return None
     return Int8Plan(uses[0].node, activation, act_node)
+
+
+def _has_fixed_params(quantize: ir.Node, op_type: str) -> bool:
+    """Whether `quantize` writes the int8 parameters TFLite's kernel for `op_type` always outputs."""
+    fixed = fixed_output_qparams(op_type, "int8")
+    params = node_params(quantize)
+    return (params.axis is None and np.array_equal(params.scale, fixed.scale)
+            and np.array_equal(params.zero_point, fixed.zero_point.astype(np.int64)))
