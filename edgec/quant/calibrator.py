@@ -17,7 +17,7 @@ import onnxruntime as ort
 from edgec.quant.observers import Observer, make_observer
 from edgec.quant.table import CalibrationTable
 from edgec.tensors import Feeds
-from edgec.backends.onnxruntime.session import cpu_session
+from edgec.backends.onnxruntime.session import ir_session
 
 __all__ = ["calibrate", "observe", "observing_session", "run_exposing", "Progress"]
 
@@ -26,18 +26,18 @@ Progress = Callable[[int, int], None]
 
 
 def observing_session(model: ir.Model, tensors: Sequence[str], threads: int) -> ort.InferenceSession:
-    """An ORT session over a copy of `model` whose outputs also include every tensor in `tensors`."""
-    proto = ir.serde.serialize_model(model)
+    """An ORT session over `model` (not changed) whose outputs also include every tensor in `tensors`."""
     values = {v.name: v for node in model.graph for v in node.outputs}
     values.update({v.name: v for v in model.graph.inputs})
-    existing = {out.name for out in proto.graph.output}
-    for name in tensors:
+    existing = {out.name for out in model.graph.outputs}
+    outputs = []
+    for name in dict.fromkeys(tensors):
         if name in existing:
             continue
         dtype = values[name].dtype
         elem_type = dtype.value if dtype is not None else onnx.TensorProto.FLOAT
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
-    return cpu_session(proto, threads)
+        outputs.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    return ir_session(model, threads, outputs=outputs)
 
 
 def run_exposing(model: ir.Model, tensors: Sequence[str], samples: Sequence[Feeds], threads: int

@@ -18,7 +18,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from edgec.tensors import Feeds
-from edgec.backends.onnxruntime.session import session_options
+from edgec.backends.onnxruntime.session import lean_proto, session_options
 
 __all__ = ["node_times_ms"]
 
@@ -33,7 +33,8 @@ def node_times_ms(model: ir.Model, samples: Sequence[Feeds], threads: int) -> di
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as workdir:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(workdir) / "profile")
-        proto = ir.serde.serialize_model(model)
+        proto, shared = lean_proto(model)  # `shared` must outlive the session: ORT reads its memory in place
+        options.add_external_initializers(list(shared), list(shared.values()))
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         session.run(None, dict(samples[0]))
         for feeds in samples:

@@ -3,9 +3,10 @@
 The accuracy fallback and the sensitivity report each build many variants of the same model that
 differ only in which nodes stay float, so everything that depends on the data (SmoothQuant scales,
 activation ranges, the input means bias correction needs) is computed once, up front, over every
-node that any variant could quantize. A build is then a copy of the prepared float model plus the
+node that any variant could quantize. A build is then a clone of the prepared float model plus the
 graph rewrites: bias correction, static Q/DQ (`qdq`), dynamic MatMul quantization (`dynamic`),
-int8 lookup tables (`embedding`).
+int8 lookup tables (`embedding`). The clone shares the float model's tensors: the rewrites add new
+initializers and never write into existing ones, so a node a build leaves float costs no copy.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class Quantizer:
         can); None means the nodes of the scheme's `dynamic_ops`. `per_token` names dynamic ones
         whose activations get one scale per row (token) instead of one per call.
         """
-        model = copy_model(self.model)
+        model = self.model.clone()
         keep = set(keep_float) | set(self.scheme.keep_float)
         if per_token:
             dynamic = {*(dynamic if dynamic is not None else self.default_dynamic), *per_token}

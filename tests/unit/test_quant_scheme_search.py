@@ -11,6 +11,7 @@ The models are built inline:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -248,7 +249,10 @@ def test_the_int8_step_costs_one_build_per_sensitivity_record_plus_the_search(mo
     result = int8.quantize(ir.serde.deserialize_model(ranged_model()), _target(), samples, "data", request,
                            lambda message: None)
     report = result.stats["fallback"]
-    records = 2  # one "alone" build per MatMul, under its chosen scheme
+    # one "alone" build per measured MatMul, under its chosen scheme; the float profile decides how many
+    # are measured (`costly_nodes`), and on a busy machine one of two equal MatMuls can time at 97%
+    records = len(json.loads(result.report_json)["layers"])
+    assert records in (1, 2)
     searched = len(report["attempts"])
     timed = 1 if report["kept_float"] else 0  # the all-int8 model, timed next to the chosen one
     assert len(builds) == 1 + records + searched + timed  # 1: sensitivity's cumulative build
