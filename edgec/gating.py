@@ -240,7 +240,8 @@ class CheckResult:
         metric: What was measured, as a report field path (``"latency_ms.p90"``).
         value: Measured value in the threshold's unit; None when the report lacks the metric.
         threshold: The limit it was compared with.
-        op: ``"<="`` or ``">="``; both inclusive.
+        op: ``"<="`` or ``">="``, both inclusive; ``"within noise of"`` for a regression check whose
+            estimate is above its allowance but passes because the confidence interval does not clear it.
         passed: False when the comparison fails, the value is None, or the value is NaN.
         message: One line stating measurement, comparison and verdict, for logs and CI output.
         unit: Display unit of ``value`` and ``threshold`` (``"ms"``, ``"MiB"``, ``"pp"``, ``"x"``

@@ -78,6 +78,7 @@ def test_a_check_fails_above_the_allowance_only_when_the_interval_clears_half_of
     assert found.change > 0.05 and found.low < 0.025
     p50, _ = compare_reports(_report(new), _report(old), thresholds)
     assert p50.passed and "within noise of 5% allowed: pass" in p50.message
+    assert p50.op == "within noise of"  # the gate's table then reads "+x% | within noise of 5% | PASS", not "<="
 
 
 def test_confidence_widens_the_interval() -> None:
