@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import BadInputError
+from edgec.report.types import AutoPrecision, Manifest
 
 __all__ = ["DigitsData", "DemoResult", "digits_data", "digits_cnn_onnx", "host_int8_target", "run_demo", "DEMO_POLICY",
            "default_workdir"]
@@ -144,11 +145,11 @@ class DemoResult:
     precision: str
 
 
-def _precision_sentence(auto: dict[str, Any]) -> str:
-    chosen, speedup = auto["chosen"], auto["speedup"]
+def _precision_sentence(auto: AutoPrecision) -> str:
+    chosen, speedup = auto.chosen, auto.speedup
     sentence = f"precision auto: int8 measured {speedup:.2f}x fp32 on this host at build time -> the artifact is {chosen}"
     if chosen == "fp32":
-        sentence += (f" (int8 must be >= {auto['min_speedup']:.2f}x to be kept; on a model this small its"
+        sentence += (f" (int8 must be >= {auto.min_speedup:.2f}x to be kept; on a model this small its"
                      " (de)quantization costs more than it saves, and larger models gain: see bench/)")
     return sentence
 
@@ -190,7 +191,9 @@ def run_demo(workdir: Path | None = None, *, cache_dir: Path | None = None, runs
     files["artifact"] = workdir / f"digits_cnn-{target}"
     compiled = compile_model(files["model"], target, calib=files["calib"], output_dir=files["artifact"], force=True,
                              precision="auto", progress=say)
-    precision = _precision_sentence(compiled.manifest["quantization"]["auto"])
+    quantization = Manifest.from_dict(compiled.manifest).quantization
+    assert quantization is not None and quantization.auto is not None, "the demo's target builds with precision auto"
+    precision = _precision_sentence(quantization.auto)
     say(f"benchmarking the artifact vs float on {len(data.test[0])} held-out test images, {threads} thread(s)")
     report = bench(files["artifact"], data=files["test"], labels=files["labels"], threads=threads, runs=runs,
                    json_path=files["report"], progress=say)
