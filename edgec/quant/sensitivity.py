@@ -67,7 +67,8 @@ def _run_nodes(model: ir.Model, quantizer: Quantizer, names: Sequence[str], samp
     output leaves the producer's tensor named after the graph output's float side), but it keeps
     node names.
     """
-    produced = {node.name: node.outputs[0].name for node in model.graph if node.name in set(names)}
+    wanted = set(names)
+    produced = {node.name: node.outputs[0].name for node in model.graph if node.name in wanted}
     float_name = {produced.get(name, quantizer.outputs[name]): quantizer.outputs[name] for name in names}
     runs = run_exposing(model, list(float_name), samples, quantizer.threads)
     return [{float_name.get(tensor, tensor): value for tensor, value in run.items()} for run in runs]

@@ -210,11 +210,10 @@ def _latency_checks(new: BenchReport, old: BenchReport, allowed_pct: float, conf
                                new_reference=references["new"] if references else None,
                                old_reference=references["old"] if references else None)
         failed = found.change * 100 > allowed_pct and found.low * 100 > allowed_pct / 2
-        judged = "> " if failed else ("<= " if found.change * 100 <= allowed_pct else "within noise of ")
-        message = (f"{key} {_pct(found.change)} [{level} CI {_pct(found.low)}, {_pct(found.high)}] {judged}"
-                   f"{allowed_pct:g}% allowed: {'FAIL' if failed else 'pass'}{how}")
         # A change above the allowance that passes is within noise: the table says so instead of "<=".
-        op = "within noise of" if judged == "within noise of " else "<="
+        op = "<=" if failed or found.change * 100 <= allowed_pct else "within noise of"
+        message = (f"{key} {_pct(found.change)} [{level} CI {_pct(found.low)}, {_pct(found.high)}] {'>' if failed else op} "
+                   f"{allowed_pct:g}% allowed: {'FAIL' if failed else 'pass'}{how}")
         checks.append(CheckResult(name, metric, found.change * 100, allowed_pct, op, not failed, message, "%"))
     return checks
 
