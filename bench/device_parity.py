@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--cache-dir", type=Path, help="where the exported model is cached (default: user cache)")
     args = parser.parse_args(argv)
+    if args.pairs < 1 or args.runs < 1 or args.clients < 0:
+        parser.error("--pairs and --runs must be >= 1, --clients >= 0")
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})  # inherited by the agent and every worker
     say = benchlib.progress_printer()
