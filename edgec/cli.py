@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgec import __version__
 from edgec.errors import AccuracyBudgetError, EdgecError, first_line
+from edgec.quant import tail
 
 if TYPE_CHECKING:
     from edgec.report.types import BenchReport, Fallback, ModelRecord
@@ -121,6 +122,8 @@ def _print_budget_search(fallback: Fallback) -> None:
     evaluation, kept = fallback.evaluation, fallback.kept_float or []
     print(f"  accuracy budget {'met' if fallback.met else 'NOT met'}: {len(kept)} node(s) kept"
           f" float, min cosine {evaluation.min_cosine:.6f}"
+          + (f" ({tail.WHAT} {evaluation.expected_worst_cosine:.6f})"
+             if evaluation.expected_worst_cosine is not None else "")
           + (f", accuracy drop {evaluation.accuracy_drop_pp:.2f} pp" if evaluation.accuracy_drop_pp is not None else ""))
     holdout = fallback.holdout
     if holdout:

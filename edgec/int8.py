@@ -7,8 +7,10 @@ Order matters and is fixed here so that `compiler.py` stays a plain orchestrator
    budget under each scheme it can take (static or dynamic int8 on ONNX Runtime);
 3. with a budget, the evaluation data is split in two: each node gets its least harmful scheme,
    nodes go float in order of harm per measured float millisecond, and a bisection finds the
-   fewest float nodes that keep the budget on one part (`fallback`); the result is then checked on
-   the held-out part, and searched again on all of the data when that check misses. Candidates are
+   fewest float nodes that keep the budget on one part (`fallback`), a cosine bar judged on the worst
+   sample expected over more samples (`tail`: a margin sized by the data's own tail); the
+   result is then checked on the held-out part (its own worst sample), and searched again on all of
+   the data when that check misses. Candidates are
    judged as they ship: a backend whose export rewrites the kernels (TFLite) runs each one in its
    own runtime, and the Q/DQ graph's ONNX Runtime figures are recorded beside them. Without a
    budget, the int8 model's drift from float is measured and a drift past the target's
@@ -33,7 +35,7 @@ import onnx_ir as ir
 
 from edgec import backends
 from edgec.harness.run import ModelRef, measure
-from edgec.quant import sensitivity
+from edgec.quant import sensitivity, tail
 from edgec.quant.cost import node_times_ms
 from edgec.quant.fallback import (Budget, Evaluation, Evaluator, FallbackResult, choose_schemes, costly_nodes,
                                   fallback_order, search)
@@ -136,8 +138,8 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
         accuracy["int8 (chosen)"] = found.evaluation
         if not found.met:
             budget_missed = (f"no int8 model met {request.budget.describe()}: the best kept {len(found.kept_float)} of "
-                             f"{len(quantizer.candidates)} quantized nodes float and reached min cosine "
-                             f"{found.evaluation.min_cosine:.6f}" + _drop_text(found.evaluation.accuracy_drop_pp))
+                             f"{len(quantizer.candidates)} quantized nodes float and reached "
+                             f"{_cosine_text(found.evaluation)}" + _drop_text(found.evaluation.accuracy_drop_pp))
     else:
         result_model, stats = quantizer.build()
         checked = eval_samples[:SENSITIVITY_SAMPLES]
@@ -212,14 +214,16 @@ class _Judge:
         if self.run is not None:
             say(f"int8 candidates are judged as they ship: exported and run in {backend.title}")
 
-    def evaluator(self, samples: Sequence[Feeds], labels: np.ndarray | None) -> Evaluator:
-        return Evaluator(self.float_model, samples, labels, self.threads, run=self.run)
+    def evaluator(self, samples: Sequence[Feeds], labels: np.ndarray | None, *, extrapolate: bool = True) -> Evaluator:
+        return Evaluator(self.float_model, samples, labels, self.threads, run=self.run, extrapolate=extrapolate)
 
-    def onnx_qdq(self, model: ir.Model, samples: Sequence[Feeds], labels: np.ndarray | None) -> dict[str, Any] | None:
+    def onnx_qdq(self, model: ir.Model, samples: Sequence[Feeds], labels: np.ndarray | None, *,
+                 extrapolate: bool = True) -> dict[str, Any] | None:
         """The Q/DQ graph's own figures in ONNX Runtime, recorded beside the runtime's when they differ in kind."""
         if self.run is None or not samples:
             return None
-        return {"samples": len(samples), **Evaluator(self.float_model, samples, labels, self.threads).evaluate(model).to_dict()}
+        evaluator = Evaluator(self.float_model, samples, labels, self.threads, extrapolate=extrapolate)
+        return {"samples": len(samples), **evaluator.evaluate(model).to_dict()}
 
 
 def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensitivity], schemes: dict[str, str],
@@ -242,7 +246,7 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
     }
     attempts = list(found.attempts)
     if holdout_part and found.met:
-        check = judge.evaluator(holdout_part, holdout_labels).evaluate(found.model)
+        check = judge.evaluator(holdout_part, holdout_labels, extrapolate=False).evaluate(found.model)
         record["holdout"] = {"samples": len(holdout_part), **check.to_dict(), "met": check.meets(budget)}
         say(f"held-out check on {len(holdout_part)} unseen samples: min cosine {check.min_cosine:.6f}"
             + _drop_text(check.accuracy_drop_pp) + (" - holds" if check.meets(budget) else " - MISSED"))
@@ -259,8 +263,8 @@ def _budget_search(quantizer: Quantizer, layers: Sequence[sensitivity.LayerSensi
     elif not holdout_part:
         record["holdout"] = None
     found.attempts = attempts
-    qdq = {part: judge.onnx_qdq(found.model, samples, labels) for part, (samples, labels) in
-           (("search", (search_part, search_labels)), ("holdout", (holdout_part, holdout_labels)))}
+    qdq = {part: judge.onnx_qdq(found.model, samples, labels, extrapolate=part == "search") for part, (samples, labels)
+           in (("search", (search_part, search_labels)), ("holdout", (holdout_part, holdout_labels)))}
     if qdq["search"] is not None:
         record["onnx_qdq"] = qdq
     record.update({"met": found.met, "kept_float": found.kept_float, "evaluation": found.evaluation.to_dict(),
@@ -289,6 +293,8 @@ def _drift_check(judge: _Judge, int8_model: ir.Model, samples: Sequence[Feeds], 
             " (see --report), or for transformers quantize MatMuls dynamically: --set 'quant.ops=[]' "
             "--set 'quant.dynamic_ops=[\"MatMul\",\"Gemm\"]'")
     record = {"samples": len(samples), "min_cosine": worst, "threshold": bar}
+    if evaluation.expected_worst_cosine is not None:
+        record["expected_worst_cosine"] = evaluation.expected_worst_cosine
     qdq = judge.onnx_qdq(int8_model, samples, None)
     if qdq is not None:
         record["onnx_qdq_min_cosine"] = qdq["min_cosine"]
@@ -297,6 +303,12 @@ def _drift_check(judge: _Judge, int8_model: ir.Model, samples: Sequence[Feeds], 
 
 def _drift_record(evaluation: Evaluation, bar: Budget) -> dict[str, Any]:
     return {"min_cosine": evaluation.min_cosine, "threshold": bar.min_cosine}
+
+
+def _cosine_text(evaluation: Evaluation) -> str:
+    expected = evaluation.expected_worst_cosine
+    return f"min cosine {evaluation.min_cosine:.6f}" + (
+        "" if expected is None else f", {tail.WHAT} {expected:.6f}")
 
 
 def _drop_text(drop: float | None) -> str:
@@ -341,8 +353,10 @@ def _choose_precision(p50: dict[str, float], accuracy: dict[str, Evaluation], ba
         evaluation = accuracy.get(label)
         if evaluation is not None:
             options[label]["min_cosine"] = evaluation.min_cosine
+            if evaluation.expected_worst_cosine is not None:
+                options[label]["expected_worst_cosine"] = evaluation.expected_worst_cosine
             if bar and not evaluation.meets(bar):
-                options[label]["lost"] = f"misses {bar.describe()} (min cosine {evaluation.min_cosine:.4f})"
+                options[label]["lost"] = f"misses {bar.describe()} ({_cosine_text(evaluation)})"
             elif speedup < AUTO_MIN_SPEEDUP:
                 options[label]["lost"] = f"{speedup:.2f}x fp32, below the {AUTO_MIN_SPEEDUP:.2f}x that pays"
         elif label != "fp32":

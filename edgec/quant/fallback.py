@@ -22,6 +22,7 @@ from edgec.harness.accuracy import drift
 from edgec.quant.calibrator import run_exposing
 from edgec.quant.quantizer import Quantizer
 from edgec.quant.sensitivity import LayerSensitivity
+from edgec.quant import tail
 from edgec.tensors import Feeds
 
 __all__ = ["Budget", "Evaluator", "Attempt", "FallbackResult", "Runner", "choose_schemes", "costly_nodes",
@@ -57,13 +58,25 @@ class Budget:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """How one candidate model compares with the float model on the evaluation samples."""
+    """How one candidate model compares with the float model on the evaluation samples.
+
+    `expected_worst_cosine` (`tail.expected_worst_cosine`, over every output) is where the worst
+    of 4x as many samples is expected; when measured, the cosine bar is judged on it, so that a
+    budget met on the searched samples keeps a margin, sized by their own tail, for unseen ones.
+    """
 
     min_cosine: float
     accuracy_drop_pp: float | None
+    expected_worst_cosine: float | None = None
+
+    @property
+    def judged_cosine(self) -> float:
+        if self.expected_worst_cosine is None:
+            return self.min_cosine
+        return min(self.min_cosine, self.expected_worst_cosine)  # the per-sample cosines it comes from are rounded
 
     def meets(self, budget: Budget) -> bool:
-        cosine_ok = budget.min_cosine is None or self.min_cosine >= budget.min_cosine
+        cosine_ok = budget.min_cosine is None or self.judged_cosine >= budget.min_cosine
         drop_ok = budget.max_accuracy_drop_pp is None or (
             self.accuracy_drop_pp is not None and self.accuracy_drop_pp <= budget.max_accuracy_drop_pp)
         return cosine_ok and drop_ok
@@ -71,10 +84,13 @@ class Evaluation:
     def score(self, budget: Budget) -> tuple[float, float]:
         """Larger is better: how far inside (or outside) the budget, accuracy first."""
         drop = -self.accuracy_drop_pp if self.accuracy_drop_pp is not None and budget.max_accuracy_drop_pp is not None else 0.0
-        return drop, self.min_cosine if not math.isnan(self.min_cosine) else -math.inf
+        return drop, self.judged_cosine if not math.isnan(self.judged_cosine) else -math.inf
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_cosine": self.min_cosine, "accuracy_drop_pp": self.accuracy_drop_pp}
+        record = {"min_cosine": self.min_cosine, "accuracy_drop_pp": self.accuracy_drop_pp}
+        if self.expected_worst_cosine is not None:
+            record["expected_worst_cosine"] = self.expected_worst_cosine
+        return record
 
 
 class Evaluator:
@@ -82,20 +98,26 @@ class Evaluator:
 
     The float reference always runs in ONNX Runtime; candidates run through `run` when given (the
     target's own runtime, when its artifact is not the Q/DQ graph itself), else in ONNX Runtime too.
+    With `extrapolate` (the search's samples) each evaluation also carries the expected worst cosine
+    over more samples (`tail`); without it (a held-out check) the samples' own minimum is the verdict.
     """
 
     def __init__(self, float_model: ir.Model, samples: Sequence[Feeds], labels: np.ndarray | None, threads: int,
-                 run: Runner | None = None) -> None:
+                 run: Runner | None = None, *, extrapolate: bool = True) -> None:
         self.samples = samples
         self.labels = labels
         self.threads = threads
+        self.extrapolate = extrapolate
         self.run: Runner = run or (lambda model, feeds: run_exposing(model, [], feeds, threads))
         self.reference = run_exposing(float_model, [], samples, threads)
 
     def evaluate(self, model: ir.Model) -> Evaluation:
         result = drift(self.run(model, self.samples), self.reference, self.labels)
-        cosine = min(output["cosine_min"] for output in result["outputs"].values())
-        return Evaluation(cosine, result["accuracy_drop_pp"])
+        outputs = result["outputs"].values()
+        cosine = min(output["cosine_min"] for output in outputs)
+        expected = [tail.expected_worst_cosine(output["cosines"]) for output in outputs] if self.extrapolate else []
+        worst = min(expected, key=_nan_lowest) if expected and None not in expected else None
+        return Evaluation(cosine, result["accuracy_drop_pp"], worst)
 
 
 @dataclass
@@ -122,6 +144,10 @@ class FallbackResult:
     #: how many steps of the search's ladder this model took (see `search`)
     steps: int = 0
     attempts: list[Attempt] = field(default_factory=list)
+
+
+def _nan_lowest(cosine: float) -> float:
+    return -math.inf if math.isnan(cosine) else cosine
 
 
 def choose_schemes(compared: Mapping[str, Mapping[str, float]], default: Callable[[str], str]) -> dict[str, str]:
@@ -215,6 +241,8 @@ def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Se
         met = evaluation.meets(budget)
         say(f"  search build {len(attempts)}/{planned}: {len(kept)} node(s) float, {len(dynamic)} dynamic ({len(tokens)} per token): "
             f"min cosine {evaluation.min_cosine:.6f}"
+            + (f" ({tail.WHAT} {evaluation.expected_worst_cosine:.6f})"
+               if evaluation.expected_worst_cosine is not None else "")
             + (f", accuracy drop {evaluation.accuracy_drop_pp:+.2f} pp" if evaluation.accuracy_drop_pp is not None else "")
             + (" - budget met" if met else ""))
         results[count] = FallbackResult(model, stats, kept, evaluation, met,

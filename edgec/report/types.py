@@ -418,6 +418,8 @@ class BudgetCheck(_Record):
     """An int8 model's distance from the float one on evaluation (or held-out) samples, and whether it kept the budget."""
 
     min_cosine: float | None = None
+    #: where the worst of more samples is expected (`edgec.quant.tail`; the search judges its cosine bar on it)
+    expected_worst_cosine: float | None = None
     accuracy_drop_pp: float | None = None
     samples: int | None = None
     met: bool | None = None

@@ -202,8 +202,8 @@ def test_worst_table_prints_long_node_names_whole() -> None:
 def _between(kind: str, all_int8: Evaluation, fixed: Evaluation) -> Budget:
     """A budget the all-int8 model misses and the model with the outlier layer float meets."""
     if kind == "cosine":
-        assert all_int8.min_cosine < fixed.min_cosine
-        return Budget(min_cosine=(all_int8.min_cosine + fixed.min_cosine) / 2)
+        assert all_int8.judged_cosine < fixed.judged_cosine
+        return Budget(min_cosine=(all_int8.judged_cosine + fixed.judged_cosine) / 2)
     assert fixed.accuracy_drop_pp < all_int8.accuracy_drop_pp
     return Budget(max_accuracy_drop_pp=(all_int8.accuracy_drop_pp + fixed.accuracy_drop_pp) / 2)
 
@@ -223,6 +223,24 @@ def test_search_keeps_exactly_the_outlier_layer_float(
     assert result.attempts[0].evaluation == all_int8 and result.evaluation == fixed
     assert result.stats["kept_float"] == [OUTLIER]
     assert _weight_sources(result.model) == {"conv1": "DequantizeLinear", "conv2": None, "fc": "DequantizeLinear"}
+
+
+def test_the_search_judges_a_cosine_bar_on_the_expected_worst_sample_the_holdout_on_its_own(
+    quantizer: Quantizer, eval_samples: list[Feeds], layers: Sequence[sensitivity.LayerSensitivity],
+) -> None:
+    """A bar between the outlier-float model's expected worst and its seen minimum: met as seen, missed with the margin."""
+    margin = Evaluator(quantizer.model, eval_samples, None, threads=0)
+    seen_only = Evaluator(quantizer.model, eval_samples, None, threads=0, extrapolate=False)
+    fixed = margin.evaluate(quantizer.build([OUTLIER])[0])
+    assert fixed.expected_worst_cosine < fixed.min_cosine
+    budget = Budget(min_cosine=(fixed.expected_worst_cosine + fixed.min_cosine) / 2)
+    order = sensitivity.ranking(layers)
+    assert search(quantizer, seen_only, budget, order, _defaults(quantizer)).kept_float == [OUTLIER]
+    result = search(quantizer, margin, budget, order, _defaults(quantizer))
+    assert result.kept_float != [OUTLIER]
+    assert all(attempt.evaluation.expected_worst_cosine is not None for attempt in result.attempts)
+    assert result.evaluation.meets(budget) is result.met
+    assert seen_only.evaluate(quantizer.build([OUTLIER])[0]).expected_worst_cosine is None
 
 
 def test_impossible_budget_returns_the_best_attempt(quantizer: Quantizer, evaluator: Evaluator,

@@ -19,8 +19,9 @@ import edgec
 from edgec.int8 import split_holdout
 from tflite_lowering import activations_net, cosine, mobilenet_v3_block, random_samples, run_onnx, run_tflite
 
-#: All-int8 reaches ~0.998 on `activations_net` in LiteRT: the search must keep nodes float to get past it.
-_BUDGET = 0.9985
+#: All-int8 reaches ~0.998 on `activations_net` in LiteRT, and its expected worst over more samples (what the
+#: search judges a cosine bar on) ~0.9964: the search must keep nodes float to get past it.
+_BUDGET = 0.9975
 #: The recorded figures and their recomputation differ only by the float reference (source vs optimized ONNX).
 _SAME = 1e-9
 
@@ -50,7 +51,7 @@ def test_budget_search_judges_candidates_as_the_shipped_tflite(tmp_path: Path) -
     fallback = quantization["fallback"]
     assert quantization["judged_in"].startswith("LiteRT")
     assert fallback["met"] and fallback["kept_float"]  # all-int8 missed in LiteRT: the search kept layers float
-    assert fallback["attempts"][0]["min_cosine"] < _BUDGET
+    assert fallback["attempts"][0]["expected_worst_cosine"] < _BUDGET
     search, holdout, _, _ = split_holdout(samples, None)
     for part, part_samples in (("search", search), ("holdout", holdout)):
         shipped = _litert_min_cosine(result.model_path, proto, part_samples, tmp_path)
