@@ -12,11 +12,11 @@ table was measured under the same noise:
 - `edgec-<calibrator>`: `edgec.compile` for the host's int8 target with each of its calibrators;
 - minilm only: `ort-bert-fp32` (ORT's transformer optimizer alone: the fp32 peer), `ort-bert-dynamic`
   (the same, then `quantize_dynamic`: its QAttention recipe), `edgec-dynamic` (dynamic int8
-  MatMul/Gemm), `edgec-dyn-cos<F>` (the same with a `min_cosine` budget), `edgec-cos<F>` (the host's
-  plain int8 target with a `min_cosine` budget: the per-node scheme search over static, dynamic,
-  per-token and float) and `edgec-auto-cos<F>` (the same with `precision="auto"`). `fused-` variants
-  add edgec's `ort_transformer_fusions` pass (Attention -> QAttention, SkipLayerNorm, BiasGelu;
-  `edgec-fused-fp32` is the fused float model), `smooth-` ones explicit SmoothQuant (alpha
+  MatMul/Gemm/Attention), `edgec-dyn-cos<F>` (the same with a `min_cosine` budget), `edgec-cos<F>` (the
+  host's plain int8 target with a `min_cosine` budget: the per-node scheme search over static, dynamic,
+  per-token and float) and `edgec-auto-cos<F>` (the same with `precision="auto"`). The int8 target runs
+  `ort_transformer_fusions` (Attention -> QAttention, SkipLayerNorm, BiasGelu): `unfused-` variants skip
+  it, `edgec-fused-fp32` is the fused float model; `smooth-` ones add explicit SmoothQuant (alpha
   SMOOTH_ALPHA, a Mul where no producer absorbs 1/s). Budgets are searched on half the calibration
   sentences and checked on the other half; the table's cosines are on the eval sentences, which no
   build saw;
@@ -54,7 +54,8 @@ ORT_TYPES = {"u8s8": ("QUInt8", "QInt8"), "s8s8": ("QInt8", "QInt8")}
 EDGEC_CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
 #: edgec's dynamic int8: weights int8 offline, activations quantized per call; nothing static.
 DYNAMIC = {"quant": {"ops": [], "dynamic_ops": ["MatMul", "Gemm"]}}
-#: The same with ONNX Runtime's fused Attention (QAttention) among the dynamic ops.
+#: The same with ONNX Runtime's fused Attention (QAttention) among the dynamic ops: ORT int8 targets
+#: fuse attention by default (`ort_transformer_fusions`).
 FUSED_DYNAMIC = {"quant": {"ops": [], "dynamic_ops": ["MatMul", "Gemm", "Attention"]}}
 #: SmoothQuant strength of the `smooth-` variants: on MiniLM, 0.5 took all-per-token dynamic int8
 #: from cosine 0.9885 to 0.9954 on the eval sentences (0.8: 0.977).
@@ -189,10 +190,11 @@ def ort_bert_dynamic_step(work: Workload, files: Files) -> Step:
 
 
 def edgec_step(work: Workload, files: Files, label: str, say: Progress, *, fused: bool = False,
-               **options: Any) -> Step:
+               unfused: bool = False, **options: Any) -> Step:
     """`edgec.compile` for the host's int8 target with `options`; a missed budget still yields its best attempt.
 
-    `fused` adds the ORT transformer fusions to the target's passes, after its LayerNorm/GELU fusions.
+    The int8 target runs the ORT transformer fusions; `fused` keeps them under another precision
+    (fp32), `unfused` skips them (the comparison rows).
     """
     from edgec import backends, compiler  # noqa: F401 - pays edgec's imports (~0.7 s) before any build is timed
 
@@ -206,9 +208,9 @@ def edgec_step(work: Workload, files: Files, label: str, say: Progress, *, fused
 
         target = edgec.target.host_target("onnxruntime", "int8")
         if fused:
-            passes = list(target.passes)
-            options["passes"] = [*passes[:passes.index("fuse_layernorm") + 1], FUSION_PASS,
-                                 *passes[passes.index("fuse_layernorm") + 1:]]
+            options["passes"] = list(target.passes)
+        if unfused:
+            options["skip_passes"] = [FUSION_PASS]
         try:
             compile_model(work.source, target, calib=files.calib, output_dir=output_dir, force=True,
                           progress=lambda message: say(f"{work.name}: {label}: {message.strip()}"), **options)
@@ -260,20 +262,19 @@ def extra_steps(work: Workload, files: Files, say: Progress) -> list[Step]:
         bar = MINILM_MIN_COSINES[0]
         return [ort_bert_fp32_step(work, files), ort_bert_dynamic_step(work, files),
                 edgec_step(work, files, "edgec-fused-fp32", say, fused=True, precision="fp32"),
-                edgec_step(work, files, "edgec-fused-dynamic", say, fused=True, overrides=FUSED_DYNAMIC),
-                edgec_step(work, files, "edgec-smooth-dynamic", say, overrides=_merged(DYNAMIC, SMOOTH)),
-                edgec_step(work, files, f"edgec-smooth-dyn-cos{bar:g}", say, overrides=_merged(DYNAMIC, SMOOTH),
+                edgec_step(work, files, "edgec-dynamic", say, overrides=FUSED_DYNAMIC),
+                edgec_step(work, files, "edgec-unfused-dynamic", say, unfused=True, overrides=DYNAMIC),
+                edgec_step(work, files, "edgec-smooth-dynamic", say, overrides=_merged(FUSED_DYNAMIC, SMOOTH)),
+                edgec_step(work, files, f"edgec-smooth-dyn-cos{bar:g}", say,
+                           overrides=_merged(FUSED_DYNAMIC, SMOOTH), min_cosine=bar),
+                edgec_step(work, files, f"edgec-smooth-cos{bar:g}", say, overrides=SMOOTH, min_cosine=bar),
+                edgec_step(work, files, f"edgec-smooth-auto-cos{bar:g}", say, overrides=SMOOTH, precision="auto",
                            min_cosine=bar),
-                edgec_step(work, files, f"edgec-fused-smooth-cos{bar:g}", say, fused=True, overrides=SMOOTH,
-                           min_cosine=bar),
-                edgec_step(work, files, f"edgec-fused-smooth-auto-cos{bar:g}", say, fused=True, overrides=SMOOTH,
-                           precision="auto", min_cosine=bar),
-                edgec_step(work, files, "edgec-dynamic", say, overrides=DYNAMIC),
-                *(edgec_step(work, files, f"edgec-dyn-cos{bar:g}", say, overrides=DYNAMIC, min_cosine=bar)
+                *(edgec_step(work, files, f"edgec-dyn-cos{bar:g}", say, overrides=FUSED_DYNAMIC, min_cosine=bar)
                   for bar in MINILM_MIN_COSINES),
-                edgec_step(work, files, f"edgec-cos{MINILM_MIN_COSINES[0]:g}", say, min_cosine=MINILM_MIN_COSINES[0]),
-                edgec_step(work, files, f"edgec-auto-cos{MINILM_MIN_COSINES[0]:g}", say, precision="auto",
-                           min_cosine=MINILM_MIN_COSINES[0])]
+                edgec_step(work, files, f"edgec-cos{bar:g}", say, min_cosine=bar),
+                edgec_step(work, files, f"edgec-unfused-cos{bar:g}", say, unfused=True, min_cosine=bar),
+                edgec_step(work, files, f"edgec-auto-cos{bar:g}", say, precision="auto", min_cosine=bar)]
     if work.name == "digits":
         assert work.labels is not None, "the digits workload carries its test labels"
         from edgec.data import save_samples

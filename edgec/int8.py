@@ -291,7 +291,7 @@ def _drift_check(judge: _Judge, int8_model: ir.Model, samples: Sequence[Feeds], 
     if bar is not None and worst < bar:
         say(f"warning: below the target's min_cosine {bar:g}; keep sensitive layers float with --min-cosine {bar:g}"
             " (see --report), or for transformers quantize MatMuls dynamically: --set 'quant.ops=[]' "
-            "--set 'quant.dynamic_ops=[\"MatMul\",\"Gemm\"]'")
+            "--set 'quant.dynamic_ops=[\"MatMul\",\"Gemm\",\"Attention\"]'")
     record = {"samples": len(samples), "min_cosine": worst, "threshold": bar}
     if evaluation.expected_worst_cosine is not None:
         record["expected_worst_cosine"] = evaluation.expected_worst_cosine

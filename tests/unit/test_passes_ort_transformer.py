@@ -211,3 +211,24 @@ def test_fused_model_quantizes_on_the_plain_int8_target(tiny_bert: Path) -> None
     assert not set(attention) & set(quantizer.per_token_capable)
     model, stats = quantizer.build(dynamic=attention)
     assert _ops(model)["QAttention"] == LAYERS
+
+
+def test_onnx_runtime_int8_targets_fuse_attention_by_default_float_targets_do_not(tiny_bert: Path,
+                                                                                    tmp_path: Path) -> None:
+    """The plain int8 target emits QAttention for dynamic attention with no pass named; fp32 keeps the ONNX ops."""
+    from edgec.compiler import compile as compile_model
+    from edgec.data import save_samples
+
+    calib = tmp_path / "calib.npz"
+    save_samples(calib, _feeds())
+    dynamic = {"quant": {"ops": [], "dynamic_ops": ["MatMul", "Gemm", "Attention"], "quantize_embeddings": False}}
+    int8 = compile_model(tiny_bert, "cpu-x86-int8", calib=calib, output_dir=tmp_path / "int8", overrides=dynamic,
+                         verify_import=False)
+    fp32 = compile_model(tiny_bert, "cpu-x86-fp32", output_dir=tmp_path / "fp32", verify_import=False)
+    int8_ops, fp32_ops = (_ops(ir.load(result.model_path)) for result in (int8, fp32))
+    assert int8_ops.get("QAttention") == LAYERS and "Softmax" not in int8_ops
+    assert "Attention" not in fp32_ops and fp32_ops.get("Softmax") == LAYERS
+    session = cpu_session(onnx.load(str(int8.model_path)), 1)
+    reference = _run(_float_model(tiny_bert), _feeds())
+    for feeds, want in zip(_feeds(), reference):
+        assert _cosine(session.run(None, feeds)[0], want) > 0.99

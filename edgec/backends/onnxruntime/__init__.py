@@ -18,6 +18,8 @@ __all__ = ["BACKEND", "OnnxRuntimeBackend"]
 
 _CPU_PROVIDER = "CPUExecutionProvider"
 _OPTIMIZATION = ("disable", "basic", "extended", "all")
+#: Precisions whose graphs are quantized by edgec (and so get the transformer fusions first).
+_QUANTIZED = frozenset({"int8", "auto"})
 
 
 def _is_str(value: Any) -> bool:
@@ -42,9 +44,21 @@ class OnnxRuntimeBackend(Backend):
     runtime_module = "edgec.backends.onnxruntime.runtime"
 
     def default_passes(self, precision: str) -> tuple[str, ...]:
+        """The generic clean-ups; quantized precisions add ONNX Runtime's transformer fusions after LayerNorm's.
+
+        Int8 needs them before quantization: only a fused Attention quantizes to QAttention, and the
+        fused graph has a quarter of the candidates to search (MiniLM: 28 instead of 106). Measured on
+        MiniLM (cosine budget 0.99, five splits of 150 real sentences), the fused search ran 16-25 s
+        instead of 29-56 s, and its models held the bar on every split's unseen sentences at 1.2-2.4x
+        fp32 against 4 of 5 at 1.2-1.6x. Float targets (fp32, fp16) leave fusion to the runtime's own
+        optimizer. A graph without Softmax passes through unchanged.
+        """
         from edgec.target import DEFAULT_PASSES
 
-        return DEFAULT_PASSES
+        if precision not in _QUANTIZED:
+            return DEFAULT_PASSES
+        at = DEFAULT_PASSES.index("fuse_layernorm") + 1
+        return (*DEFAULT_PASSES[:at], "ort_transformer_fusions", *DEFAULT_PASSES[at:])
 
     def fusable_activations(self, target: Target) -> frozenset[str]:
         """ORT's QDQ fusion wants DequantizeLinear -> Conv -> QuantizeLinear; it removes a Relu or
