@@ -16,6 +16,7 @@ edgec's int8 lookup tables quantize (MiniLM's 47 MB word table).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ import onnx_ir as ir
 from onnx_ir.passes import FunctionalPass, PassResult
 
 __all__ = ["AttentionShape", "OrtTransformerFusionPass", "detect_attention_shape", "FUSED_OPS"]
+
+logger = logging.getLogger(__name__)
 
 #: The `com.microsoft` ops the fusions emit (what `fused` counts).
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "LayerNormalization", "Gelu")
@@ -121,29 +124,33 @@ def _tensor_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 @contextlib.contextmanager
 def _quiet_ort_fusion_logs() -> Iterator[None]:
-    """ORT's fusion modules log every pattern they did not find at WARNING; edgec reports the outcome itself."""
-    logger = logging.getLogger("onnxruntime.transformers")
-    level, propagate = logger.level, logger.propagate
-    logger.setLevel(logging.ERROR)
-    logger.propagate = False
+    """ORT's fusion modules log every pattern they did not find at WARNING (under top-level module names
+    such as `fusion_skiplayernorm`, which ORT imports off its own folder) and print shape-inference
+    failures to stdout, where edgec writes its results; edgec reports the outcome itself."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
-        logger.setLevel(level)
-        logger.propagate = propagate
+        logging.disable(previous)
 
 
 class OrtTransformerFusionPass(FunctionalPass):
     """Fuse attention, residual LayerNorm and bias GELU into ONNX Runtime's kernels (a no-op without Softmax).
 
     Attributes after a call: `shape` (the detected heads and hidden size, or None: then everything
-    but Attention is fused) and `fused` (op -> count of fused nodes in the result).
+    but Attention is fused), `fused` (op -> count of fused nodes in the result) and `failed` (why the
+    model came back unfused, or None). ORT's matcher is written for BERT-class encoders; on other
+    graphs it can raise or emit a cycle (a GPT-2 export: "Graph is not a DAG"), so any failure
+    leaves the model as it was, with a warning, instead of failing the compile.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.shape: AttentionShape | None = None
         self.fused: dict[str, int] = {}
+        self.failed: str | None = None
 
     def call(self, model: ir.Model) -> PassResult:
         if not any(node.op_type == "Softmax" for node in model.graph.all_nodes()):
@@ -155,11 +162,17 @@ class OrtTransformerFusionPass(FunctionalPass):
         options = FusionOptions("bert")
         options.enable_embed_layer_norm = False
         options.enable_attention = self.shape is not None
-        with _quiet_ort_fusion_logs():
-            fused = optimize_model(_tensor_constants(ir.serde.serialize_model(model)), model_type="bert",
-                                   num_heads=self.shape.num_heads if self.shape else 0,
-                                   hidden_size=self.shape.hidden_size if self.shape else 0,
-                                   optimization_options=options, opt_level=0)
+        try:
+            with _quiet_ort_fusion_logs():
+                fused = optimize_model(_tensor_constants(ir.serde.serialize_model(model)), model_type="bert",
+                                       num_heads=self.shape.num_heads if self.shape else 0,
+                                       hidden_size=self.shape.hidden_size if self.shape else 0,
+                                       optimization_options=options, opt_level=0)
+        except Exception as exc:  # noqa: BLE001 - any failure of ORT's matcher leaves the model unfused
+            self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logger.warning("ONNX Runtime's transformer fusions failed on this graph (%s); it stays unfused",
+                           self.failed)
+            return PassResult(_rewrapped(model), modified=False)
         result = ir.serde.deserialize_model(fused.model)
         if any(node.domain == "com.microsoft" for node in result.graph.all_nodes()):
             result.opset_imports.setdefault("com.microsoft", 1)  # ORT's fusions do not always declare it

@@ -232,3 +232,64 @@ def test_onnx_runtime_int8_targets_fuse_attention_by_default_float_targets_do_no
     reference = _run(_float_model(tiny_bert), _feeds())
     for feeds, want in zip(_feeds(), reference):
         assert _cosine(session.run(None, feeds)[0], want) > 0.99
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from edgec.frontends.torch_frontend import quiet_exporter
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, bos_token_id=1,
+                                     eos_token_id=2, attn_implementation="eager")
+    decoder = transformers.GPT2Model(config).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoder = decoder
+
+        def forward(self, input_ids, attention_mask):  # noqa: ANN001, ANN201 - traced, not called
+            return self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    path = tmp_path_factory.mktemp("gpt2") / "tiny_gpt2.onnx"
+    ids = torch.tensor([[1, 5, 7, 2]])
+    dynamic = {0: "batch", 1: "sequence"}
+    with quiet_exporter():
+        torch.onnx.export(Hidden(), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["hidden"], dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic,
+                                                                 "hidden": dynamic}, opset_version=17, dynamo=False)
+    return path
+
+
+def test_a_gpt2_export_compiles_fused_or_unfused_never_broken(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ORT 1.32's BERT matcher emits a cycle on a GPT-2 export ("Graph is not a DAG"): the pass must hand back a
+    model that computes the same function either way, and ORT's shape-inference prints must not reach stdout."""
+    model = _float_model(tiny_gpt2)
+    before = _ops(model)
+    fusion = OrtTransformerFusionPass()
+    result = fusion(model)
+    if fusion.failed is not None:
+        assert not result.modified and _ops(result.model) == before
+    assert capsys.readouterr().out == ""
+    for want, got in zip(_run(model, _feeds()), _run(result.model, _feeds())):
+        np.testing.assert_allclose(got, want, atol=FLOAT_ATOL, rtol=1e-3)
+
+
+def test_a_failing_ort_matcher_leaves_the_model_unfused_with_a_warning(
+        tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime.transformers.optimizer as ort_optimizer
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Graph is not a DAG\nsecond line")
+
+    monkeypatch.setattr(ort_optimizer, "optimize_model", broken)
+    model = _float_model(tiny_bert)
+    fusion = OrtTransformerFusionPass()
+    with caplog.at_level("WARNING", logger="edgec.passes.ort_transformer"):
+        result = fusion(model)
+    assert fusion.failed == "RuntimeError: Graph is not a DAG" and not fusion.fused
+    assert not result.modified and _ops(result.model) == _ops(model) and result.model is not model
+    assert [record.getMessage() for record in caplog.records] == [
+        "ONNX Runtime's transformer fusions failed on this graph (RuntimeError: Graph is not a DAG); it stays unfused"]
