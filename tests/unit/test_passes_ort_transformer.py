@@ -31,27 +31,19 @@ FLOAT_ATOL = 1e-4
 WEIGHTS = TensorQuant("int8", symmetric=True, granularity="per_channel")
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+def _export_last_hidden_state(network: object, path: Path) -> Path:
+    """Export a Hugging Face model's `last_hidden_state` for (input_ids, attention_mask), sequence length dynamic."""
+    import torch
     from edgec.frontends.torch_frontend import quiet_exporter
-
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=100, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                     num_attention_heads=HEADS, intermediate_size=64, max_position_embeddings=64,
-                                     attn_implementation="eager")
-    encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
 
     class Hidden(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = encoder
+            self.network = network
 
         def forward(self, input_ids, attention_mask):  # noqa: ANN001, ANN201 - traced, not called
-            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.network(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    path = tmp_path_factory.mktemp("bert") / "tiny_bert.onnx"
     ids = torch.tensor([[1, 5, 7, 2], [1, 5, 2, 0]])
     dynamic = {0: "batch", 1: "sequence"}
     with quiet_exporter():
@@ -59,6 +51,18 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           output_names=["hidden"], dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic,
                                                                  "hidden": dynamic}, opset_version=17, dynamo=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                     num_attention_heads=HEADS, intermediate_size=64, max_position_embeddings=64,
+                                     attn_implementation="eager")
+    encoder = transformers.BertModel(config, add_pooling_layer=False).eval()
+    return _export_last_hidden_state(encoder, tmp_path_factory.mktemp("bert") / "tiny_bert.onnx")
 
 
 def _feeds(count: int = 6) -> list[dict[str, np.ndarray]]:
@@ -238,29 +242,11 @@ def test_onnx_runtime_int8_targets_fuse_attention_by_default_float_targets_do_no
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from edgec.frontends.torch_frontend import quiet_exporter
-
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=100, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, bos_token_id=1,
                                      eos_token_id=2, attn_implementation="eager")
     decoder = transformers.GPT2Model(config).eval()
-
-    class Hidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.decoder = decoder
-
-        def forward(self, input_ids, attention_mask):  # noqa: ANN001, ANN201 - traced, not called
-            return self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    path = tmp_path_factory.mktemp("gpt2") / "tiny_gpt2.onnx"
-    ids = torch.tensor([[1, 5, 7, 2]])
-    dynamic = {0: "batch", 1: "sequence"}
-    with quiet_exporter():
-        torch.onnx.export(Hidden(), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["hidden"], dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic,
-                                                                 "hidden": dynamic}, opset_version=17, dynamo=False)
-    return path
+    return _export_last_hidden_state(decoder, tmp_path_factory.mktemp("gpt2") / "tiny_gpt2.onnx")
 
 
 def test_a_gpt2_export_compiles_fused_or_unfused_never_broken(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str]) -> None:
