@@ -99,10 +99,12 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
     threads = int(target.options.get("threads", 0))
     table_source = "random" if source == "random" else "data"  # the table says which kind; the manifest has the path
     auto = target.precision == "auto"
+    backend = backends.get(target.runtime)
     quantizer = Quantizer(model, target.quant, samples, source=table_source, threads=threads, say=say,
-                          dynamic_alternatives=backends.get(target.runtime).dynamic_int8 and (bool(request.budget) or auto))
+                          dynamic_alternatives=backend.dynamic_int8 and (bool(request.budget) or auto),
+                          fused_tokens=backend.contrib_ops)
     eval_samples = list(request.eval_samples if request.eval_samples is not None else samples)
-    judge = _Judge(backends.get(target.runtime), target, quantizer, threads, say)
+    judge = _Judge(backend, target, quantizer, threads, say)
     search_part, holdout_part, search_labels, holdout_labels = split_holdout(eval_samples, request.labels)
     layers, schemes = None, None
     float_ms: dict[str, float] = {}

@@ -215,7 +215,8 @@ def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Se
     """The cheapest model on a ladder of accuracy steps that keeps `budget`, found by bisection.
 
     The ladder walks `order` twice: first each node takes its cheaper fix (per-token dynamic
-    activations for a node in `per_token`: a little speed, still int8; float for the rest), then
+    activations for a node in `per_token`: still int8, and on ONNX Runtime a fused kernel; float
+    for the rest), then
     the per-token nodes go float, in the same order; int8 lookup tables, which save size and not
     time, go float last. A model is
     the ladder's first `count` steps, the other nodes quantized with their `schemes`. The search

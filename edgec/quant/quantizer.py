@@ -51,7 +51,8 @@ class Quantizer:
         static_capable / dynamic_capable: the candidates static Q/DQ / dynamic quantization can take
             (with `dynamic_alternatives`, every node `quantize_dynamic` can rewrite, for runtimes
             that run the dynamic pattern: ONNX Runtime). per_token_capable: the dynamic ones that can
-            also take per-token activation scales.
+            also take per-token activation scales (with `fused_tokens`, as ONNX Runtime's fused
+            MatMulNBits kernel; else as the portable standard-ONNX pattern: see `edgec.quant.dynamic`).
         outputs: node name -> name of the float tensor the node produces (what the sensitivity
             report compares).
         table: calibrated ranges of every activation any variant quantizes.
@@ -59,8 +60,10 @@ class Quantizer:
     """
 
     def __init__(self, model: ir.Model, scheme: QuantScheme, samples: Sequence[Feeds], *, source: str,
-                 threads: int = 0, dynamic_alternatives: bool = False, say: Say = lambda message: None) -> None:
+                 threads: int = 0, dynamic_alternatives: bool = False, fused_tokens: bool = False,
+                 say: Say = lambda message: None) -> None:
         self.scheme = scheme
+        self.fused_tokens = fused_tokens
         self.samples = samples
         self.threads = threads
         self._say = say
@@ -140,7 +143,8 @@ class Quantizer:
             stats["bias_correction"] = correct_biases(model, weighted, self._means, self.scheme.weights)
         stats.update(qdq.apply(model, quant_plan, self.table, self.scheme))
         if dynamic_nodes:
-            stats["dynamic"] = quantize_dynamic(model, dynamic_nodes, self.scheme.weights, per_token)
+            stats["dynamic"] = quantize_dynamic(model, dynamic_nodes, self.scheme.weights, per_token,
+                                                fused_tokens=self.fused_tokens)
         lookups = self._lookups(model, keep)
         if lookups:
             stats["embeddings"] = quantize_embeddings(model, lookups, self._tables)

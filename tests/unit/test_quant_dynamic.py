@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.errors import TargetError
-from edgec.quant.dynamic import is_dynamic_candidate, quantize_dynamic
+from edgec.quant.dynamic import TOKEN_BLOCK, is_dynamic_candidate, quantize_dynamic
 from edgec.target import TensorQuant
 
 #: Cosine between dynamic-int8 and fp32 outputs with 7-bit weights on He-init weights (~0.9999 here).
@@ -230,3 +230,33 @@ def test_per_token_nodes_share_one_set_of_constants():
     names = [name for name in model.graph.initializers if name.startswith("per_token_")]
     axes = ["per_token_axes"] if OPSET >= 18 else []  # ReduceMin/Max take axes as an input from opset 18
     assert sorted(names) == [*axes, "per_token_levels", "per_token_min_scale", "per_token_zero"]
+
+
+def test_fused_per_token_nodes_become_matmulnbits_with_8_bit_blocks_and_int8_compute():
+    """ONNX Runtime's fused per-token form: every row of 1e-3..1e2 keeps its accuracy, as with the portable form.
+
+    The Gemms read K = H = 48, not a whole number of TOKEN_BLOCK blocks: the last block is zero-padded.
+    """
+    model = _ir_model()
+    names = {"mm", "gemm", "gemm_t"}
+    stats = quantize_dynamic(model, [n for n in model.graph if n.name in names], S8_7BIT, per_token=names,
+                             fused_tokens=True)
+    assert stats == {"dynamic_nodes": {"MatMul": 1, "Gemm": 2}, "skipped": 0, "per_token": 3}
+    proto = ir.serde.serialize_model(model)
+    onnx.checker.check_model(proto)
+    fused = {node.name: node for node in proto.graph.node if node.op_type == "MatMulNBits"}
+    assert len(fused) == 3 and all(node.domain == "com.microsoft" for node in fused.values())
+    for node, (k, n) in zip(fused.values(), ((K, H), (H, H), (H, N))):
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes == {"K": k, "N": n, "bits": 8, "block_size": TOKEN_BLOCK, "accuracy_level": 4}
+        blocks = -(-k // TOKEN_BLOCK)
+        weight = _initializer(proto, node.input[1])
+        assert weight.shape == (n, blocks, TOKEN_BLOCK) and weight.dtype == np.uint8
+        assert 1 <= weight.min() and weight.max() <= 255  # symmetric: q + 128 with q in [-127, 127]
+        assert _initializer(proto, node.input[2]).shape == (n * blocks,)
+    ops = Counter(node.op_type for node in proto.graph.node)
+    assert ops["Add"] == 2 and ops["MatMul"] == 1 and ops["MatMulInteger"] == 0  # biases; mm_activations stays
+    x = _rows_of_every_magnitude(3)
+    expected, got = _run(float_model(), x), _run(proto, x)
+    assert _rowwise_cosine_min(got["h"], expected["h"]) > 0.999
+    assert _cosine(got["y"], expected["y"]) > MIN_COSINE and _cosine(got["gram"], expected["gram"]) > MIN_COSINE

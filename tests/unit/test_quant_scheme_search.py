@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -262,6 +263,29 @@ def test_the_int8_step_costs_one_build_per_sensitivity_record_plus_the_search(mo
 # --------------------------------------------------------------------------------------------
 # held-out check
 # --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("runtime", "fused"), [("onnxruntime", True), ("tflite", False)])
+def test_per_token_nodes_take_onnx_runtimes_fused_kernel_only_where_the_runtime_has_it(runtime: str,
+                                                                                       fused: bool) -> None:
+    """ONNX Runtime targets get MatMulNBits (int8 per row and block, fused); TFLite the portable pattern it lowers."""
+    captured: list[Quantizer] = []
+    target = override_target(load_target("tflite-int8" if runtime == "tflite" else "cpu-x86-int8"),
+                             {"quant": {"ops": ["MatMul"]}})
+    original = int8.Quantizer
+
+    def spy(*args: object, **kwargs: object) -> Quantizer:
+        captured.append(original(*args, **kwargs))
+        return captured[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(int8, "Quantizer", spy)
+        int8.quantize(ir.serde.deserialize_model(ranged_model()), target, _ranged_feeds(0, 8), "data",
+                      int8.Int8Request(), lambda message: None)
+    model, stats = captured[0].build(dynamic=["mm1", "mm2"], per_token=["mm1", "mm2"])
+    ops = Counter(node.op_type for node in model.graph)
+    assert stats["dynamic"]["per_token"] == 2
+    assert (ops["MatMulNBits"], ops["MatMulInteger"]) == ((2, 0) if fused else (0, 2))
 
 
 def test_split_holdout_interleaves_samples_and_labels() -> None:
