@@ -121,9 +121,7 @@ def _print_budget_search(fallback: Fallback) -> None:
     """The accuracy-budget search of a compile: verdict, held-out check, schemes, p50s and the nodes kept float."""
     evaluation, kept = fallback.evaluation, fallback.kept_float or []
     print(f"  accuracy budget {'met' if fallback.met else 'NOT met'}: {len(kept)} node(s) kept"
-          f" float, min cosine {evaluation.min_cosine:.6f}"
-          + (f" ({tail.WHAT} {evaluation.expected_worst_cosine:.6f})"
-             if evaluation.expected_worst_cosine is not None else "")
+          " float, " + tail.describe(evaluation.min_cosine, evaluation.expected_worst_cosine)
           + (f", accuracy drop {evaluation.accuracy_drop_pp:.2f} pp" if evaluation.accuracy_drop_pp is not None else ""))
     holdout = fallback.holdout
     if holdout:

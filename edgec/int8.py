@@ -141,7 +141,8 @@ def quantize(model: ir.Model, target: Target, samples: Sequence[Feeds], source: 
         if not found.met:
             budget_missed = (f"no int8 model met {request.budget.describe()}: the best kept {len(found.kept_float)} of "
                              f"{len(quantizer.candidates)} quantized nodes float and reached "
-                             f"{_cosine_text(found.evaluation)}" + _drop_text(found.evaluation.accuracy_drop_pp))
+                             + tail.describe(found.evaluation.min_cosine, found.evaluation.expected_worst_cosine)
+                             + _drop_text(found.evaluation.accuracy_drop_pp))
     else:
         result_model, stats = quantizer.build()
         checked = eval_samples[:SENSITIVITY_SAMPLES]
@@ -307,12 +308,6 @@ def _drift_record(evaluation: Evaluation, bar: Budget) -> dict[str, Any]:
     return {"min_cosine": evaluation.min_cosine, "threshold": bar.min_cosine}
 
 
-def _cosine_text(evaluation: Evaluation) -> str:
-    expected = evaluation.expected_worst_cosine
-    return f"min cosine {evaluation.min_cosine:.6f}" + (
-        "" if expected is None else f", {tail.WHAT} {expected:.6f}")
-
-
 def _drop_text(drop: float | None) -> str:
     return "" if drop is None else f" and an accuracy drop of {drop:.2f} pp"
 
@@ -358,7 +353,8 @@ def _choose_precision(p50: dict[str, float], accuracy: dict[str, Evaluation], ba
             if evaluation.expected_worst_cosine is not None:
                 options[label]["expected_worst_cosine"] = evaluation.expected_worst_cosine
             if bar and not evaluation.meets(bar):
-                options[label]["lost"] = f"misses {bar.describe()} ({_cosine_text(evaluation)})"
+                options[label]["lost"] = (f"misses {bar.describe()}: "
+                                          + tail.describe(evaluation.min_cosine, evaluation.expected_worst_cosine))
             elif speedup < AUTO_MIN_SPEEDUP:
                 options[label]["lost"] = f"{speedup:.2f}x fp32, below the {AUTO_MIN_SPEEDUP:.2f}x that pays"
         elif label != "fp32":

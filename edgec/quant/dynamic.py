@@ -169,10 +169,7 @@ def _rewrite(node: ir.Node, weights: TensorQuant) -> None:
     scale = typed_node("Mul", [a_scale, w_scale], base, [("scale_product", f32)])
     rescale = typed_node("Mul", [cast.outputs[0], scale.outputs[0]], base, [("rescaled", f32)])
     new_nodes = [quantize_a, product, cast, scale, rescale]
-    bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None:
-        new_nodes.append(typed_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
-    ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [new_nodes[-1].outputs[0]])
+    _replace_adding_bias(node, new_nodes, base)
 
 
 def _rewrite_attention(node: ir.Node, weights: TensorQuant) -> None:
@@ -246,10 +243,7 @@ def _rewrite_per_token(node: ir.Node, weights: TensorQuant, opset: int) -> None:
     rescale = typed_node("Mul", [row_scaled.outputs[0], w_scale], base, [("rescaled", f32)])
     new_nodes = [lowest, highest, low, high, span, step, scale, shift, zero_point.inputs[0].producer(), zero_point,
                  scaled, rounded, shifted, clipped, a_q, product, as_float, offset, centred, row_scaled, rescale]
-    bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None:
-        new_nodes.append(typed_node("Add", [rescale.outputs[0], bias], base, [("biased", f32)]))
-    ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [new_nodes[-1].outputs[0]])
+    _replace_adding_bias(node, new_nodes, base)
 
 
 def _rewrite_blockwise(node: ir.Node) -> None:
@@ -279,10 +273,16 @@ def _rewrite_blockwise(node: ir.Node) -> None:
                      domain=_ORT_DOMAIN, name=base, num_outputs=1)
     matmul.outputs[0].name, matmul.outputs[0].dtype, matmul.outputs[0].shape = base, f32, output.shape
     new_nodes = [matmul]
+    _replace_adding_bias(node, new_nodes, base)
+
+
+def _replace_adding_bias(node: ir.Node, new_nodes: list[ir.Node], base: str) -> None:
+    """Put `new_nodes` (the last one computing A @ B) in place of `node`, then Gemm's bias C as an Add."""
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is not None:
-        new_nodes.append(typed_node("Add", [matmul.outputs[0], bias], base, [("biased", f32)]))
-    ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [output], [new_nodes[-1].outputs[0]])
+        new_nodes.append(typed_node("Add", [new_nodes[-1].outputs[0], bias], base, [("biased", ir.DataType.FLOAT)]))
+    ir.convenience.replace_nodes_and_values(node.graph, node, [node], new_nodes, [node.outputs[0]],
+                                            [new_nodes[-1].outputs[0]])
 
 
 def _weight_initializers(graph: ir.Graph, node: ir.Node, weights: TensorQuant,

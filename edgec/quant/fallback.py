@@ -241,9 +241,7 @@ def search(quantizer: Quantizer, evaluator: Evaluator, budget: Budget, order: Se
         attempts.append(Attempt(kept, len(dynamic), len(tokens), evaluation))
         met = evaluation.meets(budget)
         say(f"  search build {len(attempts)}/{planned}: {len(kept)} node(s) float, {len(dynamic)} dynamic ({len(tokens)} per token): "
-            f"min cosine {evaluation.min_cosine:.6f}"
-            + (f" ({tail.WHAT} {evaluation.expected_worst_cosine:.6f})"
-               if evaluation.expected_worst_cosine is not None else "")
+            + tail.describe(evaluation.min_cosine, evaluation.expected_worst_cosine)
             + (f", accuracy drop {evaluation.accuracy_drop_pp:+.2f} pp" if evaluation.accuracy_drop_pp is not None else "")
             + (" - budget met" if met else ""))
         results[count] = FallbackResult(model, stats, kept, evaluation, met,

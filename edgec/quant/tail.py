@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["EXTRAPOLATION", "MIN_SAMPLES", "WHAT", "expected_worst_cosine", "half_sample_growth"]
+__all__ = ["EXTRAPOLATION", "MIN_SAMPLES", "WHAT", "describe", "expected_worst_cosine", "half_sample_growth"]
 
 #: Below this many samples the growth of the worst sample cannot be measured (a half of one sample).
 MIN_SAMPLES = 4
@@ -59,3 +59,8 @@ def expected_worst_cosine(cosines: Sequence[float]) -> float | None:
     drifts = [max(0.0, 1.0 - cosine) for cosine in cosines]
     growth = half_sample_growth(drifts) ** math.log2(EXTRAPOLATION)
     return min(min(cosines), 1.0 - max(drifts) * growth)
+
+
+def describe(min_cosine: float, expected_worst: float | None) -> str:
+    """How progress lines, reports and errors state a candidate's cosine: the seen minimum, then the expected worst."""
+    return f"min cosine {min_cosine:.6f}" + ("" if expected_worst is None else f" ({WHAT} {expected_worst:.6f})")
